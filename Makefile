@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VERSIONS := v3.0 v3.1
+ARTIFACTS := artifacts
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install models train report serve test test-unit lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+# Train and import the default models only when the store lacks them.
+models: install
+	$(BIN)/python -m model_store_import ensure --artifacts $(ARTIFACTS) $(VERSIONS)
+
+train: install
+	for v in $(VERSIONS); do $(BIN)/python -m training --version $$v --out $(ARTIFACTS)/$$v || exit 1; done
+
+report: install
+	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs
+
+serve: models
+	$(BIN)/bentoml serve . --port 3000
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy aifx training model_store_import experiments runners service.py
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
