@@ -175,6 +175,6 @@ def sample_windows(candles: Candles, names: Sequence[str], window: int) -> tuple
     need = min_candles(names, window)
     ends = np.arange(need - 1, len(candles))
     out = np.empty((len(ends), window, len(names)), dtype=np.float64)
-    for i, t in enumerate(ends):
+    for i, t in enumerate(ends.tolist()):
         out[i] = window_features(candles.slice(t + 1 - need, t + 1), names, window)
     return out, ends

@@ -1,0 +1,30 @@
+"""Predict request bodies of real candles from the bundled data file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aifx.candles import load_candles_csv
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.csv"
+
+
+def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> list[dict[str, object]]:
+    """`count` requests, each the 64 candles ending at a random bar."""
+    c = load_candles_csv(DATA)
+    rng = np.random.default_rng(seed)
+    ends = rng.integers(candles_per_request, len(c), size=count)
+    bodies = []
+    for end in ends.tolist():
+        s = c.slice(end - candles_per_request, end)
+        data = [
+            {"timestamp": f"{t}Z"[:19] + "Z", "open": o, "high": h, "low": lo, "close": cl}
+            for t, o, h, lo, cl in zip(
+                s.timestamp.astype("datetime64[s]").astype(str), s.open.tolist(), s.high.tolist(),
+                s.low.tolist(), s.close.tolist(), strict=True,
+            )
+        ]  # fmt: skip
+        bodies.append({"pair": "EUR/USD", "timeframe": "1h", "data": data})
+    return bodies

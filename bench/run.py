@@ -1,0 +1,154 @@
+"""Benchmark: the Bento service vs the seed-style baseline, in one run.
+
+Usage: python -m bench.run [--quick]   (make bench). Needs the models in the BentoML store (make models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.loadgen import HEADER, RunResult, run_load
+from bench.payloads import predict_bodies
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(cmd: list[str], ready_url: str, timeout: float = 120.0) -> tuple[subprocess.Popen, float]:
+    """Start a server in its own process group; return it and the seconds until ready_url answers 200."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}")
+        try:
+            if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                return proc, time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"{ready_url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def machine() -> dict[str, object]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "os": platform.platform()}  # fmt: skip
+
+
+def bench_service(scale: float) -> tuple[list[RunResult], dict[str, float], dict[str, object]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, cold = start([sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"],
+                       f"{base}/readyz")  # fmt: skip
+    try:
+        url = f"{base}/reversal/predict"
+        run_load("warm-up", url, predict_bodies(int(300 * scale), seed=9), 8)
+        runs = []
+        for conc, n in ((1, 1000), (8, 2000), (32, 4000), (64, 4000), (1, 1000)):
+            label = "service" if not runs or conc != 1 else "service (after burst)"
+            runs.append(run_load(label, url, predict_bodies(int(n * scale), seed=conc), conc))
+            print(runs[-1].row(), flush=True)
+        rss = tree_rss_mb(proc.pid)
+        batch = bench_batch(f"{base}/reversal/predict/batch", scale)
+    finally:
+        stop(proc)
+    return runs, {"cold_start_s": round(cold, 2), "rss_mb": round(rss, 1)}, batch
+
+
+def bench_batch(url: str, scale: float, items: int = 500) -> dict[str, object]:
+    """Predictions per second through the batch route (requests of `items` predict items)."""
+    bodies = [{"items": predict_bodies(items, seed=100 + i)} for i in range(max(int(20 * scale), 2))]
+    result = run_load("batch", url, bodies, 2, timeout=120)
+    preds = result.requests * items
+    return {"requests": result.requests, "items_per_request": items, "errors": result.errors,
+            "predictions_per_s": round(preds / result.seconds, 1), "p50_ms": round(result.p50, 1)}  # fmt: skip
+
+
+def bench_baseline(scale: float) -> tuple[list[RunResult], dict[str, float]]:
+    port = free_port()
+    proc, cold = start([sys.executable, "-m", "bench.baseline.server", "--port", str(port)],
+                       f"http://127.0.0.1:{port}/health")  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/reversal/predict"
+        run_load("warm-up", url, predict_bodies(50, seed=9), 4)
+        runs = [run_load("baseline (seed style)", url, predict_bodies(int(n * scale), seed=c), c)
+                for c, n in ((1, 200), (32, 1000))]  # fmt: skip
+        for r in runs:
+            print(r.row(), flush=True)
+        rss = tree_rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    return runs, {"cold_start_s": round(cold, 2), "rss_mb": round(rss, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the requests (smoke run)")
+    args = ap.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    print(HEADER, flush=True)
+    runs, svc, batch = bench_service(scale)
+    base_runs, base = bench_baseline(scale)
+    c32 = next(r for r in runs if r.concurrency == 32)
+    b32 = next(r for r in base_runs if r.concurrency == 32)
+    summary = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run" + (" --quick" if args.quick else ""),
+        "machine": machine(),
+        "service": {**svc, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in runs], "batch": batch},
+        "baseline": {**base, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in base_runs]},
+        "throughput_ratio_c32": round(c32.rps / b32.rps, 1) if b32.rps else None,
+    }
+    print(f"\nbatch route: {batch}")
+    print(f"service: cold start {svc['cold_start_s']} s, RSS {svc['rss_mb']} MB; "
+          f"baseline: cold start {base['cold_start_s']} s, RSS {base['rss_mb']} MB")  # fmt: skip
+    print(f"throughput ratio at concurrency 32: {summary['throughput_ratio_c32']}x")
+    print(f"machine: {summary['machine']}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
