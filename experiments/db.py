@@ -1,0 +1,69 @@
+"""Engine construction: SQLite (WAL, busy timeout, IMMEDIATE write transactions) or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_DATABASE_URL = "sqlite:///var/aifx.db"
+ENV_DATABASE_URL = "AIFX_DATABASE_URL"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_OPTION = "aifx_write"
+
+
+def default_database_url() -> str:
+    """$AIFX_DATABASE_URL, else the SQLite file var/aifx.db relative to the current directory."""
+    return os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Per-connection PRAGMAs; hand transaction control to SQLAlchemy (see _sqlite_on_begin)."""
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = FULL")  # an acknowledged commit survives power loss
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for write transactions (takes the write lock up front: no upgrade deadlock)."""
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _sqlite_engine(url: str) -> Engine:
+    """SQLite engine usable from many threads; creates the file's directory."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    kwargs: dict[str, Any] = {}
+    if database in ("", ":memory:"):
+        kwargs["poolclass"] = StaticPool
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for a SQLite or PostgreSQL URL (pre-ping on, so dropped connections are replaced)."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url)
+    if backend == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql+psycopg://...")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """Whether the engine talks to SQLite."""
+    return engine.dialect.name == "sqlite"

@@ -1,0 +1,103 @@
+"""Per-variant metrics of one experiment from SQL aggregates, plus the B-vs-A statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from experiments.schema import SIGNALS, outcomes, predictions
+from experiments.stats import compare
+
+VARIANTS = ("A", "B")
+
+
+def _prediction_counts(conn: Connection, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """{variant: {"count", "signals", "confidence_sum"}} via GROUP BY variant, signal."""
+    stmt = (
+        select(predictions.c.variant, predictions.c.signal, func.count(), func.sum(predictions.c.confidence))
+        .where(predictions.c.experiment_id == experiment_id)
+        .group_by(predictions.c.variant, predictions.c.signal)
+    )
+    out: dict[str, dict[str, Any]] = {
+        v: {"count": 0, "signals": dict.fromkeys(SIGNALS, 0), "confidence_sum": 0.0} for v in VARIANTS
+    }
+    for variant, signal, count, conf_sum in conn.execute(stmt):
+        entry = out[variant]
+        entry["count"] += int(count)
+        entry["signals"][signal] = int(count)
+        entry["confidence_sum"] += float(conf_sum or 0.0)
+    return out
+
+
+def _outcome_aggregates(conn: Connection, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """{variant: {"count", "hits", "total_pips"}} via one aggregate query."""
+    hit = case((outcomes.c.pips > 0, 1), else_=0)
+    stmt = (
+        select(predictions.c.variant, func.count(), func.sum(hit), func.sum(outcomes.c.pips))
+        .select_from(outcomes.join(predictions, outcomes.c.prediction_id == predictions.c.prediction_id))
+        .where(predictions.c.experiment_id == experiment_id)
+        .group_by(predictions.c.variant)
+    )
+    out = {v: {"count": 0, "hits": 0, "total_pips": 0.0} for v in VARIANTS}
+    for variant, count, hits, total in conn.execute(stmt):
+        out[variant] = {"count": int(count), "hits": int(hits or 0), "total_pips": float(total or 0.0)}
+    return out
+
+
+def _pips_by_variant(conn: Connection, experiment_id: str) -> dict[str, list[float]]:
+    """Raw pips per variant (input of the t-test)."""
+    stmt = (
+        select(predictions.c.variant, outcomes.c.pips)
+        .select_from(outcomes.join(predictions, outcomes.c.prediction_id == predictions.c.prediction_id))
+        .where(predictions.c.experiment_id == experiment_id)
+    )
+    out: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for variant, pips in conn.execute(stmt):
+        out[variant].append(float(pips))
+    return out
+
+
+def _variant_metrics(preds: dict[str, Any], outs: dict[str, Any]) -> dict[str, Any]:
+    """The seed's metrics block plus outcomes."""
+    count, n_out = preds["count"], outs["count"]
+    return {
+        "count": count,
+        "signals": preds["signals"],
+        "avg_confidence": preds["confidence_sum"] / count if count else None,
+        "outcomes": {
+            "count": n_out,
+            "hit_rate": outs["hits"] / n_out if n_out else None,
+            "mean_pips": outs["total_pips"] / n_out if n_out else None,
+            "total_pips": outs["total_pips"],
+        },
+    }
+
+
+def experiment_metrics(conn: Connection, exp: dict[str, Any], min_samples: int, alpha: float) -> dict[str, Any]:
+    """The seed's metrics shape for one experiment, with `comparison` from stats.compare."""
+    eid = exp["experiment_id"]
+    preds, outs, pips = (
+        _prediction_counts(conn, eid),
+        _outcome_aggregates(conn, eid),
+        _pips_by_variant(conn, eid),
+    )
+    shares = {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]}
+    versions = {"A": exp["variant_a"], "B": exp["variant_b"]}
+    variants = {
+        v: {
+            "model_version": versions[v],
+            "traffic_split": shares[v],
+            "metrics": _variant_metrics(preds[v], outs[v]),
+        }
+        for v in VARIANTS
+    }
+    return {
+        "experiment_id": eid,
+        "name": exp["name"],
+        "description": exp["description"],
+        "status": exp["status"],
+        "active": exp["active"],
+        "variants": variants,
+        "comparison": compare(pips["A"], pips["B"], min_samples=min_samples, alpha=alpha),
+    }

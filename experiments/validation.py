@@ -1,0 +1,86 @@
+"""Input checks that raise Invalid with a message saying what is wrong and what is expected."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from experiments.errors import Invalid
+from experiments.schema import ID_LEN, SIGNALS, USER_ID_LEN
+
+ID_RE = re.compile(rf"^[A-Za-z0-9_.-]{{1,{ID_LEN}}}$")
+VERSION_RE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{ID_LEN}}}$")
+NAME_LEN = 200
+DESCRIPTION_LEN = 2000
+
+
+def check_id(value: Any, field: str = "experiment_id") -> str:
+    """1-64 characters of [A-Za-z0-9_.-]."""
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise Invalid(f"{field} must be 1-{ID_LEN} characters of A-Z a-z 0-9 _ . - (got {value!r:.80})")
+    return value
+
+
+def check_version(value: Any, field: str) -> str:
+    """A model version string: 1-64 characters of [A-Za-z0-9_.:-]."""
+    if not isinstance(value, str) or not VERSION_RE.match(value):
+        raise Invalid(f"{field} must be a model version of 1-{ID_LEN} characters A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def check_text(value: Any, field: str, max_len: int, required: bool) -> str:
+    """A string of at most max_len characters (non-blank when required)."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value) > max_len or (required and not value.strip()):
+        need = "a non-empty string" if required else "a string"
+        raise Invalid(f"{field} must be {need} of at most {max_len} characters")
+    return value
+
+
+def check_split(value: Any) -> float:
+    """traffic_split: a number strictly between 0 and 1 (share of users sent to variant B)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0.0 < value < 1.0:
+        raise Invalid(f"traffic_split must be a number strictly between 0 and 1 (got {value!r:.40})")
+    return float(value)
+
+
+def check_user_id(value: Any) -> str:
+    """A non-empty user id of at most 256 characters."""
+    if not isinstance(value, str) or not value or len(value) > USER_ID_LEN:
+        raise Invalid(f"user_id must be a non-empty string of at most {USER_ID_LEN} characters")
+    return value
+
+
+def check_signal(value: Any) -> str:
+    """One of long, short, hold."""
+    if value not in SIGNALS:
+        raise Invalid(f"signal must be one of {', '.join(SIGNALS)} (got {value!r:.40})")
+    return str(value)
+
+
+def check_variant(value: Any) -> str:
+    """ "A" or "B"."""
+    if value not in ("A", "B"):
+        raise Invalid(f'variant must be "A" or "B" (got {value!r:.40})')
+    return str(value)
+
+
+def check_probability(value: Any, field: str, required: bool = True) -> float | None:
+    """A number in [0, 1] (None allowed when not required)."""
+    if value is None and not required:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise Invalid(f"{field} must be a number between 0 and 1 (got {value!r:.40})")
+    return float(value)
+
+
+def check_pips(value: Any) -> float:
+    """A finite number (realized result in pips; a hit is pips > 0)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value):
+        raise Invalid(f"pips must be a finite number (got {value!r:.40})")
+    return float(value)
