@@ -38,5 +38,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy aifx training model_store_import experiments runners service.py
 
+# Speed targets are checked here, not in unit tests; results go to bench/results/ and docs/performance.md.
+bench: models
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The REST API (seed routes, seed envelope) and the prediction engine behind it."""

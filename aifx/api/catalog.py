@@ -1,0 +1,73 @@
+"""What the model store says about each configured version (metadata only, no model loading)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aifx.versions import VersionSpec, model_name
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    """One stage of a version in the store."""
+
+    tag: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """A configured version: its spec and stage entries, or why it is not usable."""
+
+    version: str
+    spec: VersionSpec | None
+    stages: dict[int, StageEntry] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def has_stage2(self) -> bool:
+        return 2 in self.stages
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.stages[1].metadata if 1 in self.stages else {}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Configured versions in fallback order."""
+
+    order: tuple[str, ...]
+    entries: dict[str, VersionEntry]
+
+    @classmethod
+    def from_store(cls, versions: tuple[str, ...]) -> Catalog:
+        """Read each version's stage entries from the current BentoML model store."""
+        import bentoml
+        from bentoml.exceptions import NotFound
+
+        entries = {}
+        for version in versions:
+            stages: dict[int, StageEntry] = {}
+            for stage in (1, 2):
+                try:
+                    m = bentoml.models.get(model_name(version, stage))
+                except NotFound:
+                    continue
+                stages[stage] = StageEntry(str(m.tag), dict(m.info.metadata))
+            entries[version] = _entry(version, stages)
+        return cls(tuple(versions), entries)
+
+    def known(self, version: str) -> bool:
+        return version in self.entries
+
+
+def _entry(version: str, stages: dict[int, StageEntry]) -> VersionEntry:
+    if 1 not in stages:
+        return VersionEntry(version, None, stages, f"{model_name(version, 1)} is not in the model store")
+    try:
+        spec = VersionSpec.from_metadata(stages[1].metadata)
+    except (KeyError, TypeError, ValueError) as exc:
+        return VersionEntry(version, None, stages, f"{model_name(version, 1)} has unusable metadata: {exc}")
+    return VersionEntry(version, spec, stages)

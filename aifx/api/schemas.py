@@ -1,0 +1,160 @@
+"""Request and response bodies of the REST API (field names as in the seed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+MAX_CANDLES = 5_000
+MAX_BATCH_ITEMS = 100
+T = TypeVar("T")
+
+_NEED_INPUT = (
+    "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "
+    "or `features` (rows in the version's feature order)"
+)
+
+
+class CandleIn(BaseModel):
+    """One OHLC(V) bar; timestamp as ISO-8601 text or Unix seconds/milliseconds."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    timestamp: datetime
+    open: float = Field(gt=0)
+    high: float = Field(gt=0)
+    low: float = Field(gt=0)
+    close: float = Field(gt=0)
+    volume: float | None = Field(default=None, ge=0)
+
+
+class _Inputs(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True)
+
+    pair: str = Field(min_length=1, max_length=32, examples=["EUR/USD"])
+    timeframe: str = Field(min_length=1, max_length=16, examples=["1h"])
+    data: list[CandleIn] | None = Field(
+        default=None, max_length=MAX_CANDLES, description=f"candles, oldest first (at most {MAX_CANDLES})"
+    )
+    features: list[list[float]] | None = Field(
+        default=None,
+        max_length=MAX_CANDLES,
+        description="precomputed, unscaled feature rows (window x features); used when present",
+    )
+
+    @model_validator(mode="after")
+    def _has_input(self) -> _Inputs:
+        if not self.data and not self.features:
+            raise ValueError(f"no input: {_NEED_INPUT}")
+        return self
+
+
+class PredictRequest(_Inputs):
+    """POST /reversal/predict."""
+
+    version: str | None = Field(default=None, max_length=64, description="default: the active version")
+    user_id: str | None = Field(default=None, max_length=128, validation_alias=AliasChoices("user_id", "userId"))
+
+
+class LegacyPredictRequest(PredictRequest):
+    """POST /predict (the old engine): pair and timeframe are optional."""
+
+    pair: str = Field(default="", max_length=32)  # type: ignore[assignment]
+    timeframe: str = Field(default="", max_length=16)  # type: ignore[assignment]
+
+
+class BatchRequest(BaseModel):
+    """POST /reversal/predict/batch: each item is validated on its own."""
+
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class CompareRequest(_Inputs):
+    """POST /reversal/compare."""
+
+    versions: list[str] | None = Field(default=None, max_length=16, description="default: every loaded version")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """The seed's envelope around every /reversal/* and /predict answer."""
+
+    success: bool
+    data: T | None = None
+    error: str | None = None
+    timestamp: str
+
+
+class Factors(BaseModel):
+    reversal_detected: bool
+    direction: str | None
+    direction_source: str | None = None
+
+
+class PredictionData(BaseModel):
+    pair: str
+    timeframe: str
+    signal: str = Field(examples=["long"])
+    confidence: float
+    stage1_prob: float
+    stage2_prob: float | None
+    model_version: str
+    factors: Factors
+    timestamp: str
+
+
+class BatchResult(BaseModel):
+    success: bool
+    data: PredictionData | None = None
+    error: str | None = None
+
+
+class BatchData(BaseModel):
+    results: list[BatchResult]
+
+
+class ComparedPrediction(BaseModel):
+    signal: str
+    confidence: float
+    stage1_prob: float
+    stage2_prob: float | None
+    model_version: str
+
+
+class CompareData(BaseModel):
+    pair: str
+    timeframe: str
+    predictions: dict[str, ComparedPrediction]
+    consensus: str | None
+    disagreement: bool
+    timestamp: str
+
+
+class LegacyData(BaseModel):
+    prediction: str
+    confidence: float
+    factors: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["healthy"])
+    model_loaded: bool
+    model_version: str | None
+    timestamp: str
+    environment: str
+    loaded_versions: list[str] = []
+    failed_versions: dict[str, str] = {}
+
+
+_ROWS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+
+
+class StageWindow(BaseModel):
+    """One stage input: a version and its unscaled (window x features) rows."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    version: str
+    rows: Annotated[np.ndarray, WithJsonSchema(_ROWS_SCHEMA)]

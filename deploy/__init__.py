@@ -1,0 +1,1 @@
+"""Deployment helpers and manifests of the AIFX Reversal Engine (see docs/deployment.md)."""

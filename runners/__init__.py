@@ -1,0 +1,1 @@
+"""Stage services: Stage 1 ReversalDetector and Stage 2 DirectionClassifier."""

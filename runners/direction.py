@@ -1,0 +1,35 @@
+"""Stage 2 service: P(long) for windows where Stage 1 fired."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import bentoml
+
+from aifx.api.schemas import StageWindow
+from aifx.settings import get_settings
+from runners.inference import KEEP_CONNECTIONS, StageModels
+from runners.models import declare_models
+
+VERSIONS = get_settings().versions
+
+
+@bentoml.service(workers=1, traffic={"timeout": 30, "max_concurrency": 512}, runner_connection=KEEP_CONNECTIONS)
+@declare_models(stage=2, versions=VERSIONS)
+class DirectionClassifier:
+    """Loads every configured version's Stage 2 model (when trained) and scores batches of windows."""
+
+    model_refs: ClassVar[dict[str, Any]] = {}  # version -> BentoModel, set by declare_models
+
+    def __init__(self) -> None:
+        self.stage = StageModels.load(2, VERSIONS, self.model_refs)
+
+    @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=2000)
+    def classify(self, windows: list[StageWindow]) -> list[float]:
+        """P(long) per window."""
+        return self.stage.predict(windows)
+
+    @bentoml.api
+    def status(self) -> dict:
+        """Which versions loaded, and why the others did not."""
+        return self.stage.status()

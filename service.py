@@ -1,0 +1,31 @@
+"""Entry service: wiring only. Composes the two stage services and mounts the REST API."""
+
+from __future__ import annotations
+
+import bentoml
+
+from aifx.api.asgi import BoundedLabelsService
+from aifx.api.bootstrap import app, attach, build_engine
+from runners.detector import ReversalDetector
+from runners.direction import DirectionClassifier
+
+
+@bentoml.service(
+    service_class=BoundedLabelsService,
+    workers=2,
+    traffic={"timeout": 30, "max_concurrency": 1024},
+)
+@bentoml.asgi_app(app, path="/")
+class ReversalEngine:
+    """The AIFX Reversal Engine: seed routes over Stage 1 and Stage 2 (called only when Stage 1 fires)."""
+
+    detector = bentoml.depends(ReversalDetector)
+    direction = bentoml.depends(DirectionClassifier)
+
+    def __init__(self) -> None:
+        self.engine = build_engine(self.detector, self.direction)
+
+    @bentoml.on_startup
+    async def serve_routes(self) -> None:
+        """Attach the engine to the routes and log the load summary once the stages answer."""
+        attach(self.engine)

@@ -1,0 +1,140 @@
+"""Shared fixtures: a temporary BentoML home with small, quickly trained v3.0 / v3.1 models.
+
+The store holds v3.1 and v3.0 (both stages) and `v2.9` (Stage 1 only, threshold 0, so it
+always fires and exercises the no-Stage-2 direction rule). Integration servers reuse the
+same BENTOML_HOME through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# prometheus_client picks its value class at import: give in-process tests a multiprocess dir too.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aifx-prom-"))
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_FILE = ROOT / "data" / "FOREX_EURUSD_1H_ASK.csv"
+TEST_VERSIONS = "v3.1,v3.0,v2.9"
+NO_STAGE2_VERSION = "v2.9"
+TRAIN_BARS = 3000  # train on the first bars only; tests predict anywhere in the file
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """The session's BentoML home and what is in it."""
+
+    home: Path
+    versions: str
+    env: dict[str, str]
+
+
+def _point_bentoml_at(home: Path) -> None:
+    """Set BENTOML_HOME and drop BentoMLContainer's cached paths so the new home is used."""
+    os.environ["BENTOML_HOME"] = str(home)
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    for provider in (
+        BentoMLContainer.bentoml_home,
+        BentoMLContainer.bento_store_dir,
+        BentoMLContainer.model_store_dir,
+        BentoMLContainer.env_store_dir,
+        BentoMLContainer.tmp_bento_store_dir,
+        BentoMLContainer.bento_store,
+        BentoMLContainer.model_store,
+        BentoMLContainer.tmp_bento_store,
+        BentoMLContainer.result_store_file,
+    ):
+        provider.reset()
+
+
+def train_versions(workdir: Path) -> None:
+    """Train tiny models for v3.0, v3.1 (both stages) and v2.9 (Stage 1 only) and import them."""
+    from aifx.candles import load_candles_csv
+    from aifx.features import sample_windows
+    from aifx.labels import barrier_labels, swing_labels
+    from aifx.versions import Scaler, VersionSpec, default_spec
+    from model_store_import.importer import write_version
+    from training.model import fit
+
+    candles = load_candles_csv(DATA_FILE).slice(0, TRAIN_BARS)
+    for version in ("v3.0", "v3.1"):
+        spec = default_spec(version)
+        x, ends = sample_windows(candles, spec.features, spec.window)
+        if version == "v3.0":
+            labels = swing_labels(candles.high, candles.low)
+        else:
+            labels = barrier_labels(candles.high, candles.low, candles.close)
+        y1, y2 = labels.stage1[ends], labels.stage2[ends]
+        scaler = Scaler.fit(spec.features, x.reshape(-1, x.shape[-1]))
+        xs = scaler.transform(x)
+        ok1 = ~np.isnan(y1)
+        ok2 = ~np.isnan(y2)
+        files = {}
+        m1 = fit(xs[ok1], y1[ok1], seed=1, epochs=1)
+        files[1] = workdir / f"{version}-stage1.keras"
+        m1.save(files[1])
+        m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1)
+        files[2] = workdir / f"{version}-stage2.keras"
+        m2.save(files[2])
+        metrics = {"stage1": {"base_rate": float(np.nanmean(y1)), "split": "none (test fixture)"}}
+        write_version(spec, scaler, files, {"metrics": metrics, "source": "tests/conftest.py"})
+        if version == "v3.1":
+            lite = VersionSpec(NO_STAGE2_VERSION, spec.features, spec.window, 0.0, spec.label_params, "Lite")
+            write_version(lite, scaler, {1: files[1]}, {"source": "tests/conftest.py (no stage 2)"})
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A temporary BENTOML_HOME holding the small test models (built once per session)."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    _point_bentoml_at(home)
+    work = tmp_path_factory.mktemp("artifacts")
+    train_versions(work)
+    env = {
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "AIFX_VERSIONS": TEST_VERSIONS,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return ModelStore(home, TEST_VERSIONS, env)
+
+
+@pytest.fixture(scope="session")
+def candles():
+    """The default EUR/USD 1h data set."""
+    from aifx.candles import load_candles_csv
+
+    return load_candles_csv(DATA_FILE)
+
+
+@pytest.fixture(scope="session")
+def candle_json(candles):
+    """rows(stop, n): the n candles ending before bar `stop` as the API's JSON objects."""
+
+    def rows(stop: int, n: int) -> list[dict[str, object]]:
+        return _candle_json(candles, stop - n, stop)
+
+    return rows
+
+
+def _candle_json(c, start: int, stop: int) -> list[dict[str, object]]:
+    """Candles[start:stop] as the API's JSON objects."""
+    ts = np.datetime_as_string(c.timestamp[start:stop], unit="s")
+    return [
+        {
+            "timestamp": f"{t}Z",
+            "open": float(c.open[i]),
+            "high": float(c.high[i]),
+            "low": float(c.low[i]),
+            "close": float(c.close[i]),
+        }
+        for t, i in zip(ts, range(start, stop), strict=True)
+    ]

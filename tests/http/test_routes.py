@@ -1,0 +1,313 @@
+"""In-process HTTP tests: every route's envelope and fields, parity with training, bad requests."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.http
+
+PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
+PRED_FIELDS = {
+    "pair", "timeframe", "signal", "confidence", "stage1_prob", "stage2_prob", "model_version", "factors", "timestamp"
+}  # fmt: skip
+
+
+def assert_envelope(body: dict, success: bool = True) -> None:
+    assert set(body) == {"success", "data", "error", "timestamp"}
+    assert body["success"] is success
+    datetime.fromisoformat(body["timestamp"])
+    if success:
+        assert body["error"] is None
+    else:
+        assert body["data"] is None and isinstance(body["error"], str) and body["error"]
+
+
+def predict(client, candle_json, stop: int = 3000, n: int = 80, **extra):
+    return client.post("/reversal/predict", json={**PAIR, "data": candle_json(stop, n), **extra})
+
+
+def test_health_is_flat(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert {"status", "model_loaded", "model_version", "timestamp", "environment"} <= set(body)
+    assert body["status"] == "healthy" and body["model_loaded"] is True
+    assert body["model_version"] == "v3.1"
+
+
+def test_predict_envelope_and_fields(client, candle_json):
+    r = predict(client, candle_json)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_envelope(body)
+    data = body["data"]
+    assert set(data) == PRED_FIELDS
+    assert data["signal"] in ("long", "short", "hold") and data["model_version"] == "v3.1"
+    assert 0.0 <= data["confidence"] <= 1.0
+    assert data["factors"]["reversal_detected"] is (data["signal"] != "hold")
+
+
+def test_predict_accepts_user_id_spellings_and_version(client, candle_json):
+    for extra in ({"user_id": "u1"}, {"userId": "u2"}, {"version": "v3.0"}):
+        r = predict(client, candle_json, **extra)
+        assert r.status_code == 200, r.text
+    assert r.json()["data"]["model_version"] == "v3.0"
+
+
+def test_version_without_stage2_serves_by_rule(client, candle_json):
+    r = predict(client, candle_json, version="v2.9")  # threshold 0: always fires
+    data = r.json()["data"]
+    assert data["signal"] in ("long", "short") and data["stage2_prob"] is None
+    assert "direction by rule" in data["factors"]["direction_source"]
+
+
+def test_batch_isolates_bad_items(client, candle_json):
+    good = {**PAIR, "data": candle_json(2500, 60)}
+    items = [good, {**PAIR}, {**good, "version": "v9"}, good]
+    r = client.post("/reversal/predict/batch", json={"items": items})
+    assert r.status_code == 200
+    body = r.json()
+    assert_envelope(body)
+    results = body["data"]["results"]
+    assert [x["success"] for x in results] == [True, False, False, True]
+    for x in results:
+        assert set(x) == {"success", "data", "error"}
+    assert results[1]["error"].startswith("items[1]:") and "send `data`" in results[1]["error"]
+    assert "unknown model version" in results[2]["error"]
+    assert set(results[0]["data"]) == PRED_FIELDS
+
+
+def test_compare(client, candle_json):
+    r = client.post("/reversal/compare", json={**PAIR, "data": candle_json(2000, 80)})
+    body = r.json()
+    assert_envelope(body)
+    data = body["data"]
+    assert {"pair", "timeframe", "predictions", "consensus", "disagreement", "timestamp"} <= set(data)
+    assert set(data["predictions"]) == {"v3.1", "v3.0", "v2.9"}
+    for v, p in data["predictions"].items():
+        assert p["model_version"] == v and {"signal", "confidence"} <= set(p)
+    signals = {p["signal"] for p in data["predictions"].values()}
+    assert data["disagreement"] is (len(signals) > 1)
+    assert data["consensus"] == (signals.pop() if len(signals) == 1 else None)
+    r = client.post("/reversal/compare", json={**PAIR, "data": candle_json(2000, 80), "versions": ["v3.0"]})
+    assert list(r.json()["data"]["predictions"]) == ["v3.0"]
+
+
+def test_models_list_and_info(client):
+    body = client.get("/reversal/models").json()
+    assert_envelope(body)
+    data = body["data"]
+    assert data["active_version"] in ("v3.1", "v3.0") and data["default"] == "v3.1"
+    assert data["fallback_order"] == ["v3.1", "v3.0", "v2.9"]
+    assert [v["version"] for v in data["versions"]] == ["v3.1", "v3.0", "v2.9"]
+    assert all("metrics" in v for v in data["versions"])
+    info = client.get("/reversal/models/v3.1").json()["data"]
+    assert info["stages"]["stage1"]["loaded"] and info["stages"]["stage2"]["loaded"]
+    assert info["window"] == 20 and len(info["features"]) == 12 and info["threshold"] == 0.5
+    assert info["label_params"]["scheme"] == "triple_barrier"
+    assert "base_rate" in info["metrics"]["stage1"]
+    lite = client.get("/reversal/models/v2.9").json()["data"]
+    assert lite["stages"]["stage2"]["in_store"] is False and "direction_rule" in lite["stages"]["stage2"]
+
+
+def test_switch_and_back(client, candle_json):
+    r = client.post("/reversal/models/v3.0/switch")
+    assert r.status_code == 200
+    assert r.json()["data"]["active_version"] == "v3.0"
+    assert predict(client, candle_json).json()["data"]["model_version"] == "v3.0"
+    assert client.get("/health").json()["model_version"] == "v3.0"
+    r = client.post("/reversal/models/v3.1/switch")
+    assert r.json()["data"] == {"active_version": "v3.1", "previous_version": "v3.0"}
+
+
+def test_legacy_predict(client, candle_json):
+    r = client.post("/predict", json={"data": candle_json(3000, 60)})
+    body = r.json()
+    assert_envelope(body)
+    assert set(body["data"]) == {"prediction", "confidence", "factors"}
+    assert body["data"]["prediction"] in ("long", "short", "hold")
+
+
+def test_metrics_and_docs(client, candle_json):
+    predict(client, candle_json)
+    text = client.get("/metrics").text
+    for name in ("aifx_predictions_total", "aifx_stage1_probability_bucket", "aifx_confidence_bucket"):
+        assert name in text
+    assert client.get("/docs.json").status_code == 200
+    paths = client.get("/docs.json").json()["paths"]
+    assert "/reversal/predict" in paths
+
+
+# ---- parity with the training pipeline --------------------------------------------------------
+
+
+def _reference(version: str, candles, idx: np.ndarray):
+    """Probabilities and decisions from sample_windows + scaler + the stored Keras models."""
+    from pathlib import Path
+
+    import bentoml
+    import keras
+
+    from aifx import signal as sig
+    from aifx.features import sample_windows
+    from aifx.versions import Scaler, VersionSpec
+
+    m1 = bentoml.models.get(f"aifx-{version}-stage1")
+    spec = VersionSpec.from_metadata(m1.info.metadata)
+    scaler = Scaler.from_json(json.loads(Path(m1.path, "scaler.json").read_text()))
+    x, ends = sample_windows(candles, spec.features, spec.window)
+    xs = scaler.transform(x[idx]).astype(np.float32)
+    p1 = keras.models.load_model(Path(m1.path, "model.keras"), compile=False)(xs).numpy().reshape(-1)
+    m2 = bentoml.models.get(f"aifx-{version}-stage2")
+    p2 = keras.models.load_model(Path(m2.path, "model.keras"), compile=False)(xs).numpy().reshape(-1)
+    decisions = [
+        sig.decide(float(a), spec.threshold, float(b) if sig.fires(float(a), spec.threshold) else None)
+        for a, b in zip(p1, p2, strict=True)
+    ]
+    return spec, x[idx], ends[idx], decisions
+
+
+@pytest.mark.parametrize("version,count", [("v3.1", 200), ("v3.0", 60)])
+def test_parity_with_training_pipeline(client, candles, candle_json, version, count):
+    n_windows = len(candles) - 60
+    idx = np.linspace(0, n_windows - 1, count).astype(int)
+    spec, x, ends, expected = _reference(version, candles, idx)
+    fired = 0
+    for end, want in zip(ends, expected, strict=True):
+        n = min(spec.min_candles + 7, int(end) + 1)
+        r = client.post("/reversal/predict", json={**PAIR, "version": version, "data": candle_json(int(end) + 1, n)})
+        assert r.status_code == 200, r.text
+        got = r.json()["data"]
+        assert got["signal"] == want.signal
+        assert math.isclose(got["stage1_prob"], want.stage1_prob, abs_tol=1e-6)
+        assert math.isclose(got["confidence"], want.confidence, abs_tol=1e-6)
+        if want.stage2_prob is None:
+            assert got["stage2_prob"] is None
+        else:
+            fired += 1
+            assert math.isclose(got["stage2_prob"], want.stage2_prob, abs_tol=1e-6)
+    assert 0 < fired < count  # both branches are exercised
+    # the same windows as precomputed features give the same answer
+    for rows, want in list(zip(x, expected, strict=True))[:20]:
+        r = client.post("/reversal/predict", json={**PAIR, "version": version, "features": rows.tolist()})
+        assert math.isclose(r.json()["data"]["stage1_prob"], want.stage1_prob, abs_tol=1e-6)
+
+
+# ---- bad requests ---------------------------------------------------------------------------------
+
+
+def _body(candle_json, mutate=None, n=80, **extra):
+    rows = candle_json(3000, n)
+    if mutate:
+        mutate(rows)
+    return {**PAIR, "data": rows, **extra}
+
+
+def _set(i, key, value):
+    def fn(rows):
+        rows[i][key] = value
+
+    return fn
+
+
+def _swap(rows):
+    rows[10]["timestamp"], rows[11]["timestamp"] = rows[11]["timestamp"], rows[10]["timestamp"]
+
+
+def _dup(rows):
+    rows[11]["timestamp"] = rows[10]["timestamp"]
+
+
+BAD = [
+    # (name, method, path, body builder (candle_json -> content bytes | dict), expected status, message part)
+    ("empty body", "/reversal/predict", lambda cj: b"", 400, "body is empty"),
+    ("not json", "/reversal/predict", lambda cj: b"{pair: EUR", 400, "not valid JSON"),
+    ("json array", "/reversal/predict", lambda cj: [1, 2], 400, "JSON object"),
+    ("json string", "/reversal/predict", lambda cj: "hello", 400, "JSON object"),
+    ("missing pair", "/reversal/predict", lambda cj: {"timeframe": "1h", "data": cj(3000, 80)}, 422, "pair"),
+    ("missing timeframe", "/reversal/predict", lambda cj: {"pair": "EUR/USD", "data": cj(3000, 80)}, 422, "timeframe"),
+    ("pair wrong type", "/reversal/predict", lambda cj: _body(cj, pair=123), 422, "pair"),
+    ("no data or features", "/reversal/predict", lambda cj: {**PAIR}, 422, "send `data`"),
+    ("data not a list", "/reversal/predict", lambda cj: {**PAIR, "data": "candles"}, 422, "data"),
+    (
+        "candle missing close",
+        "/reversal/predict",
+        lambda cj: _body(cj, lambda r: r[5].pop("close")),
+        422,
+        "data[5].close",
+    ),
+    ("close not a number", "/reversal/predict", lambda cj: _body(cj, _set(5, "close", "abc")), 422, "data[5].close"),
+    ("close NaN", "/reversal/predict", lambda cj: _body(cj, _set(7, "close", float("nan"))), 422, "finite"),
+    ("high infinite", "/reversal/predict", lambda cj: _body(cj, _set(7, "high", float("inf"))), 422, "finite"),
+    ("negative price", "/reversal/predict", lambda cj: _body(cj, _set(8, "low", -1.0)), 422, "greater than 0"),
+    ("zero price", "/reversal/predict", lambda cj: _body(cj, _set(8, "open", 0)), 422, "greater than 0"),
+    ("high below low", "/reversal/predict", lambda cj: _body(cj, _set(9, "high", 0.5)), 422, "below low"),
+    ("close above high", "/reversal/predict", lambda cj: _body(cj, _set(9, "close", 9.0)), 422, "outside"),
+    ("negative volume", "/reversal/predict", lambda cj: _body(cj, _set(9, "volume", -5)), 422, "volume"),
+    ("too few candles", "/reversal/predict", lambda cj: _body(cj, n=10), 422, "need at least 53"),
+    ("unsorted timestamps", "/reversal/predict", lambda cj: _body(cj, _swap), 422, "not sorted"),
+    ("duplicate timestamps", "/reversal/predict", lambda cj: _body(cj, _dup), 422, "duplicate"),
+    ("bad timestamp", "/reversal/predict", lambda cj: _body(cj, _set(3, "timestamp", "yesterday")), 422, "timestamp"),
+    ("unknown version", "/reversal/predict", lambda cj: _body(cj, version="v9.9"), 400, "unknown model version"),
+    ("version wrong type", "/reversal/predict", lambda cj: _body(cj, version=3.1), 422, "version"),
+    ("features wrong width", "/reversal/predict", lambda cj: {**PAIR, "features": [[0.1] * 5] * 20}, 422, "needs 12"),
+    (
+        "features too few rows",
+        "/reversal/predict",
+        lambda cj: {**PAIR, "features": [[0.1] * 12] * 3},
+        422,
+        "at least 20",
+    ),
+    ("features NaN", "/reversal/predict", lambda cj: {**PAIR, "features": [[float("nan")] * 12] * 20}, 422, "finite"),
+    ("features flat list", "/reversal/predict", lambda cj: {**PAIR, "features": [0.1] * 12}, 422, "features"),
+    ("too many candles", "/reversal/predict", lambda cj: _many(5001), 422, "5000"),
+    ("body over 1 MB", "/reversal/predict", lambda cj: b'{"pair": "' + b"x" * 1_100_000 + b'"}', 413, "larger than"),
+    ("batch empty", "/reversal/predict/batch", lambda cj: {"items": []}, 422, "items"),
+    ("batch not a list", "/reversal/predict/batch", lambda cj: {"items": "x"}, 422, "items"),
+    (
+        "compare unknown version",
+        "/reversal/compare",
+        lambda cj: _body(cj, versions=["v0"]),
+        400,
+        "unknown model version",
+    ),
+    ("legacy empty body", "/predict", lambda cj: b"", 400, "body is empty"),
+    ("legacy too few candles", "/predict", lambda cj: {"data": cj(3000, 5)}, 422, "too few candles"),
+]
+
+
+def _many(n: int) -> dict:
+    base = 1_500_000_000
+    rows = [{"timestamp": base + 60 * i, "open": 1.1, "high": 1.2, "low": 1.0, "close": 1.1} for i in range(n)]
+    return {**PAIR, "data": rows}
+
+
+@pytest.mark.parametrize("name,path,build,status,part", BAD, ids=[b[0] for b in BAD])
+def test_bad_request(client, candle_json, name, path, build, status, part):
+    body = build(candle_json)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post(path, content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    payload = r.json()
+    assert_envelope(payload, success=False)
+    assert part.lower() in payload["error"].lower(), payload["error"]
+
+
+def test_bad_path_params(client):
+    r = client.get("/reversal/models/v9.9")
+    assert r.status_code == 404 and "configured versions" in r.json()["error"]
+    r = client.post("/reversal/models/v9.9/switch")
+    assert r.status_code == 404
+    assert_envelope(r.json(), success=False)
+    r = client.get("/reversal/predict")
+    assert r.status_code == 405
+    assert_envelope(r.json(), success=False)
+
+
+def test_bad_requests_table_is_large_enough():
+    assert len(BAD) >= 25

@@ -1,0 +1,74 @@
+"""`bentoml build` offline, the Bento's models and Dockerfile, and serving the built Bento."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def _offline(cmd: list[str]) -> list[str]:
+    """Run without a network when this machine allows a private network namespace."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-n", *cmd]
+    return cmd
+
+
+@pytest.fixture(scope="module")
+def bento_tag(model_store) -> str:
+    env = {**os.environ, **model_store.env, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    out = subprocess.run(
+        _offline([BENTOML, "build", "."]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    match = re.search(r'Successfully built Bento\(tag="([^"]+)"\)', out.stdout + out.stderr)
+    assert match, out.stdout[-2000:]
+    return match.group(1)
+
+
+def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
+    import bentoml
+
+    bento = bentoml.bentos.get(bento_tag)
+    tags = {str(m.tag).split(":")[0] for m in bento.info.all_models}
+    assert {"aifx-v3.1-stage1", "aifx-v3.1-stage2", "aifx-v3.0-stage1", "aifx-v3.0-stage2"} <= tags
+    dockerfile = Path(bento.path) / "env" / "docker" / "Dockerfile"
+    assert dockerfile.is_file() and "FROM " in dockerfile.read_text()
+    assert (Path(bento.path) / "src" / "configuration.yaml").is_file()
+    assert not (Path(bento.path) / "src" / "tests").exists()
+    exported = tmp_path / "engine.bento"
+    env = {**os.environ, **model_store.env}
+    out = subprocess.run(
+        _offline([BENTOML, "export", bento_tag, str(exported)]), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    with tarfile.open(exported) as tar:
+        names = [n.removeprefix("./") for n in tar.getnames()]
+    for name in ("aifx-v3.1-stage1", "aifx-v3.0-stage2"):
+        assert any(n.startswith(f"models/{name}/") and n.endswith("model.keras") for n in names), name
+
+
+def test_serve_built_bento(bento_tag, launch, tmp_path, candle_json):
+    server = launch(tmp_path / "bento", target=bento_tag)
+    try:
+        r = httpx.post(
+            f"{server.url}/reversal/predict",
+            json={"pair": "EUR/USD", "timeframe": "1h", "data": candle_json(3000, 60)},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["model_version"] == "v3.1"
+    finally:
+        server.stop()
