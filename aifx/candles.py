@@ -74,9 +74,7 @@ def validate_ohlc(
         bad = np.flatnonzero((values > high) | (values < low))
         if bad.size:
             i = bad[0]
-            raise CandleDataError(
-                f"row {i}: {name} {values[i]} is outside the bar's range [{low[i]}, {high[i]}]"
-            )
+            raise CandleDataError(f"row {i}: {name} {values[i]} is outside the bar's range [{low[i]}, {high[i]}]")
     if volume is not None:
         bad = np.flatnonzero(~np.isfinite(volume) | (volume < 0))
         if bad.size:
@@ -97,9 +95,7 @@ def _check_order(timestamp: np.ndarray) -> None:
     back = np.flatnonzero(steps < 0)
     if back.size:
         i = back[0] + 1
-        raise CandleDataError(
-            f"row {i}: timestamps are not sorted ({timestamp[i]} comes after {timestamp[i - 1]})"
-        )
+        raise CandleDataError(f"row {i}: timestamps are not sorted ({timestamp[i]} comes after {timestamp[i - 1]})")
 
 
 _TIME_NAMES = ("timestamp", "time", "datetime", "date", "gmt time", "local time")

@@ -103,9 +103,7 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
     return talib.ATR(high, low, close, timeperiod=period)
 
 
-def barrier_labels(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, p: BarrierParams = BarrierParams()
-) -> Labels:
+def barrier_labels(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: BarrierParams = BarrierParams()) -> Labels:
     """Stage 1: a long or a short wins; Stage 2 on positives: long 1, short 0."""
     atr = wilder_atr(high, low, close, p.atr_period)
     long_win, short_win = barrier_outcomes(high, low, close, atr, p)

@@ -70,9 +70,7 @@ def _scaler_from_pickle(path: Path, features: tuple[str, ...]) -> Scaler:
     mean = np.asarray(getattr(scaler, "mean_", np.zeros(len(features))), dtype=np.float64)
     scale = np.asarray(getattr(scaler, "scale_", np.ones(len(features))), dtype=np.float64)
     if mean.shape != (len(features),):
-        raise ValueError(
-            f"{path.name}: scaler has {mean.shape[0]} features, feature list has {len(features)}"
-        )
+        raise ValueError(f"{path.name}: scaler has {mean.shape[0]} features, feature list has {len(features)}")
     return Scaler(features, mean, scale)
 
 

@@ -32,9 +32,7 @@ def backtest(
 ) -> dict[str, object]:
     """Every signalled bar opens one unit trade (overlap allowed); pips net of cost."""
     atr = wilder_atr(candles.high, candles.low, candles.close, p.atr_period)
-    pips = np.array(
-        [trade_pips(candles, atr[b], int(b), int(s), p) for b, s in zip(bars, sides, strict=True)]
-    )
+    pips = np.array([trade_pips(candles, atr[b], int(b), int(s), p) for b, s in zip(bars, sides, strict=True)])
     net = pips - cost_pips
     equity = np.cumsum(net) if len(net) else np.zeros(0)
     peak = np.maximum.accumulate(equity) if len(equity) else equity

@@ -127,9 +127,7 @@ def evaluate(
         log(f"  fold {fold.number}/{folds}: train {len(fold.train)} test {len(fold.test)} "
             f"stage1 F1 {results[1].folds[-1]['model']['f1']:.3f} "  # type: ignore[index]
             f"({time.monotonic() - start:.1f}s)")  # fmt: skip
-    out: dict[str, object] = {
-        f"stage{s}": _pooled(r, spec.threshold if s == 1 else 0.5) for s, r in results.items()
-    }
+    out: dict[str, object] = {f"stage{s}": _pooled(r, spec.threshold if s == 1 else 0.5) for s, r in results.items()}
     bars_all, sides_all = np.concatenate(signal_bars), np.concatenate(signal_sides)
     exits = BarrierParams()
     out["backtest"] = {

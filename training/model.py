@@ -31,9 +31,7 @@ def balanced_weights(y: np.ndarray) -> dict[int, float]:
     return {0: 0.5 / (1 - pos), 1: 0.5 / pos}
 
 
-def fit(
-    x: np.ndarray, y: np.ndarray, seed: int, epochs: int, verbose: int = 0, balance: bool = True
-) -> keras.Model:
+def fit(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, verbose: int = 0, balance: bool = True) -> keras.Model:
     """Train a fresh model on scaled samples; deterministic for a seed."""
     model = build_model(x.shape[1], x.shape[2], seed)
     weights = balanced_weights(y) if balance else None

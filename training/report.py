@@ -28,9 +28,7 @@ def _fmt(v: Any) -> str:
 def metrics_table(stage: dict[str, Any]) -> list[str]:
     """One row per fold and overall, for the model and both baselines."""
     rows = ["| split | classifier | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 2)]
-    blocks = [
-        (f"fold {f['fold']} (test bars {f['test_bars'][0]}-{f['test_bars'][1]})", f) for f in stage["folds"]
-    ]
+    blocks = [(f"fold {f['fold']} (test bars {f['test_bars'][0]}-{f['test_bars'][1]})", f) for f in stage["folds"]]
     blocks.append(("**overall (pooled test folds)**", stage["overall"]))
     for label, block in blocks:
         for clf in ("model", "logreg", "prior"):

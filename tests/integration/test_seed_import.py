@@ -48,9 +48,7 @@ def make_seed_folder(folder: Path, prefix: str, features: tuple[str, ...], with_
     from sklearn.preprocessing import StandardScaler
 
     folder.mkdir(parents=True, exist_ok=True)
-    stages = [("reversal_detector_stage1.h5", 1)] + (
-        [("direction_classifier_stage2.h5", 2)] if with_stage2 else []
-    )
+    stages = [("reversal_detector_stage1.h5", 1)] + ([("direction_classifier_stage2.h5", 2)] if with_stage2 else [])
     for name, seed in stages:
         keras.utils.set_random_seed(seed)
         model = keras.Sequential(
@@ -69,16 +67,12 @@ def make_seed_folder(folder: Path, prefix: str, features: tuple[str, ...], with_
 
 def run(args: list[str], home: Path) -> str:
     env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("version", "prefix", "with_stage2"), [("v3.0", "", True), ("v3.1", "profitable_", False)]
-)
+@pytest.mark.parametrize(("version", "prefix", "with_stage2"), [("v3.0", "", True), ("v3.1", "profitable_", False)])
 def test_seed_folder_imports_loads_and_predicts(tmp_path, version, prefix, with_stage2):
     folder = tmp_path / "trained"
     make_seed_folder(folder, prefix, FEATURE_SETS[version], with_stage2)
