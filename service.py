@@ -8,12 +8,14 @@ from aifx.api.asgi import BoundedLabelsService
 from aifx.api.bootstrap import app, attach, build_engine
 from runners.detector import ReversalDetector
 from runners.direction import DirectionClassifier
+from runners.inference import NO_TRACING
 
 
 @bentoml.service(
     service_class=BoundedLabelsService,
-    workers=2,
+    workers=1,  # one worker coalesces stage calls best on 2 cores (docs/performance.md)
     traffic={"timeout": 30, "max_concurrency": 1024},
+    tracing=NO_TRACING,
 )
 @bentoml.asgi_app(app, path="/")
 class ReversalEngine:

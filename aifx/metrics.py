@@ -8,7 +8,7 @@ from the configured set (anything else is "unknown"), reasons and stages from fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -22,6 +22,8 @@ ERROR_REASONS = (
     "body_too_large",
     "unauthorized",
     "not_found",
+    "conflict",
+    "database_unavailable",
     "internal",
 )
 STAGES = ("stage1", "stage2")
@@ -42,6 +44,12 @@ ACTIVE_VERSION = Gauge(
 VERSION_LOADED = Gauge(
     "aifx_version_loaded",
     "1 if every stage of a configured version is loaded, else 0",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+TRAINING_BASE_RATE = Gauge(
+    "aifx_training_base_rate",
+    "Stage 1 positive base rate of the version's training data (model metadata), set at start-up",
     ["version"],
     multiprocess_mode="livemostrecent",
 )
@@ -96,3 +104,9 @@ def set_loaded(labels: Labels, loaded: Iterable[str]) -> None:
     ok = set(loaded)
     for v in sorted(labels.versions):
         VERSION_LOADED.labels(version=v).set(1.0 if v in ok else 0.0)
+
+
+def set_base_rates(labels: Labels, rates: Mapping[str, float]) -> None:
+    """Publish each configured version's Stage 1 training base rate."""
+    for version, rate in sorted(rates.items()):
+        TRAINING_BASE_RATE.labels(version=labels.version(version)).set(rate)

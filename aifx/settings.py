@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     # Configured versions in fallback order; the first is the default.
     versions: Annotated[tuple[str, ...], NoDecode] = ("v3.1", "v3.0")
     state_ttl_seconds: float = Field(default=0.5, ge=0.0, le=1.0)
-    stage_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A dead stage answers 503 within attempts x timeout + backoff + slack = 3 x 2 + 0.15 + 0.5 s (queue wait
+    # included; see aifx.api.stages.StageCaller.deadline).
+    stage_timeout_seconds: float = Field(default=2.0, gt=0)
     stage_attempts: int = Field(default=3, ge=1, le=10)
     stage_backoff_seconds: float = Field(default=0.05, ge=0)
     max_body_bytes: int = 1_000_000
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
-        return value or None
+        return (value or "").strip() or None  # a secret file's trailing newline is not part of the token
 
     @model_validator(mode="after")
     def _production_needs_token(self) -> Settings:
@@ -70,5 +72,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return Settings()
+    """The process-wide settings (read once); SettingsError with a one-line reason when they are invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SettingsError(f"AIFX Reversal Engine refuses to start: {reasons}") from None

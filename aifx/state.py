@@ -7,10 +7,16 @@ restarts. Workers read it through a cache whose TTL is at most one second.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from experiments import ExperimentStore
+
+logger = logging.getLogger("bentoml.aifx.state")
 
 
 class VersionStore(Protocol):
@@ -37,9 +43,18 @@ class CachedActiveVersion:
         if now - self._read_at >= self.ttl:
             with self._lock:
                 if now - self._read_at >= self.ttl:
-                    self._value = self.store.get_active_version()
+                    self._value = self._read()
                     self._read_at = now
         return self._value
+
+    def _read(self) -> str | None:
+        """The stored value; the last known one while the store is unreachable (retried after ttl)."""
+        try:
+            return self.store.get_active_version()
+        except Exception as exc:  # noqa: BLE001 - a database outage must not stop serving
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            logger.warning("active version unreadable, keeping %r: %s", self._value, first)
+            return self._value
 
     def set(self, version: str) -> None:
         with self._lock:
@@ -48,7 +63,7 @@ class CachedActiveVersion:
             self._read_at = self._clock()
 
 
-def open_store(database_url: str) -> VersionStore:
+def open_store(database_url: str) -> ExperimentStore:
     """The state store for a database URL (the experiments store: SQLite or PostgreSQL)."""
     from experiments import ExperimentStore
 

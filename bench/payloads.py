@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,14 @@ from aifx.candles import load_candles_csv
 DATA = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.csv"
 
 
+@cache
+def _candles():
+    return load_candles_csv(DATA)
+
+
 def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> list[dict[str, object]]:
     """`count` requests, each the 64 candles ending at a random bar."""
-    c = load_candles_csv(DATA)
+    c = _candles()
     rng = np.random.default_rng(seed)
     ends = rng.integers(candles_per_request, len(c), size=count)
     bodies = []

@@ -30,7 +30,7 @@ BENTOML_METRICS = {
     "bentoml_service_adaptive_batch_size": "histogram",
 }
 # Names the rules read that the service is to export but does not declare yet (name -> who exports it).
-PENDING = {"aifx_training_base_rate": "the service: Stage 1 positive base rate per version, from model metadata"}
+PENDING: dict[str, str] = {}
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
 KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}

@@ -8,13 +8,13 @@ import bentoml
 
 from aifx.api.schemas import StageWindow
 from aifx.settings import get_settings
-from runners.inference import KEEP_CONNECTIONS, StageModels
+from runners.inference import STAGE_SERVICE_CONFIG, Probabilities, StageModels
 from runners.models import declare_models
 
 VERSIONS = get_settings().versions
 
 
-@bentoml.service(workers=1, traffic={"timeout": 30, "max_concurrency": 512}, runner_connection=KEEP_CONNECTIONS)
+@bentoml.service(**STAGE_SERVICE_CONFIG)
 @declare_models(stage=2, versions=VERSIONS)
 class DirectionClassifier:
     """Loads every configured version's Stage 2 model (when trained) and scores batches of windows."""
@@ -24,8 +24,8 @@ class DirectionClassifier:
     def __init__(self) -> None:
         self.stage = StageModels.load(2, VERSIONS, self.model_refs)
 
-    @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=2000)
-    def classify(self, windows: list[StageWindow]) -> list[float]:
+    @bentoml.api
+    def classify(self, windows: list[StageWindow]) -> Probabilities:
         """P(long) per window."""
         return self.stage.predict(windows)
 

@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from bentoml.validators import ContentType
 
 from aifx.api.schemas import StageWindow
 from aifx.versions import MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
@@ -25,6 +26,22 @@ logger = logging.getLogger("bentoml.aifx.runners")
 # Callers keep their connection pool: BentoML's default refresh (every 100 requests) closes
 # the pool under requests still in flight, which then fail with ServerDisconnectedError.
 KEEP_CONNECTIONS = {"max_requests": 1_000_000_000, "max_age": 86_400.0}
+# BentoML samples no traces by default, yet its OpenTelemetry middleware still costs ~18 % of
+# the entry's CPU building span attributes. Excluded URLs skip it; configure tracing
+# (sample_rate, exporter, excluded_urls) in BENTOML_CONFIG to turn it back on.
+NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
+# Stage services are internal hops: access logs and BentoML's request metrics cost more CPU
+# per call than the model does; the entry service logs and measures every client request.
+STAGE_SERVICE_CONFIG: dict[str, Any] = {
+    "workers": 1,
+    "traffic": {"timeout": 30, "max_concurrency": 512},
+    "runner_connection": KEEP_CONNECTIONS,
+    "logging": {"access": {"enabled": False}},
+    "metrics": {"enabled": False},
+    "tracing": NO_TRACING,
+}
+# A declared media type spares BentoML rebuilding the output's JSON schema on every response.
+Probabilities = Annotated[list[float], ContentType("application/json")]
 
 
 class CompiledModel:

@@ -84,7 +84,8 @@ def train_versions(workdir: Path) -> None:
         m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1)
         files[2] = workdir / f"{version}-stage2.keras"
         m2.save(files[2])
-        metrics = {"stage1": {"base_rate": float(np.nanmean(y1)), "split": "none (test fixture)"}}
+        overall = {"model": {"base_rate": float(np.nanmean(y1))}}  # the training CLI's layout
+        metrics = {"stage1": {"overall": overall, "split": "none (test fixture)"}}
         write_version(spec, scaler, files, {"metrics": metrics, "source": "tests/conftest.py"})
         if version == "v3.1":
             lite = VersionSpec(NO_STAGE2_VERSION, spec.features, spec.window, 0.0, spec.label_params, "Lite")

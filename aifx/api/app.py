@@ -2,37 +2,59 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from aifx import metrics
+from aifx.api import experiments as exp
 from aifx.api.asgi import BodySizeLimit
+from aifx.api.body import json_body, openapi_body
 from aifx.api.engine import Engine
-from aifx.api.errors import ApiError, Unauthorized, fail, format_errors, ok
+from aifx.api.errors import ERROR_RESPONSES, ApiError, Forbidden, Unauthorized, fail, format_errors, ok
 from aifx.api.schemas import (
     BatchData,
     BatchRequest,
     CompareData,
     CompareRequest,
     Envelope,
+    ExperimentCreate,
+    ExperimentData,
+    ExperimentList,
+    ExperimentMetricsData,
     Health,
     LegacyData,
     LegacyPredictRequest,
+    OutcomeData,
+    OutcomeRequest,
     PredictionData,
     PredictRequest,
 )
 from aifx.settings import Settings
+from experiments.schema import ID_LEN
 
 logger = logging.getLogger("bentoml.aifx.api")
+AdminAuth = Annotated[str | None, Header()]
+ExperimentId = Annotated[str, Path(max_length=ID_LEN, description=f"1-{ID_LEN} characters of A-Z a-z 0-9 _ . -")]
+PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id a predict response returned")]
+Version = Annotated[str, Path(max_length=ID_LEN, description="a configured model version, e.g. v3.1")]
 _EXAMPLE = (
     '{"pair": "EUR/USD", "timeframe": "1h", "data": [{"timestamp": "2017-01-02T00:00:00Z", '
     '"open": 1.05, "high": 1.06, "low": 1.04, "close": 1.055}, ...]}'
+)
+_EXAMPLES = (  # path prefix -> body example for the bad-JSON / empty-body messages
+    (
+        "/reversal/experiments",
+        '{"experiment_id": "v30_vs_v31", "name": "Swing Point vs Profitable Logic", '
+        '"variant_a": "v3.0", "variant_b": "v3.1", "traffic_split": 0.5}',
+    ),
+    ("/reversal/predictions/", '{"pips": 12.5}'),
 )
 
 
@@ -50,8 +72,14 @@ def check_admin(settings: Settings, authorization: str | None) -> None:
     if token is None:
         return
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if scheme.lower() != "bearer" or not given.strip():
         raise Unauthorized("admin route: send the header `Authorization: Bearer <AIFX_ADMIN_TOKEN>`")
+    if not hmac.compare_digest(_digest(given.strip()), _digest(token)):  # constant time, length hidden too
+        raise Forbidden("admin route: the bearer token is not AIFX_ADMIN_TOKEN")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -62,28 +90,44 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
 
-    @app.get("/health", response_model=Health, tags=["health"])
+    @app.get("/health", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def health(request: Request) -> JSONResponse:
         """Service health (flat, as in the seed)."""
         body, status = await engine_of(request).health()
         return JSONResponse(body, status_code=status)
 
-    @app.post("/reversal/predict", response_model=Envelope[PredictionData], tags=["reversal"])
-    async def predict(body: PredictRequest, request: Request) -> JSONResponse:
+    @app.post(
+        "/reversal/predict",
+        response_model=Envelope[PredictionData],
+        tags=["reversal"],
+        openapi_extra=openapi_body(PredictRequest),
+    )
+    async def predict(body: Annotated[PredictRequest, json_body(PredictRequest)], request: Request) -> JSONResponse:
         """Predict a reversal signal from the latest candles (or precomputed features)."""
         return ok(await engine_of(request).predict(body))
 
-    @app.post("/reversal/predict/batch", response_model=Envelope[BatchData], tags=["reversal"])
-    async def predict_batch(body: BatchRequest, request: Request) -> JSONResponse:
+    @app.post(
+        "/reversal/predict/batch",
+        response_model=Envelope[BatchData],
+        tags=["reversal"],
+        openapi_extra=openapi_body(BatchRequest),
+    )
+    async def predict_batch(body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request) -> JSONResponse:
         """Many predict requests in one call; each item succeeds or fails on its own."""
         return ok(await engine_of(request).predict_many(body.items))
 
-    @app.post("/reversal/compare", response_model=Envelope[CompareData], tags=["reversal"])
-    async def compare(body: CompareRequest, request: Request) -> JSONResponse:
+    @app.post(
+        "/reversal/compare",
+        response_model=Envelope[CompareData],
+        tags=["reversal"],
+        openapi_extra=openapi_body(CompareRequest),
+    )
+    async def compare(body: Annotated[CompareRequest, json_body(CompareRequest)], request: Request) -> JSONResponse:
         """The same input through several versions, with consensus and disagreement."""
         return ok(await engine_of(request).compare(body))
 
@@ -93,24 +137,90 @@ def create_app(settings: Settings) -> FastAPI:
         return ok(await engine_of(request).models())
 
     @app.get("/reversal/models/{version}", response_model=Envelope[dict[str, Any]], tags=["models"])
-    async def get_model(version: str, request: Request) -> JSONResponse:
+    async def get_model(version: Version, request: Request) -> JSONResponse:
         """One version: stages, threshold, features, window, label parameters, metrics."""
         return ok(await engine_of(request).model(version))
 
     @app.post("/reversal/models/{version}/switch", response_model=Envelope[dict[str, Any]], tags=["models"])
     async def switch_model(
-        version: str, request: Request, authorization: Annotated[str | None, Header()] = None
+        version: Version, request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
         """Admin: make a version active in every worker (persisted)."""
         check_admin(settings, authorization)
         return ok(await engine_of(request).switch(version))
 
-    @app.post("/predict", response_model=Envelope[LegacyData], tags=["legacy"])
-    async def predict_legacy(body: LegacyPredictRequest, request: Request) -> JSONResponse:
+    _add_experiment_routes(app, settings)
+
+    @app.post(
+        "/predict",
+        response_model=Envelope[LegacyData],
+        tags=["legacy"],
+        openapi_extra=openapi_body(LegacyPredictRequest),
+    )
+    async def predict_legacy(
+        body: Annotated[LegacyPredictRequest, json_body(LegacyPredictRequest)], request: Request
+    ) -> JSONResponse:
         """Legacy route of the old engine: {prediction, confidence, factors}."""
         return ok(await engine_of(request).predict_legacy(body))
 
     return app
+
+
+def _add_experiment_routes(app: FastAPI, settings: Settings) -> None:
+    """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes."""
+
+    @app.post("/reversal/experiments", status_code=201, response_model=Envelope[ExperimentData], tags=["experiments"])
+    async def create_experiment(
+        body: ExperimentCreate, request: Request, authorization: AdminAuth = None
+    ) -> JSONResponse:
+        """Admin: create an A/B experiment between two loaded versions (traffic_split = share sent to B)."""
+        check_admin(settings, authorization)
+        return ok(await exp.create(engine_of(request), body), status=201)
+
+    @app.post(
+        "/reversal/experiments/{experiment_id}/activate", response_model=Envelope[ExperimentData], tags=["experiments"]
+    )
+    async def activate_experiment(
+        experiment_id: ExperimentId, request: Request, authorization: AdminAuth = None
+    ) -> JSONResponse:
+        """Admin: activate an experiment (409 while another one is active)."""
+        check_admin(settings, authorization)
+        return ok(await exp.activate(engine_of(request), experiment_id))
+
+    @app.post(
+        "/reversal/experiments/{experiment_id}/stop", response_model=Envelope[ExperimentData], tags=["experiments"]
+    )
+    async def stop_experiment(
+        experiment_id: ExperimentId, request: Request, authorization: AdminAuth = None
+    ) -> JSONResponse:
+        """Admin: stop the active experiment (409 when it is not active); its data stays readable."""
+        check_admin(settings, authorization)
+        return ok(await exp.stop(engine_of(request), experiment_id))
+
+    @app.get("/reversal/experiments", response_model=Envelope[ExperimentList], tags=["experiments"])
+    async def list_experiments(request: Request) -> JSONResponse:
+        """Every experiment, oldest first, and the active one's id."""
+        return ok(await exp.listing(engine_of(request)))
+
+    @app.get(
+        "/reversal/experiments/{experiment_id}/metrics",
+        response_model=Envelope[ExperimentMetricsData],
+        tags=["experiments"],
+    )
+    async def experiment_metrics(experiment_id: ExperimentId, request: Request) -> JSONResponse:
+        """Per-variant count, signals, avg_confidence and outcomes, plus the B-vs-A tests and winner."""
+        return ok(await exp.metrics(engine_of(request), experiment_id))
+
+    @app.post(
+        "/reversal/predictions/{prediction_id}/outcome",
+        response_model=Envelope[OutcomeData],
+        tags=["experiments"],
+        responses={201: {"model": Envelope[OutcomeData], "description": "Outcome recorded"}},
+    )
+    async def record_outcome(prediction_id: PredictionId, body: OutcomeRequest, request: Request) -> JSONResponse:
+        """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different)."""
+        data, status = await exp.record_outcome(engine_of(request), prediction_id, body.pips)
+        return ok(data, status=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -121,9 +231,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return fail(exc.message, exc.status, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.count_error("validation")
-        return fail(*_validation_message(exc))
+        return fail(*_validation_message(exc, request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -137,16 +247,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         return fail("internal error; see the server log", 500)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, int]:
+def _example(path: str) -> str:
+    """A request body example for the route at path."""
+    return next((example for prefix, example in _EXAMPLES if path.startswith(prefix)), _EXAMPLE)
+
+
+def _validation_message(exc: RequestValidationError, path: str = "") -> tuple[str, int]:
     """A readable message and status for FastAPI's 422 (bad JSON and empty bodies are 400)."""
+    example = _example(path)
     errors = list(exc.errors())
     kinds = {e.get("type") for e in errors}
     if "json_invalid" in kinds:
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         reason = (detail.get("ctx") or {}).get("error", "")
-        return f"request body is not valid JSON ({reason}); send a JSON object like {_EXAMPLE}", 400
+        return f"request body is not valid JSON ({reason}); send a JSON object like {example}", 400
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body is empty; send a JSON object like {_EXAMPLE}", 400
-    if any(e.get("type") == "model_attributes_type" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body must be a JSON object (Content-Type: application/json) like {_EXAMPLE}", 400
+        return f"request body is empty; send a JSON object like {example}", 400
+    not_object = ("model_attributes_type", "model_type")
+    if any(e.get("type") in not_object and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return f"request body must be a JSON object (Content-Type: application/json) like {example}", 400
     return format_errors(errors), 422

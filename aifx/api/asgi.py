@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import attr
 import bentoml
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -100,6 +101,8 @@ def route_templates(app: Starlette) -> Callable[[str], str]:
 
     @lru_cache(maxsize=4096)
     def template(path: str) -> str:
+        if "\n" in path:  # Starlette's Mount regex (`.*`) never matches a newline: no route serves it
+            return UNMATCHED
         for regex, tpl in patterns:
             if regex.match(path):
                 return tpl
@@ -133,8 +136,20 @@ class RestorePath:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         raw = scope.get(RAW_PATH)
         if raw is not None:
+            if scope["type"] == "http" and scope["path"] == UNMATCHED:
+                await _not_found(raw, send)  # the seed envelope, not the outer app's text/plain 404
+                return
             scope = {**scope, "path": raw}
         await self.app(scope, receive, send)
+
+
+async def _not_found(path: str, send: Any) -> None:
+    """404 in the seed envelope for a path no route serves."""
+    metrics.count_error("not_found")
+    body = json.dumps(envelope(None, f"no route serves {path[:200]!r}; the API is described at /docs.json")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]
@@ -145,3 +160,8 @@ class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]
             self.add_asgi_middleware(RestorePath)
         app = super().to_asgi(is_main=is_main)
         return TemplatedPaths(app, route_templates(app))
+
+    @property
+    def openapi_spec(self) -> Any:
+        """BentoML labels its document 3.0.2, but the FastAPI/pydantic schemas in it are OpenAPI 3.1."""
+        return attr.evolve(super().openapi_spec, openapi="3.1.0")

@@ -10,6 +10,7 @@ from typing import Any
 from aifx.api.app import create_app
 from aifx.api.catalog import Catalog
 from aifx.api.engine import Engine
+from aifx.api.experiments import Experiments
 from aifx.api.stages import StageCaller
 from aifx.settings import Settings, get_settings
 from aifx.state import CachedActiveVersion, open_store
@@ -24,7 +25,8 @@ def build_engine(detector: Any, direction: Any, settings: Settings | None = None
     """The engine over the two stage services (remote proxies when served, instances in-process)."""
     settings = settings or get_settings()
     catalog = Catalog.from_store(settings.versions)
-    state = CachedActiveVersion(open_store(settings.database_url), settings.state_ttl_seconds)
+    store = open_store(settings.database_url)
+    state = CachedActiveVersion(store, settings.state_ttl_seconds)
     attempts, timeout, backoff = (
         settings.stage_attempts,
         settings.stage_timeout_seconds,
@@ -38,6 +40,7 @@ def build_engine(detector: Any, direction: Any, settings: Settings | None = None
         detector_status=_api(detector, "status"),
         direction_status=_api(direction, "status"),
         active=state,
+        experiments=Experiments(store, settings.state_ttl_seconds),
     )
     _log_catalog(settings, catalog)
     return engine

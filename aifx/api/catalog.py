@@ -33,6 +33,15 @@ class VersionEntry:
     def metadata(self) -> dict[str, Any]:
         return self.stages[1].metadata if 1 in self.stages else {}
 
+    @property
+    def base_rate(self) -> float | None:
+        """Stage 1 positive base rate of the training data (metrics.overall.model.base_rate), if recorded."""
+        try:
+            value = self.metadata["metrics"]["overall"]["model"]["base_rate"]
+        except (KeyError, TypeError):
+            return None
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -61,6 +70,11 @@ class Catalog:
 
     def known(self, version: str) -> bool:
         return version in self.entries
+
+    def base_rates(self) -> dict[str, float]:
+        """Stage 1 base rate per configured version that records one."""
+        rates = {v: self.entries[v].base_rate for v in self.order}
+        return {v: r for v, r in rates.items() if r is not None}
 
 
 def _entry(version: str, stages: dict[int, StageEntry]) -> VersionEntry:

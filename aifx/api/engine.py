@@ -29,11 +29,13 @@ from aifx.api.errors import (
     format_errors,
     now_iso,
 )
+from aifx.api.experiments import Experiments
 from aifx.api.schemas import CompareRequest, PredictRequest, StageWindow, _Inputs
 from aifx.api.stages import StageCaller, fetch_status
 from aifx.settings import Settings
 from aifx.state import CachedActiveVersion
 from aifx.versions import VersionSpec
+from experiments import Assignment
 
 logger = logging.getLogger("bentoml.aifx.engine")
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
@@ -89,6 +91,7 @@ class Engine:
         detector_status: StatusFn,
         direction_status: StatusFn,
         active: CachedActiveVersion,
+        experiments: Experiments,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -96,7 +99,9 @@ class Engine:
         self.classify = classify
         self._status_fns = (detector_status, direction_status)
         self.active = active
+        self.experiments = experiments
         self.labels = metrics.Labels(catalog.order)
+        metrics.set_base_rates(self.labels, catalog.base_rates())
         self._avail = Availability()
         self._avail_lock = asyncio.Lock()
         self._published_active: str | None = None
@@ -176,24 +181,45 @@ class Engine:
             metrics.observe_prediction(self.labels, p.version, d.signal, d.stage1_prob, d.confidence)
         return out
 
-    async def prepare(self, req: PredictRequest) -> Prepared:
-        version, entry = await self.resolve(req.version)
+    async def prepare(self, req: PredictRequest, assigned: Assignment | None = None) -> Prepared:
+        """The request's window for its version: the experiment's variant, the explicit one or the active one."""
+        if assigned is None:
+            version, entry = await self.resolve(req.version)
+        else:
+            version, entry = await self._resolve_variant(assigned)
         return _window(req, version, entry)
 
+    async def _resolve_variant(self, assigned: Assignment) -> tuple[str, VersionEntry]:
+        """The assigned variant's version, or a 503 that names the experiment (no silent fallback)."""
+        try:
+            return await self.resolve(assigned.model_version)
+        except ApiError as exc:
+            raise VersionUnavailable(
+                f"experiment {assigned.experiment_id} serves this user variant {assigned.variant}: {exc.message}"
+            ) from None
+
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
-        """POST /reversal/predict."""
-        prepared = await self.prepare(req)
+        """POST /reversal/predict (under an active experiment: the user's variant, committed before answering)."""
+        assigned = await self.experiments.assign(req.user_id, req.version)
+        prepared = await self.prepare(req, assigned)
         (decision,) = await self.score([prepared])
-        return prediction_data(req.pair, req.timeframe, prepared.version, decision)
+        data = prediction_data(req.pair, req.timeframe, prepared.version, decision)
+        if assigned is not None:
+            data |= await self.experiments.record(assigned, req.user_id or "", decision)
+        return data
 
     async def predict_many(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """POST /reversal/predict/batch: each item succeeds or fails on its own."""
         results: list[dict[str, Any] | None] = [None] * len(items)
         ready: list[tuple[int, PredictRequest, Prepared]] = []
+        assigned: dict[int, Assignment] = {}
         for i, item in enumerate(items):
             try:
                 req = PredictRequest.model_validate(item)
-                ready.append((i, req, await self.prepare(req)))
+                variant = await self.experiments.assign(req.user_id, req.version)
+                ready.append((i, req, await self.prepare(req, variant)))
+                if variant is not None:
+                    assigned[i] = variant
             except ValidationError as exc:
                 metrics.count_error("validation")
                 results[i] = {"success": False, "data": None, "error": f"items[{i}]: {describe_errors(exc)}"}
@@ -201,12 +227,18 @@ class Engine:
                 metrics.count_error(exc.reason)
                 results[i] = {"success": False, "data": None, "error": f"items[{i}]: {exc.message}"}
         decisions = await self.score([p for _, _, p in ready])
-        for (i, req, p), d in zip(ready, decisions, strict=True):
-            results[i] = {
-                "success": True,
-                "data": prediction_data(req.pair, req.timeframe, p.version, d),
-                "error": None,
-            }
+        served = list(zip(ready, decisions, strict=True))
+        recorded = await self.experiments.record_many(
+            {i: (assigned[i], req.user_id or "", d) for (i, req, _), d in served if i in assigned}
+        )
+        for (i, req, p), d in served:
+            extra = recorded.get(i, {})
+            if isinstance(extra, ApiError):
+                metrics.count_error(extra.reason)
+                results[i] = {"success": False, "data": None, "error": f"items[{i}]: {extra.message}"}
+            else:
+                data = prediction_data(req.pair, req.timeframe, p.version, d) | extra
+                results[i] = {"success": True, "data": data, "error": None}
         return {"results": results}
 
     async def compare(self, req: CompareRequest) -> dict[str, Any]:

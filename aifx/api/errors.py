@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 
@@ -44,8 +45,37 @@ class Unauthorized(ApiError):
     status, reason = 401, "unauthorized"
 
 
+class Forbidden(ApiError):
+    status, reason = 403, "unauthorized"  # same bounded metrics label as 401
+
+
 class NotFound(ApiError):
     status, reason = 404, "not_found"
+
+
+class ErrorBody(BaseModel):
+    """The seed's envelope of a failed request (OpenAPI documentation of every error status)."""
+
+    success: bool = False
+    data: None = None
+    error: str
+    timestamp: str
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Body is not JSON, or an unknown model version"),
+    401: _documented("Admin route without `Authorization: Bearer <AIFX_ADMIN_TOKEN>`"),
+    403: _documented("Admin route with a wrong token"),
+    404: _documented("Unknown model version, experiment or prediction"),
+    409: _documented("Conflict with the current state (e.g. another experiment is active)"),
+    413: _documented("Request body larger than the limit"),
+    422: _documented("Invalid request: the message says what is wrong and what is needed"),
+    503: _documented("A stage service, model version or the experiment database is unavailable; retry later"),
+}
 
 
 def now_iso() -> str:

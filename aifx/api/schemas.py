@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -103,6 +103,9 @@ class PredictionData(BaseModel):
     model_version: str
     factors: Factors
     timestamp: str
+    prediction_id: str | None = Field(default=None, description="only under an active experiment (with a user id)")
+    experiment_id: str | None = Field(default=None, description="only under an active experiment")
+    variant: Literal["A", "B"] | None = Field(default=None, description="only under an active experiment")
 
 
 class BatchResult(BaseModel):
@@ -146,6 +149,83 @@ class Health(BaseModel):
     environment: str
     loaded_versions: list[str] = []
     failed_versions: dict[str, str] = {}
+
+
+class ExperimentCreate(BaseModel):
+    """POST /reversal/experiments (the seed's fields; traffic_split is the share of users sent to B)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    experiment_id: str = Field(examples=["v30_vs_v31"], description="1-64 characters of A-Z a-z 0-9 _ . -")
+    name: str = Field(examples=["Swing Point vs Profitable Logic"])
+    description: str | None = Field(default=None, examples=["Compare v3.0 with v3.1"])
+    variant_a: str = Field(examples=["v3.0"], description="a configured, loaded model version")
+    variant_b: str = Field(examples=["v3.1"], description="a configured, loaded model version")
+    traffic_split: float = Field(
+        default=0.5, gt=0.0, lt=1.0, strict=True, description="share of users sent to variant B, strictly in (0, 1)"
+    )
+
+
+class ExperimentData(BaseModel):
+    experiment_id: str
+    name: str
+    description: str
+    variant_a: str
+    variant_b: str
+    traffic_split: float
+    salt: str
+    status: Literal["created", "active", "stopped"]
+    active: bool
+    created_at: str
+    activated_at: str | None
+    stopped_at: str | None
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentData]
+    active_experiment_id: str | None
+
+
+class VariantMetrics(BaseModel):
+    count: int
+    signals: dict[str, int]
+    avg_confidence: float | None
+    outcomes: dict[str, Any] = Field(description="count, hit_rate, mean_pips, total_pips")
+
+
+class VariantData(BaseModel):
+    model_version: str
+    traffic_split: float
+    metrics: VariantMetrics
+
+
+class ExperimentMetricsData(BaseModel):
+    experiment_id: str
+    name: str
+    description: str
+    status: str
+    active: bool
+    variants: dict[str, VariantData]
+    comparison: dict[str, Any] = Field(description="B vs A: Welch t-test on pips, z-test on hit rate, winner")
+
+
+class OutcomeRequest(BaseModel):
+    """POST /reversal/predictions/{prediction_id}/outcome: the realized result in pips (a hit is pips > 0)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    pips: float = Field(strict=True, examples=[12.5], description="a finite number")
+
+
+class OutcomeData(BaseModel):
+    prediction_id: str
+    experiment_id: str
+    variant: Literal["A", "B"]
+    model_version: str
+    pips: float
+    hit: bool
+    recorded_at: str
+    created: bool = Field(description="false when the same outcome was already recorded")
 
 
 _ROWS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}

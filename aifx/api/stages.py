@@ -110,9 +110,19 @@ class StageCaller:
         self.timeout = timeout
         self.backoff = backoff
         self._coalesce = Coalescer(self._with_retries, max_inflight=max_inflight)
+        # One caller's whole wait (queued behind in-flight calls, then its own attempts) is bounded too;
+        # the slack lets a call's own retries report their last error first.
+        self.deadline = attempts * timeout + sum(backoff * 2**i for i in range(attempts - 1)) + timeout / 4
 
     async def __call__(self, windows: Sequence[Any]) -> list[float]:
-        return await self._coalesce(windows)
+        try:
+            with anyio.fail_after(self.deadline):
+                return await self._coalesce(windows)
+        except TimeoutError:
+            metrics.STAGE_FAILURES.labels(stage=self.stage).inc()
+            raise StageUnavailable(
+                f"{self.stage} ({self.service}) is unavailable: no answer within {self.deadline:g} s; retry later"
+            ) from None
 
     async def _with_retries(self, windows: list[Any]) -> list[float]:
         last: BaseException | None = None

@@ -110,7 +110,7 @@ def test_models_list_and_info(client):
     assert info["stages"]["stage1"]["loaded"] and info["stages"]["stage2"]["loaded"]
     assert info["window"] == 20 and len(info["features"]) == 12 and info["threshold"] == 0.5
     assert info["label_params"]["scheme"] == "triple_barrier"
-    assert "base_rate" in info["metrics"]["stage1"]
+    assert 0 < info["metrics"]["stage1"]["overall"]["model"]["base_rate"] < 1
     lite = client.get("/reversal/models/v2.9").json()["data"]
     assert lite["stages"]["stage2"]["in_store"] is False and "direction_rule" in lite["stages"]["stage2"]
 
@@ -141,6 +141,18 @@ def test_metrics_and_docs(client, candle_json):
     assert client.get("/docs.json").status_code == 200
     paths = client.get("/docs.json").json()["paths"]
     assert "/reversal/predict" in paths
+
+
+def test_training_base_rate_gauge(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "aifx_training_base_rate")
+    published = {s.labels["version"]: s.value for s in family.samples}
+    for version in ("v3.1", "v3.0"):
+        stage1 = client.get(f"/reversal/models/{version}").json()["data"]["metrics"]["stage1"]
+        assert published[version] == pytest.approx(stage1["overall"]["model"]["base_rate"])
+    assert "v2.9" not in published  # its metadata records no base rate: no series rather than a made-up value
 
 
 # ---- parity with the training pipeline --------------------------------------------------------

@@ -62,7 +62,7 @@ def test_every_route(client, candle_json):
 
     envelope(client.request("POST", "/reversal/models/v3.0/switch"), 401)
     bad = {"Authorization": "Bearer wrong"}
-    envelope(client.request("POST", "/reversal/models/v3.0/switch", headers=bad), 401)
+    envelope(client.request("POST", "/reversal/models/v3.0/switch", headers=bad), 403)
     ok = {"Authorization": f"Bearer {TOKEN}"}
     sw = envelope(client.request("POST", "/reversal/models/v3.0/switch", headers=ok))["data"]
     assert sw["active_version"] == "v3.0"

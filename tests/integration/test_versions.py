@@ -68,5 +68,8 @@ def test_broken_version_leaves_the_other_serving(server_factory, broken_home, ca
     assert r.status_code == 503 and "not available" in r.json()["error"]
     info = httpx.get(f"{server.url}/reversal/models/v3.1").json()["data"]
     assert info["loaded"] is False and "failed to load" in info["error"]
+    listing = httpx.get(f"{server.url}/reversal/models").json()["data"]  # the list says why, too
+    broken = next(v for v in listing["versions"] if v["version"] == "v3.1")
+    assert listing["active_version"] == "v3.0" and broken == info
     r = httpx.post(f"{server.url}/reversal/models/v3.1/switch")
     assert r.status_code == 409 and r.json()["success"] is False
