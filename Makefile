@@ -28,7 +28,7 @@ report: install
 	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs
 
 serve: models
-	$(BIN)/bentoml serve . --port 3000
+	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000
 
 test: install
 	$(BIN)/python -m pytest
@@ -44,3 +44,9 @@ bench: models
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
+
+# Sustained mixed traffic (predict, compare, metrics reads, version switches, experiment cycles):
+# fails on any 5xx or on >= 10 % RSS growth of the server process tree.
+.PHONY: soak
+soak: models
+	$(BIN)/python -m soak.run

@@ -34,3 +34,9 @@ def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> 
         ]  # fmt: skip
         bodies.append({"pair": "EUR/USD", "timeframe": "1h", "data": data})
     return bodies
+
+
+if __name__ == "__main__":  # python -m bench.payloads > predict.json: one request body for curl
+    import json
+
+    print(json.dumps(predict_bodies(1, seed=1)[0]))

@@ -49,7 +49,7 @@ class Server:
         return "\n".join(lines[-n:])
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> dict:
-        """Wait until /health answers 200 with the stage services reporting."""
+        """Wait until /health answers 200 with both stage services reporting (none "not reachable")."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -58,8 +58,10 @@ class Server:
             try:
                 r = httpx.get(f"{self.url}/health", timeout=5)
                 last = r.text
-                if r.status_code == 200 and r.json().get("loaded_versions"):
-                    return r.json()
+                body = r.json()
+                starting = any("not reachable" in why for why in body.get("failed_versions", {}).values())
+                if r.status_code == 200 and body.get("loaded_versions") and not starting:
+                    return body
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.5)

@@ -177,7 +177,8 @@ def run_exactness(launch, workdir: Path, users: int, per_user: int, windows: lis
         assert rounded(after) == rounded(before)
         assert after["active"] is True
         again = asyncio.run(blast(server.url, 1, 1, windows))[0]
-        assert again.data is not None and again.data["variant"] == served[0].data["variant"]  # type: ignore[index]
+        before_restart = next(s for s in served if s.user == again.user and s.data is not None)
+        assert again.data is not None and again.data["variant"] == before_restart.data["variant"]  # type: ignore[index]
         counts = {v: metrics_of(server.url, eid)["variants"][v]["metrics"]["count"] for v in ("A", "B")}
         assert counts[again.data["variant"]] == before["variants"][again.data["variant"]]["metrics"]["count"] + 1
     finally:

@@ -1,0 +1,1 @@
+"""Soak test of the service: `python -m soak.run` (make soak)."""
