@@ -36,7 +36,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy aifx training model_store_import experiments runners service.py
+	$(BIN)/mypy aifx training model_store_import experiments runners service.py aifx_client monitoring deploy bench soak
 
 # Speed targets are checked here, not in unit tests; results go to bench/results/ and docs/performance.md.
 bench: models

@@ -22,7 +22,7 @@ def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> 
     c = _candles()
     rng = np.random.default_rng(seed)
     ends = rng.integers(candles_per_request, len(c), size=count)
-    bodies = []
+    bodies: list[dict[str, object]] = []
     for end in ends.tolist():
         s = c.slice(end - candles_per_request, end)
         data = [

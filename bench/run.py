@@ -86,7 +86,7 @@ def bench_service(scale: float) -> tuple[list[RunResult], dict[str, float], dict
         url = f"{base}/reversal/predict"
         first = first_prediction_s(url, t0)
         run_load("warm-up", url, predict_bodies(int(300 * scale), seed=9), 8)
-        runs = []
+        runs: list[RunResult] = []
         for conc, n in ((1, 1000), (8, 2000), (32, 4000), (64, 4000), (1, 1000)):
             label = "service" if not runs or conc != 1 else "service (after burst)"
             runs.append(run_load(label, url, predict_bodies(int(n * scale), seed=conc), conc))
