@@ -7,7 +7,7 @@ import hmac
 import logging
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -78,6 +78,15 @@ def check_admin(settings: Settings, authorization: str | None) -> None:
         raise Forbidden("admin route: the bearer token is not AIFX_ADMIN_TOKEN")
 
 
+def admin_guard(settings: Settings) -> list[Any]:
+    """Route dependencies that check the admin token before the body or path is validated (401 before 422)."""
+
+    async def admin_only(authorization: AdminAuth = None) -> None:
+        check_admin(settings, authorization)
+
+    return [Depends(admin_only)]
+
+
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
@@ -141,15 +150,19 @@ def create_app(settings: Settings) -> FastAPI:
         """One version: stages, threshold, features, window, label parameters, metrics."""
         return ok(await engine_of(request).model(version))
 
-    @app.post("/reversal/models/{version}/switch", response_model=Envelope[dict[str, Any]], tags=["models"])
-    async def switch_model(
-        version: Version, request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> JSONResponse:
+    admin = admin_guard(settings)
+
+    @app.post(
+        "/reversal/models/{version}/switch",
+        response_model=Envelope[dict[str, Any]],
+        tags=["models"],
+        dependencies=admin,
+    )
+    async def switch_model(version: Version, request: Request) -> JSONResponse:
         """Admin: make a version active in every worker (persisted)."""
-        check_admin(settings, authorization)
         return ok(await engine_of(request).switch(version))
 
-    _add_experiment_routes(app, settings)
+    _add_experiment_routes(app, admin)
 
     @app.post(
         "/predict",
@@ -166,35 +179,38 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _add_experiment_routes(app: FastAPI, settings: Settings) -> None:
+def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes."""
 
-    @app.post("/reversal/experiments", status_code=201, response_model=Envelope[ExperimentData], tags=["experiments"])
-    async def create_experiment(
-        body: ExperimentCreate, request: Request, authorization: AdminAuth = None
-    ) -> JSONResponse:
+    @app.post(
+        "/reversal/experiments",
+        status_code=201,
+        response_model=Envelope[ExperimentData],
+        tags=["experiments"],
+        dependencies=admin,
+    )
+    async def create_experiment(body: ExperimentCreate, request: Request) -> JSONResponse:
         """Admin: create an A/B experiment between two loaded versions (traffic_split = share sent to B)."""
-        check_admin(settings, authorization)
         return ok(await exp.create(engine_of(request), body), status=201)
 
     @app.post(
-        "/reversal/experiments/{experiment_id}/activate", response_model=Envelope[ExperimentData], tags=["experiments"]
+        "/reversal/experiments/{experiment_id}/activate",
+        response_model=Envelope[ExperimentData],
+        tags=["experiments"],
+        dependencies=admin,
     )
-    async def activate_experiment(
-        experiment_id: ExperimentId, request: Request, authorization: AdminAuth = None
-    ) -> JSONResponse:
+    async def activate_experiment(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Admin: activate an experiment (409 while another one is active)."""
-        check_admin(settings, authorization)
         return ok(await exp.activate(engine_of(request), experiment_id))
 
     @app.post(
-        "/reversal/experiments/{experiment_id}/stop", response_model=Envelope[ExperimentData], tags=["experiments"]
+        "/reversal/experiments/{experiment_id}/stop",
+        response_model=Envelope[ExperimentData],
+        tags=["experiments"],
+        dependencies=admin,
     )
-    async def stop_experiment(
-        experiment_id: ExperimentId, request: Request, authorization: AdminAuth = None
-    ) -> JSONResponse:
+    async def stop_experiment(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Admin: stop the active experiment (409 when it is not active); its data stays readable."""
-        check_admin(settings, authorization)
         return ok(await exp.stop(engine_of(request), experiment_id))
 
     @app.get("/reversal/experiments", response_model=Envelope[ExperimentList], tags=["experiments"])

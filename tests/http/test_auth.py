@@ -139,3 +139,19 @@ def test_token_is_compared_in_constant_time(monkeypatch):
 def test_no_token_configured_leaves_admin_routes_open():
     app_module.check_admin(Settings(admin_token=None), None)
     app_module.check_admin(Settings(admin_token=None), "Bearer anything")
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/reversal/experiments", {"experiment_id": "x", "traffic_split": "not a number"}),
+        ("/reversal/experiments", None),
+        ("/reversal/experiments/" + "x" * 200 + "/activate", None),
+        ("/reversal/models/" + "v" * 200 + "/switch", None),
+    ],
+)
+def test_token_is_checked_before_the_request_is_validated(guarded, path, body):
+    """A caller without the token learns nothing about what the route would accept: 401, not 422."""
+    r = guarded.post(path, json=body) if body is not None else guarded.post(path)
+    assert r.status_code == 401, r.text
+    assert r.headers["WWW-Authenticate"] == "Bearer"
