@@ -28,7 +28,7 @@ report: install
 	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs
 
 serve: models
-	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000
+	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000 --timeout-keep-alive 75
 
 test: install
 	$(BIN)/python -m pytest

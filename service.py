@@ -13,7 +13,7 @@ from runners.inference import NO_TRACING
 
 @bentoml.service(
     service_class=BoundedLabelsService,
-    workers=1,  # one worker coalesces stage calls best on 2 cores (docs/performance.md)
+    workers=2,  # the entry's own work is the bottleneck once stages run LiteRT (docs/performance.md)
     traffic={"timeout": 30, "max_concurrency": 1024},
     tracing=NO_TRACING,
 )

@@ -57,6 +57,8 @@ def validate_ohlc(
     volume: np.ndarray | None = None,
 ) -> Candles:
     """Check prices and timestamps; raise CandleDataError naming the first bad row."""
+    if _plausible(open_, high, low, close, volume, timestamp):
+        return Candles(timestamp, open_, high, low, close, volume)
     cols = {"open": open_, "high": high, "low": low, "close": close}
     for name, values in cols.items():
         bad = np.flatnonzero(~np.isfinite(values))
@@ -81,6 +83,29 @@ def validate_ohlc(
             raise CandleDataError(f"row {bad[0]}: volume must be a finite number >= 0")
     _check_order(timestamp)
     return Candles(timestamp, open_, high, low, close, volume)
+
+
+def _plausible(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray | None,
+    timestamp: np.ndarray,
+) -> bool:
+    """Every check of validate_ohlc in a few vectorised steps (NaN fails every comparison)."""
+    with np.errstate(invalid="ignore"):
+        ok = bool(
+            (low > 0).all()
+            and (high < np.inf).all()
+            and (np.minimum(open_, close) >= low).all()
+            and (np.maximum(open_, close) <= high).all()
+        )
+        if volume is not None:
+            ok = ok and bool(((volume >= 0) & (volume < np.inf)).all())
+    if ok and timestamp.size > 1:
+        ok = bool((np.diff(timestamp.astype("datetime64[ns]").astype(np.int64)) > 0).all())
+    return ok
 
 
 def _check_order(timestamp: np.ndarray) -> None:

@@ -9,93 +9,111 @@ server does exactly the same with the candles of a request.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 import talib
 
 from aifx.candles import Candles
 
-FeatureFn = Callable[[Candles], np.ndarray]
+
+class Bars:
+    """One call's candles plus the intermediates several features share, each computed once."""
+
+    def __init__(self, candles: Candles) -> None:
+        self.c = candles
+
+    @cached_property
+    def atr(self) -> np.ndarray:
+        c = self.c
+        return talib.ATR(c.high, c.low, c.close, timeperiod=14)
+
+    @cached_property
+    def range(self) -> np.ndarray:
+        return self.c.high - self.c.low
+
+
+FeatureFn = Callable[[Bars], np.ndarray]
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (a flat bar has no body or wick ratio)."""
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den != 0)
-    out[np.isnan(num) | np.isnan(den)] = np.nan
+    """num / den, 0 where den is 0 (a flat bar has no body or wick ratio), NaN where either is NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    out[(den == 0) & (num == num)] = 0.0  # num == num is False only for NaN
     return out
 
 
 def _log_return(lag: int) -> FeatureFn:
-    def fn(c: Candles) -> np.ndarray:
-        out = np.full(len(c), np.nan)
-        out[lag:] = np.log(c.close[lag:] / c.close[:-lag])
+    def fn(b: Bars) -> np.ndarray:
+        close = b.c.close
+        out = np.full(len(close), np.nan)
+        out[lag:] = np.log(close[lag:] / close[:-lag])
         return out
 
     return fn
 
 
-def _atr(c: Candles) -> np.ndarray:
-    return talib.ATR(c.high, c.low, c.close, timeperiod=14)
+def _range_atr(b: Bars) -> np.ndarray:
+    return _safe_div(b.range, b.atr)
 
 
-def _range_atr(c: Candles) -> np.ndarray:
-    return _safe_div(c.high - c.low, _atr(c))
+def _body_ratio(b: Bars) -> np.ndarray:
+    return _safe_div(b.c.close - b.c.open, b.range)
 
 
-def _body_ratio(c: Candles) -> np.ndarray:
-    return _safe_div(c.close - c.open, c.high - c.low)
+def _upper_wick(b: Bars) -> np.ndarray:
+    return _safe_div(b.c.high - np.maximum(b.c.open, b.c.close), b.range)
 
 
-def _upper_wick(c: Candles) -> np.ndarray:
-    return _safe_div(c.high - np.maximum(c.open, c.close), c.high - c.low)
+def _lower_wick(b: Bars) -> np.ndarray:
+    return _safe_div(np.minimum(b.c.open, b.c.close) - b.c.low, b.range)
 
 
-def _lower_wick(c: Candles) -> np.ndarray:
-    return _safe_div(np.minimum(c.open, c.close) - c.low, c.high - c.low)
+def _rsi14(b: Bars) -> np.ndarray:
+    return talib.RSI(b.c.close, timeperiod=14) / 100.0
 
 
-def _rsi14(c: Candles) -> np.ndarray:
-    return talib.RSI(c.close, timeperiod=14) / 100.0
-
-
-def _stoch_k(c: Candles) -> np.ndarray:
+def _stoch_k(b: Bars) -> np.ndarray:
+    c = b.c
     k, _ = talib.STOCH(c.high, c.low, c.close, fastk_period=14, slowk_period=3, slowd_period=3)
     return k / 100.0
 
 
-def _bb_pctb(c: Candles) -> np.ndarray:
-    upper, _, lower = talib.BBANDS(c.close, timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
-    return _safe_div(c.close - lower, upper - lower)
+def _bb_pctb(b: Bars) -> np.ndarray:
+    upper, _, lower = talib.BBANDS(b.c.close, timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
+    return _safe_div(b.c.close - lower, upper - lower)
 
 
-def _macd_hist_atr(c: Candles) -> np.ndarray:
-    _, _, hist = talib.MACD(c.close, fastperiod=12, slowperiod=26, signalperiod=9)
-    return _safe_div(hist, _atr(c))
+def _macd_hist_atr(b: Bars) -> np.ndarray:
+    _, _, hist = talib.MACD(b.c.close, fastperiod=12, slowperiod=26, signalperiod=9)
+    return _safe_div(hist, b.atr)
 
 
-def _dist_sma20_atr(c: Candles) -> np.ndarray:
-    return _safe_div(c.close - talib.SMA(c.close, timeperiod=20), _atr(c))
+def _dist_sma20_atr(b: Bars) -> np.ndarray:
+    return _safe_div(b.c.close - talib.SMA(b.c.close, timeperiod=20), b.atr)
 
 
-def _high_dist10_atr(c: Candles) -> np.ndarray:
-    return _safe_div(talib.MAX(c.high, timeperiod=10) - c.high, _atr(c))
+def _high_dist10_atr(b: Bars) -> np.ndarray:
+    return _safe_div(talib.MAX(b.c.high, timeperiod=10) - b.c.high, b.atr)
 
 
-def _low_dist10_atr(c: Candles) -> np.ndarray:
-    return _safe_div(c.low - talib.MIN(c.low, timeperiod=10), _atr(c))
+def _low_dist10_atr(b: Bars) -> np.ndarray:
+    return _safe_div(b.c.low - talib.MIN(b.c.low, timeperiod=10), b.atr)
 
 
-def _willr14(c: Candles) -> np.ndarray:
+def _willr14(b: Bars) -> np.ndarray:
+    c = b.c
     return talib.WILLR(c.high, c.low, c.close, timeperiod=14) / 100.0
 
 
-def _cci20(c: Candles) -> np.ndarray:
+def _cci20(b: Bars) -> np.ndarray:
+    c = b.c
     return talib.CCI(c.high, c.low, c.close, timeperiod=20) / 100.0
 
 
-def _adx14(c: Candles) -> np.ndarray:
+def _adx14(b: Bars) -> np.ndarray:
+    c = b.c
     return talib.ADX(c.high, c.low, c.close, timeperiod=14) / 100.0
 
 
@@ -138,7 +156,8 @@ def compute_features(candles: Candles, names: Sequence[str]) -> np.ndarray:
     unknown = [n for n in names if n not in FEATURES]
     if unknown:
         raise KeyError(f"unknown feature(s): {', '.join(unknown)}")
-    return np.column_stack([FEATURES[n](candles) for n in names])
+    bars = Bars(candles)
+    return np.column_stack([FEATURES[n](bars) for n in names])
 
 
 @cache

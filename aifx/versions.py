@@ -3,7 +3,8 @@
 The store contract (written by model_store_import, read by the services):
 - model `aifx-<version>-stage1` and, when trained, `aifx-<version>-stage2`
   (labels: project=aifx, version=<version>, stage=1|2);
-- each holds `model.keras` and `scaler.json` ({"features", "mean", "scale"});
+- each holds `model.keras`, its TFLite conversion `model.tflite` (what the services run)
+  and `scaler.json` ({"features", "mean", "scale"});
 - stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics.
 """
 
@@ -19,6 +20,7 @@ from aifx.features import FEATURE_SETS, min_candles
 KNOWN_VERSIONS = ("v3.0", "v3.1")
 DISPLAY_NAMES = {"v3.0": "Swing Point Detector", "v3.1": "Profitable Reversal Detector"}
 MODEL_FILE = "model.keras"
+LITE_FILE = "model.tflite"
 SCALER_FILE = "scaler.json"
 
 

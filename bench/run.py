@@ -76,12 +76,13 @@ def machine() -> dict[str, object]:
             "python": platform.python_version(), "os": platform.platform()}  # fmt: skip
 
 
-def bench_service(scale: float) -> tuple[list[RunResult], dict[str, float], dict[str, object]]:
+def bench_service(scale: float, config: Path) -> tuple[list[RunResult], dict[str, float], dict[str, object]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    proc, cold = start([sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"],
-                       f"{base}/readyz", env={"BENTOML_CONFIG": str(ROOT / "configuration.yaml")})  # fmt: skip
+    proc, cold = start([sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1",
+                        "--timeout-keep-alive", "75"],
+                       f"{base}/readyz", env={"BENTOML_CONFIG": str(config)})  # fmt: skip
     try:
         url = f"{base}/reversal/predict"
         first = first_prediction_s(url, t0)
@@ -140,16 +141,18 @@ def bench_baseline(scale: float) -> tuple[list[RunResult], dict[str, float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (smoke run)")
+    ap.add_argument("--config", type=Path, default=ROOT / "configuration.yaml", help="BENTOML_CONFIG for the service")
     args = ap.parse_args()
     scale = 0.1 if args.quick else 1.0
     print(HEADER, flush=True)
-    runs, svc, batch = bench_service(scale)
+    runs, svc, batch = bench_service(scale, args.config.resolve())
     base_runs, base = bench_baseline(scale)
     c32 = next(r for r in runs if r.concurrency == 32)
     b32 = next(r for r in base_runs if r.concurrency == 32)
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.run" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+        "config": str(args.config),
         "machine": machine(),
         "service": {**svc, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in runs], "batch": batch},
         "baseline": {**base, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in base_runs]},

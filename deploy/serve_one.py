@@ -20,6 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 
+# Seconds an idle keep-alive connection stays open. uvicorn's default (5 s) equals the idle expiry of
+# httpx clients (aifx_client included), so the server closed connections just as clients reused
+# them: the client got a reset for a request the server never read (a POST that must not be
+# retried blindly). Keep it above every client's and proxy's idle timeout (httpx 5 s, aiohttp 15 s,
+# nginx upstream / AWS ALB 60 s).
+KEEP_ALIVE_S = 75
+
 
 def parse_depends(values: list[str]) -> dict[str, str]:
     """NAME=URL pairs -> {NAME: URL}."""
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("BENTOML_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENTOML_PORT", "3000")))
     parser.add_argument("--working-dir", default=None, help="source directory when BENTO is one")
+    parser.add_argument("--timeout-keep-alive", type=int, default=KEEP_ALIVE_S, help="idle keep-alive seconds")
     args = parser.parse_args(argv)
 
     from _bentoml_impl.loader import load
@@ -61,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         service_name=args.service,
         dependency_map=depends,
+        timeout_keep_alive=args.timeout_keep_alive,
     )
 
 

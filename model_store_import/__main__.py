@@ -8,18 +8,18 @@ from pathlib import Path
 
 import bentoml
 
-from aifx.versions import model_name
+from aifx.versions import LITE_FILE, model_name
 from model_store_import.importer import import_artifacts
 from model_store_import.seed_format import import_seed_folder
 
 
 def in_store(version: str) -> bool:
-    """Whether Stage 1 of this version exists in the current BentoML store."""
+    """Whether Stage 1 of this version is in the current BentoML store, in the current layout."""
     try:
-        bentoml.models.get(model_name(version, 1))
+        stored = bentoml.models.get(model_name(version, 1))
     except bentoml.exceptions.NotFound:
         return False
-    return True
+    return Path(stored.path, LITE_FILE).is_file()  # stored before the TFLite conversion: import again
 
 
 def ensure(versions: list[str], artifacts: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import bentoml
 
-from aifx.versions import MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.lite import keras_to_tflite
+from aifx.versions import LITE_FILE, MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
 
 ARTIFACT_METADATA = "metadata.json"
 
@@ -33,6 +34,7 @@ def write_version(
         stage_meta = {**meta, "stage": stage, "metrics": _stage_metrics(meta, stage)}
         with bentoml.models.create(model_name(spec.version, stage), labels=labels, metadata=stage_meta) as m:
             shutil.copyfile(src, Path(m.path) / MODEL_FILE)
+            (Path(m.path) / LITE_FILE).write_bytes(keras_to_tflite(Path(src)))
             (Path(m.path) / SCALER_FILE).write_text(json.dumps(scaler.to_json()))
         tags[stage] = str(m.tag)
     return tags

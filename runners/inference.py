@@ -1,7 +1,7 @@
-"""Model loading and compiled inference shared by the two stage services.
+"""Model loading and inference shared by the two stage services.
 
-TensorFlow is imported here only, so the entry service (which never runs a model)
-does not pay for it.
+The services run each stored model's TensorFlow Lite conversion with LiteRT: TensorFlow
+itself is not imported while serving (see aifx/lite.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Annotated, Any
 import numpy as np
 from bentoml.validators import ContentType
 
-from aifx.api.schemas import StageWindow
-from aifx.versions import MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.api.schemas import StageBatch
+from aifx.versions import LITE_FILE, MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger("bentoml.aifx.runners")
@@ -44,31 +43,50 @@ STAGE_SERVICE_CONFIG: dict[str, Any] = {
 Probabilities = Annotated[list[float], ContentType("application/json")]
 
 
-class CompiledModel:
-    """A Keras model behind a tf.function with a fixed (None, window, features) float32 signature."""
+class LiteModel:
+    """A stage model as a LiteRT (TensorFlow Lite) interpreter with a (n, window, features) float32 input.
 
-    def __init__(self, path: Path, scaler: Scaler, spec: VersionSpec) -> None:
-        import keras
-        import tensorflow as tf
+    One interpreter per model, called from the service's event loop only (interpreters are not
+    thread-safe); the input is resized when the batch size changes (microseconds).
+    """
+
+    def __init__(self, flatbuffer: bytes, scaler: Scaler, spec: VersionSpec) -> None:
+        from ai_edge_litert.interpreter import Interpreter
 
         self.scaler = scaler
         self.shape = (spec.window, len(spec.features))
-        self.model = keras.models.load_model(path, compile=False)
-        expected = (None, *self.shape)
-        if tuple(self.model.input_shape) != expected:
-            raise ValueError(f"model input shape {self.model.input_shape} does not match {expected}")
-        signature = [tf.TensorSpec(shape=expected, dtype=tf.float32)]
-        self._fn = tf.function(self._forward, input_signature=signature)
-        self.params = int(self.model.count_params())
-        self(np.zeros((1, *self.shape)))  # trace and warm up
+        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+        inp = self._interpreter.get_input_details()[0]
+        if tuple(inp["shape_signature"][1:]) != self.shape:
+            raise ValueError(f"model input shape {tuple(inp['shape_signature'])} does not match (-1, *{self.shape})")
+        self._input = inp["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = 0
+        self.size_bytes = len(flatbuffer)
+        self(np.zeros((1, *self.shape)))  # allocate and warm up
 
-    def _forward(self, x: Any) -> Any:
-        return self.model(x, training=False)
+    @classmethod
+    def from_store(cls, folder: Path, scaler: Scaler, spec: VersionSpec) -> LiteModel:
+        """The stored flatbuffer; a model stored before conversion existed is converted here, once."""
+        lite = folder / LITE_FILE
+        if lite.is_file():
+            return cls(lite.read_bytes(), scaler, spec)
+        logger.warning("%s has no %s: converting %s in process (re-import to skip this)", folder, LITE_FILE, MODEL_FILE)
+        from aifx.lite import keras_to_tflite
+
+        return cls(keras_to_tflite(folder / MODEL_FILE), scaler, spec)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """P(class 1) for unscaled (n, window, features) samples."""
         x = self.scaler.transform(rows).astype(np.float32)
-        return np.asarray(self._fn(x), dtype=np.float64).reshape(-1)
+        it = self._interpreter
+        if len(x) != self._batch:
+            it.resize_tensor_input(self._input, list(x.shape))
+            it.allocate_tensors()
+            self._batch = len(x)
+        it.set_tensor(self._input, x)
+        it.invoke()
+        return np.asarray(it.get_tensor(self._output), dtype=np.float64).reshape(-1)
 
 
 @dataclass
@@ -76,14 +94,13 @@ class StageModels:
     """One stage's models for every configured version, plus what failed to load and why."""
 
     stage: int
-    models: dict[str, CompiledModel] = field(default_factory=dict)
+    models: dict[str, LiteModel] = field(default_factory=dict)
     specs: dict[str, VersionSpec] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, stage: int, versions: Sequence[str], refs: dict[str, Any]) -> StageModels:
         """Load each version's model; a version that fails is recorded, not fatal."""
-        _limit_threads()
         out = cls(stage)
         for version in versions:
             ref = refs.get(version)
@@ -94,7 +111,7 @@ class StageModels:
                 stored = ref.resolve()
                 spec = VersionSpec.from_metadata(stored.info.metadata)
                 scaler = Scaler.from_json(json.loads(Path(stored.path, SCALER_FILE).read_text()))
-                out.models[version] = CompiledModel(Path(stored.path, MODEL_FILE), scaler, spec)
+                out.models[version] = LiteModel.from_store(Path(stored.path), scaler, spec)
                 out.specs[version] = spec
             except Exception as exc:  # noqa: BLE001 - any failure leaves the other versions serving
                 out.failed[version] = f"{model_name(version, stage)} failed to load: {exc}"
@@ -104,44 +121,19 @@ class StageModels:
 
     def log_summary(self) -> None:
         for version, model in self.models.items():
-            logger.info("stage %s %s loaded: %s parameters", self.stage, version, f"{model.params:,}")
+            logger.info("stage %s %s loaded (LiteRT, %s bytes)", self.stage, version, f"{model.size_bytes:,}")
         for version, reason in self.failed.items():
             logger.warning("stage %s %s NOT loaded: %s", self.stage, version, reason)
 
-    def predict(self, windows: Sequence[StageWindow]) -> list[float]:
-        """Probabilities for a batch of windows, one model call per version in the batch."""
-        out = np.empty(len(windows), dtype=np.float64)
-        groups: dict[str, list[int]] = {}
-        for i, w in enumerate(windows):
-            groups.setdefault(w.version, []).append(i)
-        for version, idx in groups.items():
-            model = self.models.get(version)
+    def predict(self, batches: Sequence[StageBatch]) -> list[float]:
+        """Probabilities for every window of every batch, in order (one model call per batch)."""
+        out: list[float] = []
+        for batch in batches:
+            model = self.models.get(batch.version)
             if model is None:
-                raise KeyError(f"stage {self.stage} has no model for version {version!r}")
-            out[idx] = model(np.stack([np.asarray(windows[i].rows, dtype=np.float64) for i in idx]))
-        return out.tolist()
+                raise KeyError(f"stage {self.stage} has no model for version {batch.version!r}")
+            out.extend(model(np.asarray(batch.rows, dtype=np.float64)).tolist())
+        return out
 
     def status(self) -> dict[str, Any]:
         return {"stage": self.stage, "loaded": sorted(self.models), "failed": dict(self.failed)}
-
-
-def _limit_threads() -> None:
-    """Small models on few cores: one intra-op thread avoids oversubscription across workers."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # already initialised in this process
-        pass
-
-
-def time_call(model: CompiledModel, n: int = 200) -> float:
-    """Median seconds per single-sample call (for the start-up log and tests)."""
-    x = np.random.default_rng(0).normal(size=(1, *model.shape))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))

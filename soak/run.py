@@ -190,6 +190,7 @@ def serve(port: int, state_dir: str) -> tuple[subprocess.Popen, float]:
         }
     )
     cmd = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"]
+    cmd += ["--timeout-keep-alive", "75"]  # above clients' idle expiry (deploy/serve_one.py KEEP_ALIVE_S)
     return start(cmd, f"http://127.0.0.1:{port}/readyz", timeout=180.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,7 @@ from aifx.api.app import create_app
 from aifx.api.catalog import Catalog
 from aifx.api.engine import Engine
 from aifx.api.experiments import Experiments
-from aifx.api.stages import StageCaller
+from aifx.api.stages import StageCaller, Window, group_windows, ungroup
 from aifx.settings import Settings, get_settings
 from aifx.state import CachedActiveVersion, open_store
 
@@ -35,8 +36,10 @@ def build_engine(detector: Any, direction: Any, settings: Settings | None = None
     engine = Engine(
         settings,
         catalog,
-        detect=StageCaller("stage1", "ReversalDetector", _api(detector, "detect"), attempts, timeout, backoff),
-        classify=StageCaller("stage2", "DirectionClassifier", _api(direction, "classify"), attempts, timeout, backoff),
+        detect=StageCaller("stage1", "ReversalDetector", _scorer(detector, "detect"), attempts, timeout, backoff),
+        classify=StageCaller(
+            "stage2", "DirectionClassifier", _scorer(direction, "classify"), attempts, timeout, backoff
+        ),
         detector_status=_api(detector, "status"),
         direction_status=_api(direction, "status"),
         active=state,
@@ -56,9 +59,27 @@ def _api(dependency: Any, name: str) -> Callable[..., Awaitable[Any]]:
     return call
 
 
+def _scorer(dependency: Any, name: str) -> Callable[[list[Window]], Awaitable[list[float]]]:
+    """A stage's scoring API over windows: one stacked array per version travels, not one object per window."""
+    api = _api(dependency, name)
+
+    async def score(windows: list[Window]) -> list[float]:
+        batches, order = group_windows(windows)
+        probs = await api(batches)
+        if len(probs) != len(order):  # the caller reports the count mismatch
+            return list(probs)
+        return ungroup(probs, order)
+
+    return score
+
+
 def attach(engine: Engine) -> None:
     """Serve the routes with this engine and log what loaded once the stages answer."""
     app.state.engine = engine
+    # Start-up objects (modules, schemas, routes) live as long as the worker: frozen, they are not
+    # walked by every full garbage collection during requests (docs/performance.md).
+    gc.collect()
+    gc.freeze()
     asyncio.get_running_loop().create_task(report_when_ready(engine))
 
 

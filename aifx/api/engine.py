@@ -30,8 +30,8 @@ from aifx.api.errors import (
     now_iso,
 )
 from aifx.api.experiments import Experiments
-from aifx.api.schemas import CompareRequest, PredictRequest, StageWindow, _Inputs
-from aifx.api.stages import StageCaller, fetch_status
+from aifx.api.schemas import CompareRequest, PredictRequest, _Inputs
+from aifx.api.stages import StageCaller, Window, fetch_status
 from aifx.settings import Settings
 from aifx.state import CachedActiveVersion
 from aifx.versions import VersionSpec
@@ -104,16 +104,23 @@ class Engine:
         metrics.set_base_rates(self.labels, catalog.base_rates())
         self._avail = Availability()
         self._avail_lock = asyncio.Lock()
+        self._stages_answered = False
         self._published_active: str | None = None
 
     # ---- versions -------------------------------------------------------------------------
 
     async def availability(self, refresh: bool = False) -> Availability:
-        """Stage load reports combined with the store catalog (cached)."""
+        """Stage load reports combined with the store catalog (cached once both stages have answered)."""
+        # Until both stages have answered once (start-up), every caller asks again rather than serve a
+        # cached "not reachable": another worker may already have told the client the service is ready.
+        refresh = refresh or not self._stages_answered
         ttl = STATUS_TTL_OK if self._avail.stages_reachable else STATUS_TTL_RETRY
         if not refresh and time.monotonic() - self._avail.checked_at < ttl:
             return self._avail
+        asked = time.monotonic()
         async with self._avail_lock:
+            if self._avail.checked_at >= asked:  # answered while this call waited for the lock
+                return self._avail
             if not refresh and time.monotonic() - self._avail.checked_at < ttl:
                 return self._avail
             timeout = self.settings.stage_timeout_seconds
@@ -121,6 +128,7 @@ class Engine:
                 *(fetch_status(n, fn, timeout) for n, fn in zip(("stage 1", "stage 2"), self._status_fns, strict=True))
             )
             self._avail = combine(self.catalog, s1, s2)
+            self._stages_answered = self._stages_answered or self._avail.stages_reachable
             metrics.set_loaded(self.labels, self._avail.loaded)
             return self._avail
 
@@ -208,14 +216,14 @@ class Engine:
             data |= await self.experiments.record(assigned, req.user_id or "", decision)
         return data
 
-    async def predict_many(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def predict_many(self, items: Sequence[PredictRequest | dict[str, Any]]) -> dict[str, Any]:
         """POST /reversal/predict/batch: each item succeeds or fails on its own."""
         results: list[dict[str, Any] | None] = [None] * len(items)
         ready: list[tuple[int, PredictRequest, Prepared]] = []
         assigned: dict[int, Assignment] = {}
         for i, item in enumerate(items):
             try:
-                req = PredictRequest.model_validate(item)
+                req = item if isinstance(item, PredictRequest) else PredictRequest.model_validate(item)
                 variant = await self.experiments.assign(req.user_id, req.version)
                 ready.append((i, req, await self.prepare(req, variant)))
                 if variant is not None:
@@ -413,8 +421,8 @@ def describe_errors(exc: ValidationError) -> str:
     return format_errors(exc.errors(include_url=False, include_context=False, include_input=False))
 
 
-def _stage_input(p: Prepared) -> StageWindow:
-    return StageWindow(version=p.version, rows=p.rows)
+def _stage_input(p: Prepared) -> Window:
+    return p.version, p.rows
 
 
 def _decline_evidence(p: Prepared) -> float:

@@ -3,39 +3,56 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
+from typing import cast
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
-from aifx.api.errors import BadCandles
+from aifx.api.errors import BadCandles, format_errors
 from aifx.api.schemas import CandleIn
 from aifx.candles import CandleDataError, Candles, validate_ohlc
 from aifx.features import lookback, window_features
 from aifx.versions import VersionSpec
 
+_PRICES = itemgetter("open", "high", "low", "close")
+_TIMESTAMP = itemgetter("timestamp")
+_DATETIME = TypeAdapter(datetime)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
 def to_candles(data: list[CandleIn]) -> Candles:
     """Validated candle arrays (UTC timestamps); BadCandles names the first bad row."""
-    micros = np.fromiter((_micros(c.timestamp) for c in data), np.int64, len(data))
-    vols = [c.volume for c in data]
+    n = len(data)
+    prices = np.fromiter(chain.from_iterable(map(_PRICES, data)), np.float64, 4 * n).reshape(n, 4).T.copy()
+    stamps = epoch_micros(list(map(_TIMESTAMP, data))).astype("datetime64[us]").astype("datetime64[ns]")
+    vols = [c.get("volume") for c in data]
     volume = None if any(v is None for v in vols) else np.asarray(vols, dtype=np.float64)
     try:
-        return validate_ohlc(
-            micros.astype("datetime64[us]").astype("datetime64[ns]"),
-            np.fromiter((c.open for c in data), np.float64, len(data)),
-            np.fromiter((c.high for c in data), np.float64, len(data)),
-            np.fromiter((c.low for c in data), np.float64, len(data)),
-            np.fromiter((c.close for c in data), np.float64, len(data)),
-            volume,
-        )
+        return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume)
     except CandleDataError as exc:
         raise BadCandles(f"data: {exc}") from None
 
 
-def _micros(ts: datetime) -> int:
-    """Microseconds since the Unix epoch; naive timestamps are UTC."""
+def epoch_micros(stamps: list[str | float]) -> np.ndarray:
+    """UTC microseconds since the epoch; `YYYY-MM-DDTHH:MM:SSZ` text in one vectorised parse."""
+    if all(type(s) is str and len(s) == 20 and s[10] == "T" and s[19] == "Z" for s in stamps):
+        try:
+            return np.array([s[:19] for s in cast(list[str], stamps)], dtype="datetime64[us]").astype(np.int64)
+        except ValueError:
+            pass  # not a valid date: the per-value path says which one and why
+    return np.fromiter((_micros(i, s) for i, s in enumerate(stamps)), np.int64, len(stamps))
+
+
+def _micros(row: int, value: str | float) -> int:
+    """One timestamp as pydantic reads a datetime (ISO-8601 or Unix s/ms); naive means UTC."""
+    try:
+        ts = _DATETIME.validate_python(value)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("data", row, "timestamp")} for e in exc.errors(include_url=False)]
+        raise BadCandles(format_errors(errors)) from None
     return ((ts if ts.tzinfo else ts.replace(tzinfo=UTC)) - _EPOCH) // _US
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator, with_config
+from typing_extensions import TypedDict
 
 MAX_CANDLES = 5_000
 MAX_BATCH_ITEMS = 100
@@ -18,17 +18,29 @@ _NEED_INPUT = (
 )
 
 
-class CandleIn(BaseModel):
-    """One OHLC(V) bar; timestamp as ISO-8601 text or Unix seconds/milliseconds."""
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_TIMESTAMP_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+    "description": "ISO-8601 (e.g. 2017-01-02T00:00:00Z; no offset means UTC) or Unix seconds/milliseconds",
+}
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    timestamp: datetime
-    open: float = Field(gt=0)
-    high: float = Field(gt=0)
-    low: float = Field(gt=0)
-    close: float = Field(gt=0)
-    volume: float | None = Field(default=None, ge=0)
+@with_config(ConfigDict(extra="ignore"))
+class CandleIn(TypedDict):
+    """One OHLC(V) bar; timestamp as ISO-8601 text or Unix seconds/milliseconds.
+
+    A TypedDict, not a model: pydantic-core validates a request's candles without building
+    one Python object per candle (a third of the cost for 64 candles).
+    """
+
+    # Text or a number here; aifx.api.inputs turns it into UTC time (vectorised for ...Z text) and
+    # reports a bad one with pydantic's datetime message.
+    timestamp: Annotated[str | float, WithJsonSchema(_TIMESTAMP_SCHEMA)]
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False)]]
 
 
 class _Inputs(BaseModel):
@@ -66,10 +78,15 @@ class LegacyPredictRequest(PredictRequest):
     timeframe: str = Field(default="", max_length=16)  # type: ignore[assignment]
 
 
+# Valid items are parsed in the same pass as the body; an invalid one stays a dict, validated
+# again on its own for its error message, so one bad item does not fail the others.
+BatchItem = Annotated[PredictRequest | dict[str, Any], Field(union_mode="left_to_right")]
+
+
 class BatchRequest(BaseModel):
     """POST /reversal/predict/batch: each item is validated on its own."""
 
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class CompareRequest(_Inputs):
@@ -228,11 +245,11 @@ class OutcomeData(BaseModel):
     created: bool = Field(description="false when the same outcome was already recorded")
 
 
-_ROWS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+_ROWS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}
 
 
-class StageWindow(BaseModel):
-    """One stage input: a version and its unscaled (window x features) rows."""
+class StageBatch(BaseModel):
+    """One stage input: a version and its unscaled windows, stacked (n x window x features)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 

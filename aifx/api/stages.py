@@ -16,10 +16,12 @@ from typing import Any
 import aiohttp
 import anyio
 import httpx
+import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from aifx import metrics
 from aifx.api.errors import StageUnavailable
+from aifx.api.schemas import StageBatch
 
 logger = logging.getLogger("bentoml.aifx.stages")
 # BentoML's RemoteProxy speaks aiohttp (ServerDisconnectedError, ClientOSError, ...); httpx for
@@ -33,6 +35,24 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 StageFn = Callable[[list[Any]], Awaitable[list[float]]]
+Window = tuple[str, np.ndarray]  # (version, unscaled window x features rows)
+
+
+def group_windows(windows: Sequence[Window]) -> tuple[list[StageBatch], list[int]]:
+    """One stacked batch per version (first-seen order) and each output position's window index."""
+    by_version: dict[str, list[int]] = {}
+    for i, (version, _) in enumerate(windows):
+        by_version.setdefault(version, []).append(i)
+    batches = [StageBatch(version=v, rows=np.stack([windows[i][1] for i in idx])) for v, idx in by_version.items()]
+    return batches, [i for idx in by_version.values() for i in idx]
+
+
+def ungroup(probs: Sequence[float], order: Sequence[int]) -> list[float]:
+    """Probabilities back in window order (inverse of group_windows' order)."""
+    out = [0.0] * len(order)
+    for p, i in zip(probs, order, strict=True):
+        out[i] = p
+    return out
 
 
 class Coalescer:

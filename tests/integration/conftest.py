@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 START_TIMEOUT = 180.0
+KEEP_ALIVE_S = 75  # deploy/serve_one.py KEEP_ALIVE_S
 
 
 def free_port() -> int:
@@ -107,9 +108,12 @@ def start_server(model_store, workdir: Path, target: str = ".", **env: str) -> S
     if from_source:
         full_env["PYTHONPATH"] = str(ROOT)
     log = workdir / f"serve-{port}.log"
+    # As production serves (Makefile, deploy/serve_one.py): uvicorn's 5 s default keep-alive equals
+    # httpx's pool expiry, so the server closed idle connections just as clients reused them (RST).
+    keep_alive = ["--timeout-keep-alive", str(KEEP_ALIVE_S)]
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *keep_alive],
             cwd=ROOT if from_source else workdir,  # a Bento must not see the source tree
             env=full_env,
             stdout=fh,

@@ -59,7 +59,8 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
     with tarfile.open(exported) as tar:
         names = [n.removeprefix("./") for n in tar.getnames()]
     for name in ("aifx-v3.1-stage1", "aifx-v3.0-stage2"):
-        assert any(n.startswith(f"models/{name}/") and n.endswith("model.keras") for n in names), name
+        for file in ("model.keras", "model.tflite", "scaler.json"):
+            assert any(n.startswith(f"models/{name}/") and n.endswith(file) for n in names), (name, file)
 
 
 def test_serve_built_bento(bento_tag, launch, tmp_path, candle_json):

@@ -22,8 +22,8 @@ from pathlib import Path
 import bentoml
 from aifx.candles import load_candles_csv
 from aifx.features import window_features
-from aifx.versions import MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
-from runners.inference import CompiledModel
+from aifx.versions import LITE_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from runners.inference import LiteModel
 
 version = sys.argv[1]
 candles = load_candles_csv("data/FOREX_EURUSD_1H_ASK.csv").slice(0, 300)
@@ -35,7 +35,8 @@ for stage in (1, 2):
         continue
     spec = VersionSpec.from_metadata(stored.info.metadata)
     scaler = Scaler.from_json(json.loads(Path(stored.path, SCALER_FILE).read_text()))
-    model = CompiledModel(Path(stored.path, MODEL_FILE), scaler, spec)
+    assert Path(stored.path, LITE_FILE).is_file()
+    model = LiteModel.from_store(Path(stored.path), scaler, spec)
     rows = window_features(candles, spec.features, spec.window)
     out[stage] = {"prob": float(model(rows[None])[0]), "meta": stored.info.metadata}
 print("RESULT" + json.dumps(out))

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aifx.versions import MODEL_FILE
+from aifx.versions import LITE_FILE, MODEL_FILE
 
 pytestmark = pytest.mark.integration
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
@@ -47,11 +47,12 @@ def test_switch_reaches_every_worker_within_a_second_and_survives_restart(server
 
 @pytest.fixture
 def broken_home(model_store, tmp_path) -> Path:
-    """A copy of the store whose v3.1 Stage 1 model file is corrupt."""
+    """A copy of the store whose v3.1 Stage 1 model files are corrupt."""
     home = tmp_path / "home"
     shutil.copytree(model_store.home / "models", home / "models")
     model_dir = next(p for p in (home / "models" / "aifx-v3.1-stage1").iterdir() if p.is_dir())
     (model_dir / MODEL_FILE).write_bytes(b"this is not a keras file")
+    (model_dir / LITE_FILE).write_bytes(b"this is not a tflite file")
     return home
 
 

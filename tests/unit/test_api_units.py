@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from aifx.api import inputs
 from aifx.api.errors import BadCandles, StageUnavailable, format_errors
 from aifx.api.schemas import CandleIn, PredictRequest
-from aifx.api.stages import StageCaller
+from aifx.api.stages import StageCaller, group_windows, ungroup
 from aifx.settings import Settings, SettingsError
 from aifx.state import CachedActiveVersion, open_store
 from aifx.versions import default_spec
@@ -60,7 +60,13 @@ def _candles(n: int, start: float = 1.1) -> list[CandleIn]:
     rng = np.random.default_rng(1)
     close = start + np.cumsum(rng.normal(0, 1e-3, n))
     return [
-        CandleIn(timestamp=1_500_000_000 + 3600 * i, open=c, high=c + 5e-4, low=c - 5e-4, close=c)
+        CandleIn(
+            timestamp=1_500_000_000 + 3600 * i,
+            open=c,
+            high=c + 5e-4,
+            low=c - 5e-4,
+            close=c,
+        )
         for i, c in enumerate(close)
     ]
 
@@ -72,11 +78,11 @@ def test_candles_to_window_and_errors():
     with pytest.raises(BadCandles, match=f"need at least {spec.min_candles}"):
         inputs.candle_rows(inputs.to_candles(_candles(10)), spec)
     bad = _candles(60)
-    bad[3] = bad[3].model_copy(update={"high": bad[3].low - 1e-3})
+    bad[3] = {**bad[3], "high": bad[3]["low"] - 1e-3}
     with pytest.raises(BadCandles, match="row 3: high"):
         inputs.to_candles(bad)
     dup = _candles(60)
-    dup[5] = dup[5].model_copy(update={"timestamp": dup[4].timestamp})
+    dup[5] = {**dup[5], "timestamp": dup[4]["timestamp"]}
     with pytest.raises(BadCandles, match="duplicate timestamp"):
         inputs.to_candles(dup)
 
@@ -210,3 +216,34 @@ def test_coalescer_merges_calls_while_one_is_in_flight():
     results = asyncio.run(run())
     assert results == [[float(i), float(i + 100)] for i in range(10)]
     assert sizes[0] == 2 and sum(sizes) == 20 and len(sizes) == 2
+
+
+def test_windows_travel_stacked_per_version_and_come_back_in_order():
+    rng = np.random.default_rng(3)
+    shapes = {"v3.1": (20, 12), "v3.0": (20, 10)}
+    versions = ["v3.1", "v3.0", "v3.1", "v3.1", "v3.0"]
+    windows = [(v, rng.normal(size=shapes[v])) for v in versions]
+    batches, order = group_windows(windows)
+    assert [b.version for b in batches] == ["v3.1", "v3.0"]
+    assert [b.rows.shape for b in batches] == [(3, 20, 12), (2, 20, 10)]
+    assert order == [0, 2, 3, 1, 4]
+    np.testing.assert_array_equal(batches[0].rows[1], windows[2][1])
+    # a stage answers in batch order; ungroup puts each probability back at its window
+    answered = [float(i) for i in order]
+    assert ungroup(answered, order) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_timestamps_vectorised_and_per_value_agree():
+    canonical = ["2017-01-02T00:00:00Z", "2017-01-02T01:00:00Z", "2024-02-29T23:59:59Z"]
+    want = [1483315200, 1483318800, 1709251199]
+    assert (inputs.epoch_micros(canonical) // 1_000_000).tolist() == want
+    # every other form goes value by value, as pydantic reads a datetime; naive means UTC
+    others = ["2017-01-02T02:00:00+02:00", "2017-01-02 01:00:00", 1709251199, 1709251199000.0]
+    assert (inputs.epoch_micros(others) // 1_000_000).tolist() == [*want[:2], want[2], want[2]]
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2017-02-30T00:00:00Z", "2017-01-02T25:00:00Z"])
+def test_a_bad_timestamp_names_its_row(bad):
+    stamps = ["2017-01-02T00:00:00Z", "2017-01-02T01:00:00Z", bad]
+    with pytest.raises(BadCandles, match=r"data\[2\]\.timestamp: .*ISO-8601"):
+        inputs.epoch_micros(stamps)
