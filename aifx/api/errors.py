@@ -98,16 +98,23 @@ def fail(message: str, status: int, headers: dict[str, str] | None = None) -> JS
 
 def format_errors(errors: Sequence[Any], limit: int = 10) -> str:
     """Pydantic errors as one readable line: `data[3].high: Input should be greater than 0; ...`."""
-    parts = []
+    parts: list[str] = []
     for err in list(errors)[:limit]:
         where = ""
         for part in err.get("loc", ()):
-            if part == "body":
+            if part == "body" or _is_schema_label(part):
                 continue
             where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if where.endswith("timestamp"):
             msg += " (ISO-8601 like 2017-01-02T00:00:00Z, or Unix seconds)"
-        parts.append(f"{where}: {msg}" if where else msg)
+        line = f"{where}: {msg}" if where else msg
+        if line not in parts:  # a value that fits no member of a union fails each member alike
+            parts.append(line)
     more = len(errors) - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _is_schema_label(part: Any) -> bool:
+    """Pydantic names union members in error locations (`dict[str,any]`, `function-after[...]`)."""
+    return isinstance(part, str) and ("[" in part or "(" in part)

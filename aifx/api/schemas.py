@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator, with_config
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    WithJsonSchema,
+    model_validator,
+    with_config,
+)
+from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 MAX_CANDLES = 5_000
@@ -19,10 +29,24 @@ _NEED_INPUT = (
 
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-_TIMESTAMP_SCHEMA = {
-    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-    "description": "ISO-8601 (e.g. 2017-01-02T00:00:00Z; no offset means UTC) or Unix seconds/milliseconds",
-}
+# Text or a number (not a bool) in one Rust-side check with one error message; aifx.api.inputs
+# turns it into UTC time (vectorised for ...Z text) and names a value that is not a time.
+Timestamp = Annotated[
+    str | float,
+    GetPydanticSchema(
+        lambda _type, _handler: core_schema.union_schema(
+            [core_schema.str_schema(), core_schema.int_schema(strict=True), core_schema.float_schema(strict=True)],
+            custom_error_type="timestamp_type",
+            custom_error_message="Input should be a time",
+        )
+    ),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "ISO-8601 (e.g. 2017-01-02T00:00:00Z; no offset means UTC) or Unix seconds/milliseconds",
+        }
+    ),
+]
 
 
 @with_config(ConfigDict(extra="ignore"))
@@ -33,9 +57,7 @@ class CandleIn(TypedDict):
     one Python object per candle (a third of the cost for 64 candles).
     """
 
-    # Text or a number here; aifx.api.inputs turns it into UTC time (vectorised for ...Z text) and
-    # reports a bad one with pydantic's datetime message.
-    timestamp: Annotated[str | float, WithJsonSchema(_TIMESTAMP_SCHEMA)]
+    timestamp: Timestamp
     open: Price
     high: Price
     low: Price

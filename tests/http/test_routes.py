@@ -265,6 +265,21 @@ BAD = [
     ("unsorted timestamps", "/reversal/predict", lambda cj: _body(cj, _swap), 422, "not sorted"),
     ("duplicate timestamps", "/reversal/predict", lambda cj: _body(cj, _dup), 422, "duplicate"),
     ("bad timestamp", "/reversal/predict", lambda cj: _body(cj, _set(3, "timestamp", "yesterday")), 422, "timestamp"),
+    (
+        "impossible date",
+        "/reversal/predict",
+        lambda cj: _body(cj, _set(3, "timestamp", "2017-02-30T00:00:00Z")),
+        422,
+        "data[3].timestamp",
+    ),  # fmt: skip
+    (
+        "timestamp a bool",
+        "/reversal/predict",
+        lambda cj: _body(cj, _set(3, "timestamp", True)),
+        422,
+        "data[3].timestamp: Input should be a time",
+    ),  # fmt: skip
+    ("timestamp null", "/reversal/predict", lambda cj: _body(cj, _set(3, "timestamp", None)), 422, "data[3].timestamp"),
     ("unknown version", "/reversal/predict", lambda cj: _body(cj, version="v9.9"), 400, "unknown model version"),
     ("version wrong type", "/reversal/predict", lambda cj: _body(cj, version=3.1), 422, "version"),
     ("features wrong width", "/reversal/predict", lambda cj: {**PAIR, "features": [[0.1] * 5] * 20}, 422, "needs 12"),
@@ -281,6 +296,13 @@ BAD = [
     ("body over 1 MB", "/reversal/predict", lambda cj: b'{"pair": "' + b"x" * 1_100_000 + b'"}', 413, "larger than"),
     ("batch empty", "/reversal/predict/batch", lambda cj: {"items": []}, 422, "items"),
     ("batch not a list", "/reversal/predict/batch", lambda cj: {"items": "x"}, 422, "items"),
+    (
+        "batch item not an object",
+        "/reversal/predict/batch",
+        lambda cj: {"items": [1]},
+        422,
+        "items[0]: Input should be an object",
+    ),  # fmt: skip
     (
         "compare unknown version",
         "/reversal/compare",
