@@ -162,13 +162,23 @@ def test_retries_are_bounded_when_nothing_listens() -> None:
     assert url in str(info.value) and "3 attempt(s)" in str(info.value)
 
 
-def test_a_tiny_timeout_raises_a_clear_error(aifx_url: str, candle_json) -> None:
-    with AIFXClient(aifx_url, enabled=True, timeout=0.0001, retry=FAST_RETRY) as c:
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A 127.0.0.1 URL whose listener accepts connections (kernel backlog) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_timeout_raises_a_clear_error(silent_url: str, candle_json) -> None:
+    # A server that never answers: the service itself can answer a predict within 1 ms now.
+    with AIFXClient(silent_url, enabled=True, timeout=0.05, retry=FAST_RETRY) as c:
         with pytest.raises(AIFXTimeout) as info:
             c.predict(PAIR, "1h", data=candle_json(4000, 80))
         assert c.stats.fallbacks == 0
     message = str(info.value)
-    assert f"{aifx_url}/reversal/predict" in message and "0.0001 s" in message and info.value.seconds == 0.0001
+    assert f"{silent_url}/reversal/predict" in message and "0.05 s" in message and info.value.seconds == 0.05
 
 
 def test_async_client(aifx_url: str, candle_json) -> None:
