@@ -30,13 +30,16 @@ report: install
 serve: models
 	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000 --timeout-keep-alive 75
 
+# Installs promtool/prometheus and starts a local PostgreSQL when missing or stopped, then pytest.
 test: install
-	$(BIN)/python -m pytest
+	bash scripts/test-deps.sh $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy aifx training model_store_import experiments runners service.py aifx_client monitoring deploy bench soak
+	$(BIN)/lint-imports
+	$(BIN)/python -m aifx_client._generate --check
 
 # Speed targets are checked here, not in unit tests; results go to bench/results/ and docs/performance.md.
 bench: models

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bentoml
 
 from aifx.api.asgi import BoundedLabelsService
-from aifx.api.bootstrap import app, attach, build_engine
+from aifx.api.bootstrap import app, attach, build
 from runners.detector import ReversalDetector
 from runners.direction import DirectionClassifier
 from runners.inference import NO_TRACING
@@ -25,9 +25,9 @@ class ReversalEngine:
     direction = bentoml.depends(DirectionClassifier)
 
     def __init__(self) -> None:
-        self.engine = build_engine(self.detector, self.direction)
+        self.parts = build(self.detector, self.direction)
 
     @bentoml.on_startup
     async def serve_routes(self) -> None:
-        """Attach the engine to the routes and log the load summary once the stages answer."""
-        attach(self.engine)
+        """Attach the registry, predictor and A/B tests to the routes; log what loaded once the stages answer."""
+        attach(self.parts)

@@ -45,14 +45,14 @@ class BarrierParams:
 
 
 @dataclass(frozen=True)
-class Labels:
+class StageLabels:
     """Stage 1 (reversal 1/0) and Stage 2 (long 1 / short 0, NaN off Stage-1 positives)."""
 
     stage1: np.ndarray
     stage2: np.ndarray
 
 
-def swing_labels(high: np.ndarray, low: np.ndarray, p: SwingParams = SwingParams()) -> Labels:
+def swing_labels(high: np.ndarray, low: np.ndarray, p: SwingParams = SwingParams()) -> StageLabels:
     """Swing high: High[t] > every High in the n bars before and after; swing low likewise."""
     n, size = p.n, len(high)
     stage1 = np.full(size, np.nan)
@@ -65,7 +65,7 @@ def swing_labels(high: np.ndarray, low: np.ndarray, p: SwingParams = SwingParams
         stage1[t] = float(swing_high or swing_low)
         if swing_high != swing_low:  # an outside bar that is both has no direction
             stage2[t] = 1.0 if swing_low else 0.0
-    return Labels(stage1, stage2)
+    return StageLabels(stage1, stage2)
 
 
 def barrier_outcomes(
@@ -103,10 +103,12 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
     return talib.ATR(high, low, close, timeperiod=period)
 
 
-def barrier_labels(high: np.ndarray, low: np.ndarray, close: np.ndarray, p: BarrierParams = BarrierParams()) -> Labels:
+def barrier_labels(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, p: BarrierParams = BarrierParams()
+) -> StageLabels:
     """Stage 1: a long or a short wins; Stage 2 on positives: long 1, short 0."""
     atr = wilder_atr(high, low, close, p.atr_period)
     long_win, short_win = barrier_outcomes(high, low, close, atr, p)
     stage1 = np.where(np.isnan(long_win), np.nan, np.maximum(long_win, short_win))
     stage2 = np.where(stage1 == 1.0, long_win, np.nan)
-    return Labels(stage1, stage2)
+    return StageLabels(stage1, stage2)

@@ -64,7 +64,7 @@ for _stage in STAGES:
     STAGE_FAILURES.labels(stage=_stage)
 
 
-class Labels:
+class MetricLabels:
     """Maps raw values to bounded label values."""
 
     def __init__(self, versions: Iterable[str]) -> None:
@@ -82,7 +82,7 @@ class Labels:
         return value if value in STAGES else UNKNOWN
 
 
-def observe_prediction(labels: Labels, version: str, signal: str, stage1_prob: float, confidence: float) -> None:
+def observe_prediction(labels: MetricLabels, version: str, signal: str, stage1_prob: float, confidence: float) -> None:
     """Count one served prediction."""
     v = labels.version(version)
     PREDICTIONS.labels(version=v, signal=signal if signal in ("long", "short", "hold") else UNKNOWN).inc()
@@ -91,22 +91,22 @@ def observe_prediction(labels: Labels, version: str, signal: str, stage1_prob: f
 
 
 def count_error(reason: str) -> None:
-    ERRORS.labels(reason=Labels.reason(reason)).inc()
+    ERRORS.labels(reason=MetricLabels.reason(reason)).inc()
 
 
-def set_active(labels: Labels, active: str | None) -> None:
+def set_active(labels: MetricLabels, active: str | None) -> None:
     """Publish the active version (1) and the others (0)."""
     for v in sorted(labels.versions):
         ACTIVE_VERSION.labels(version=v).set(1.0 if v == active else 0.0)
 
 
-def set_loaded(labels: Labels, loaded: Iterable[str]) -> None:
+def set_loaded(labels: MetricLabels, loaded: Iterable[str]) -> None:
     ok = set(loaded)
     for v in sorted(labels.versions):
         VERSION_LOADED.labels(version=v).set(1.0 if v in ok else 0.0)
 
 
-def set_base_rates(labels: Labels, rates: Mapping[str, float]) -> None:
+def set_base_rates(labels: MetricLabels, rates: Mapping[str, float]) -> None:
     """Publish each configured version's Stage 1 training base rate."""
     for version, rate in sorted(rates.items()):
         TRAINING_BASE_RATE.labels(version=labels.version(version)).set(rate)

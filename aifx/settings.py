@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # Configured versions in fallback order; the first is the default.
     versions: Annotated[tuple[str, ...], NoDecode] = ("v3.1", "v3.0")
     state_ttl_seconds: float = Field(default=0.5, ge=0.0, le=1.0)
+    # A state read (active version, active experiment) that takes longer is abandoned; the last known value serves.
+    state_timeout_seconds: float = Field(default=1.0, gt=0)
     # A dead stage answers 503 within attempts x timeout + backoff + slack = 3 x 2 + 0.15 + 0.5 s (queue wait
     # included; see aifx.api.stages.StageCaller.deadline).
     stage_timeout_seconds: float = Field(default=2.0, gt=0)

@@ -1,4 +1,4 @@
-"""AsyncAIFXClient: the asyncio client (httpx.AsyncClient), same methods as AIFXClient but awaitable."""
+"""AsyncAIFXClient: the asyncio client (httpx.AsyncClient); client.py is generated from this file by unasync."""
 
 from __future__ import annotations
 

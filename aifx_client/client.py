@@ -1,3 +1,4 @@
+# Generated from aifx_client/aio.py by `python -m aifx_client._generate`; do not edit.
 """AIFXClient: the synchronous client (httpx.Client)."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aifx.candles import load_candles_csv
+from training.candles_csv import load_candles_csv
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.csv"
 

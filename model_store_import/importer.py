@@ -9,8 +9,8 @@ from typing import Any
 
 import bentoml
 
-from aifx.lite import keras_to_tflite
 from aifx.versions import LITE_FILE, MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from model_store_import.lite import keras_to_tflite
 
 ARTIFACT_METADATA = "metadata.json"
 

@@ -21,13 +21,13 @@ DASHBOARD = HERE / "grafana" / "aifx-dashboard.json"
 
 # Series Prometheus makes itself (per target), not found in any exposition.
 SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"})
-# BentoML 1.4 new-style services (namespace `bentoml_service`, see configuration.yaml), by type.
+# BentoML 1.4 new-style services (namespace `bentoml_service`, see configuration.yaml), by type. Only the
+# entry service (runner_name="ReversalEngine") exports them: the stage services run with metrics disabled.
 BENTOML_METRICS = {
     "bentoml_service_request_duration_seconds": "histogram",
     "bentoml_service_request_total": "counter",
     "bentoml_service_request_in_progress": "gauge",
     "bentoml_service_last_request_timestamp_seconds": "gauge",
-    "bentoml_service_adaptive_batch_size": "histogram",
 }
 # Names the rules read that the service is to export but does not declare yet (name -> who exports it).
 PENDING: dict[str, str] = {}
@@ -51,6 +51,16 @@ def promql_metric_names(expr: str) -> set[str]:
         if not call and name.lower() not in KEYWORDS:
             names.add(name)
     return names
+
+
+def promql_selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The `name{label op "value", ...}` selectors of a PromQL expression, as (name, [(label, op, value)])."""
+    string = r'"(?:[^"\\]|\\.)*"'
+    selectors = []
+    for match in re.finditer(rf"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{{((?:{string}|[^\"}}])*)\}}", expr):
+        matchers = re.findall(rf"([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*({string})", match.group(2))
+        selectors.append((match.group(1), [(label, op, json.loads(value)) for label, op, value in matchers]))
+    return selectors
 
 
 def grafana_to_promql(expr: str) -> str:

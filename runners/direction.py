@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 import bentoml
 
-from aifx.api.schemas import StageBatch
 from aifx.settings import get_settings
+from aifx.wire import StageBatch
 from runners.inference import STAGE_SERVICE_CONFIG, Probabilities, StageModels
 from runners.models import declare_models
 

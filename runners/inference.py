@@ -1,7 +1,7 @@
 """Model loading and inference shared by the two stage services.
 
 The services run each stored model's TensorFlow Lite conversion with LiteRT: TensorFlow
-itself is not imported while serving (see aifx/lite.py).
+itself is never imported while serving (the conversion runs at import: model_store_import/lite.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import numpy as np
 from bentoml.validators import ContentType
 
-from aifx.api.schemas import StageBatch
-from aifx.versions import LITE_FILE, MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.versions import LITE_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.wire import StageBatch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger("bentoml.aifx.runners")
@@ -67,14 +67,13 @@ class LiteModel:
 
     @classmethod
     def from_store(cls, folder: Path, scaler: Scaler, spec: VersionSpec) -> LiteModel:
-        """The stored flatbuffer; a model stored before conversion existed is converted here, once."""
+        """The stored flatbuffer (written at import; serving never converts, so it never imports TensorFlow)."""
         lite = folder / LITE_FILE
-        if lite.is_file():
-            return cls(lite.read_bytes(), scaler, spec)
-        logger.warning("%s has no %s: converting %s in process (re-import to skip this)", folder, LITE_FILE, MODEL_FILE)
-        from aifx.lite import keras_to_tflite
-
-        return cls(keras_to_tflite(folder / MODEL_FILE), scaler, spec)
+        if not lite.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {LITE_FILE}: re-import the version with `python -m model_store_import`"
+            )
+        return cls(lite.read_bytes(), scaler, spec)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """P(class 1) for unscaled (n, window, features) samples."""
@@ -131,9 +130,20 @@ class StageModels:
         for batch in batches:
             model = self.models.get(batch.version)
             if model is None:
+                logger.error("stage %s: no model for %r [requests %s]", self.stage, batch.version, _ids(batch))
                 raise KeyError(f"stage {self.stage} has no model for version {batch.version!r}")
-            out.extend(model(np.asarray(batch.rows, dtype=np.float64)).tolist())
+            try:
+                out.extend(model(np.asarray(batch.rows, dtype=np.float64)).tolist())
+            except Exception:
+                logger.exception("stage %s: %s failed [requests %s]", self.stage, batch.version, _ids(batch))
+                raise
         return out
 
     def status(self) -> dict[str, Any]:
         return {"stage": self.stage, "loaded": sorted(self.models), "failed": dict(self.failed)}
+
+
+def _ids(batch: StageBatch) -> str:
+    """The entry requests of a batch, for log lines (bounded)."""
+    ids = batch.request_ids
+    return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else "unknown"

@@ -57,11 +57,11 @@ def _point_bentoml_at(home: Path) -> None:
 
 def train_versions(workdir: Path) -> None:
     """Train tiny models for v3.0, v3.1 (both stages) and v2.9 (Stage 1 only) and import them."""
-    from aifx.candles import load_candles_csv
     from aifx.features import sample_windows
     from aifx.labels import barrier_labels, swing_labels
     from aifx.versions import Scaler, VersionSpec, default_spec
     from model_store_import.importer import write_version
+    from training.candles_csv import load_candles_csv
     from training.model import fit
 
     candles = load_candles_csv(DATA_FILE).slice(0, TRAIN_BARS)
@@ -111,7 +111,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 @pytest.fixture(scope="session")
 def candles():
     """The default EUR/USD 1h data set."""
-    from aifx.candles import load_candles_csv
+    from training.candles_csv import load_candles_csv
 
     return load_candles_csv(DATA_FILE)
 

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from aifx.candles import CandleDataError, load_candles_csv
+from aifx.candles import CandleDataError
 from aifx.versions import default_spec
+from training.candles_csv import load_candles_csv
 from training.train import data_info, train_version
 
 DEFAULT_CSV = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.csv"

@@ -8,7 +8,7 @@ import numpy as np
 
 from aifx.candles import Candles
 from aifx.features import sample_windows
-from aifx.labels import BarrierParams, Labels, SwingParams, barrier_labels, swing_labels
+from aifx.labels import BarrierParams, StageLabels, SwingParams, barrier_labels, swing_labels
 from aifx.versions import VersionSpec
 
 
@@ -34,7 +34,7 @@ def label_params(spec: VersionSpec) -> SwingParams | BarrierParams:
     raise ValueError(f"{spec.version}: unknown label scheme {scheme!r}")
 
 
-def make_labels(candles: Candles, params: SwingParams | BarrierParams) -> Labels:
+def make_labels(candles: Candles, params: SwingParams | BarrierParams) -> StageLabels:
     """Labels of every bar under the version's scheme."""
     if isinstance(params, SwingParams):
         return swing_labels(candles.high, candles.low, params)

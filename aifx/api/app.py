@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Request
@@ -13,33 +12,39 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from aifx import metrics
-from aifx.api import experiments as exp
+from aifx.api import ab_tests as ab
 from aifx.api.asgi import BodySizeLimit
 from aifx.api.body import json_body, openapi_body
-from aifx.api.engine import Engine
+from aifx.api.context import RequestId, get_logger
 from aifx.api.errors import ERROR_RESPONSES, ApiError, Forbidden, Unauthorized, fail, format_errors, ok
-from aifx.api.schemas import (
+from aifx.api.parts import Parts
+from aifx.api.responses import (
     BatchData,
-    BatchRequest,
     CompareData,
-    CompareRequest,
     Envelope,
-    ExperimentCreate,
     ExperimentData,
     ExperimentList,
     ExperimentMetricsData,
     Health,
     LegacyData,
-    LegacyPredictRequest,
+    ModelInfo,
+    ModelsData,
     OutcomeData,
-    OutcomeRequest,
     PredictionData,
+    SwitchData,
+)
+from aifx.api.schemas import (
+    BatchRequest,
+    CompareRequest,
+    ExperimentCreate,
+    LegacyPredictRequest,
+    OutcomeRequest,
     PredictRequest,
 )
 from aifx.settings import Settings
 from experiments.schema import ID_LEN
 
-logger = logging.getLogger("bentoml.aifx.api")
+logger = get_logger("bentoml.aifx.api")
 AdminAuth = Annotated[str | None, Header()]
 ExperimentId = Annotated[str, Path(max_length=ID_LEN, description=f"1-{ID_LEN} characters of A-Z a-z 0-9 _ . -")]
 PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id a predict response returned")]
@@ -58,12 +63,12 @@ _EXAMPLES = (  # path prefix -> body example for the bad-JSON / empty-body messa
 )
 
 
-def engine_of(request: Request) -> Engine:
-    """The engine the entry service attached at start-up."""
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
+def parts(request: Request) -> Parts:
+    """The registry, predictor and A/B tests the entry service attached at start-up."""
+    attached = getattr(request.app.state, "parts", None)
+    if attached is None:
         raise ApiError("the service is starting; retry in a moment", status=503, reason="stage_unavailable")
-    return engine
+    return attached
 
 
 def check_admin(settings: Settings, authorization: str | None) -> None:
@@ -92,7 +97,7 @@ def _digest(text: str) -> bytes:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app with the seed's routes; the engine is attached later as app.state.engine."""
+    """The FastAPI app with the seed's routes; its parts are attached later as app.state.parts."""
     app = FastAPI(
         title="AIFX Reversal Engine",
         description="Two-stage forex reversal model (seed-compatible routes and envelope).",
@@ -102,12 +107,13 @@ def create_app(settings: Settings) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def health(request: Request) -> JSONResponse:
         """Service health (flat, as in the seed)."""
-        body, status = await engine_of(request).health()
+        body, status = await parts(request).registry.health()
         return JSONResponse(body, status_code=status)
 
     @app.post(
@@ -118,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def predict(body: Annotated[PredictRequest, json_body(PredictRequest)], request: Request) -> JSONResponse:
         """Predict a reversal signal from the latest candles (or precomputed features)."""
-        return ok(await engine_of(request).predict(body))
+        return ok(await parts(request).predictor.predict(body))
 
     @app.post(
         "/reversal/predict/batch",
@@ -128,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def predict_batch(body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request) -> JSONResponse:
         """Many predict requests in one call; each item succeeds or fails on its own."""
-        return ok(await engine_of(request).predict_many(body.items))
+        return ok(await parts(request).predictor.predict_many(body.items))
 
     @app.post(
         "/reversal/compare",
@@ -138,29 +144,29 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def compare(body: Annotated[CompareRequest, json_body(CompareRequest)], request: Request) -> JSONResponse:
         """The same input through several versions, with consensus and disagreement."""
-        return ok(await engine_of(request).compare(body))
+        return ok(await parts(request).predictor.compare(body))
 
-    @app.get("/reversal/models", response_model=Envelope[dict[str, Any]], tags=["models"])
+    @app.get("/reversal/models", response_model=Envelope[ModelsData], tags=["models"])
     async def list_models(request: Request) -> JSONResponse:
         """Active version, default, fallback order and every configured version with its metrics."""
-        return ok(await engine_of(request).models())
+        return ok(await parts(request).registry.models())
 
-    @app.get("/reversal/models/{version}", response_model=Envelope[dict[str, Any]], tags=["models"])
+    @app.get("/reversal/models/{version}", response_model=Envelope[ModelInfo], tags=["models"])
     async def get_model(version: Version, request: Request) -> JSONResponse:
         """One version: stages, threshold, features, window, label parameters, metrics."""
-        return ok(await engine_of(request).model(version))
+        return ok(await parts(request).registry.model(version))
 
     admin = admin_guard(settings)
 
     @app.post(
         "/reversal/models/{version}/switch",
-        response_model=Envelope[dict[str, Any]],
+        response_model=Envelope[SwitchData],
         tags=["models"],
         dependencies=admin,
     )
     async def switch_model(version: Version, request: Request) -> JSONResponse:
         """Admin: make a version active in every worker (persisted)."""
-        return ok(await engine_of(request).switch(version))
+        return ok(await parts(request).registry.switch(version))
 
     _add_experiment_routes(app, admin)
 
@@ -174,7 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
         body: Annotated[LegacyPredictRequest, json_body(LegacyPredictRequest)], request: Request
     ) -> JSONResponse:
         """Legacy route of the old engine: {prediction, confidence, factors}."""
-        return ok(await engine_of(request).predict_legacy(body))
+        return ok(await parts(request).predictor.predict_legacy(body))
 
     return app
 
@@ -191,7 +197,8 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def create_experiment(body: ExperimentCreate, request: Request) -> JSONResponse:
         """Admin: create an A/B experiment between two loaded versions (traffic_split = share sent to B)."""
-        return ok(await exp.create(engine_of(request), body), status=201)
+        p = parts(request)
+        return ok(await ab.create(p.registry, p.ab, body), status=201)
 
     @app.post(
         "/reversal/experiments/{experiment_id}/activate",
@@ -201,7 +208,7 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def activate_experiment(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Admin: activate an experiment (409 while another one is active)."""
-        return ok(await exp.activate(engine_of(request), experiment_id))
+        return ok(await ab.activate(parts(request).ab, experiment_id))
 
     @app.post(
         "/reversal/experiments/{experiment_id}/stop",
@@ -211,12 +218,12 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def stop_experiment(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Admin: stop the active experiment (409 when it is not active); its data stays readable."""
-        return ok(await exp.stop(engine_of(request), experiment_id))
+        return ok(await ab.stop(parts(request).ab, experiment_id))
 
     @app.get("/reversal/experiments", response_model=Envelope[ExperimentList], tags=["experiments"])
     async def list_experiments(request: Request) -> JSONResponse:
         """Every experiment, oldest first, and the active one's id."""
-        return ok(await exp.listing(engine_of(request)))
+        return ok(await ab.listing(parts(request).ab))
 
     @app.get(
         "/reversal/experiments/{experiment_id}/metrics",
@@ -225,7 +232,7 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def experiment_metrics(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Per-variant count, signals, avg_confidence and outcomes, plus the B-vs-A tests and winner."""
-        return ok(await exp.metrics(engine_of(request), experiment_id))
+        return ok(await ab.metrics(parts(request).ab, experiment_id))
 
     @app.post(
         "/reversal/predictions/{prediction_id}/outcome",
@@ -235,7 +242,7 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def record_outcome(prediction_id: PredictionId, body: OutcomeRequest, request: Request) -> JSONResponse:
         """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different)."""
-        data, status = await exp.record_outcome(engine_of(request), prediction_id, body.pips)
+        data, status = await ab.record_outcome(parts(request).ab, prediction_id, body.pips)
         return ok(data, status=status)
 
 

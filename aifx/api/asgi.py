@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from aifx import metrics
+from aifx.api import context
 from aifx.api.errors import envelope
 
 RAW_PATH = "aifx.raw_path"
@@ -137,17 +138,23 @@ class RestorePath:
         raw = scope.get(RAW_PATH)
         if raw is not None:
             if scope["type"] == "http" and scope["path"] == UNMATCHED:
-                await _not_found(raw, send)  # the seed envelope, not the outer app's text/plain 404
+                await _not_found(raw, scope, send)  # the seed envelope, not the outer app's text/plain 404
                 return
             scope = {**scope, "path": raw}
         await self.app(scope, receive, send)
 
 
-async def _not_found(path: str, send: Any) -> None:
+async def _not_found(path: str, scope: Scope, send: Any) -> None:
     """404 in the seed envelope for a path no route serves."""
     metrics.count_error("not_found")
-    body = json.dumps(envelope(None, f"no route serves {path[:200]!r}; the API is described at /docs.json")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    rid = context.from_headers(scope.get("headers", []))
+    message = f"no route serves {path[:200]!r}; the API is described at /docs.json"
+    body = json.dumps(envelope(None, message, request_id=rid)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (context.HEADER.encode(), rid.encode()),
+    ]
     await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
+
+from aifx.api import context
 
 
 class ApiError(Exception):
@@ -30,11 +32,26 @@ class BadCandles(ApiError):
 
 
 class UnknownVersion(ApiError):
-    status, reason = 400, "unknown_version"
+    status, reason = 422, "unknown_version"
 
 
 class VersionUnavailable(ApiError):
     status, reason = 503, "version_unavailable"
+
+
+def unknown_version(version: str, configured: Sequence[str], field: str | None = None) -> UnknownVersion:
+    """A version that is not configured: 404 when it is a path parameter, 422 when it is the body's `field`."""
+    where = f"{field}: " if field else ""
+    message = f"{where}unknown model version {version!r}; configured versions: {', '.join(configured)}"
+    return UnknownVersion(message, status=422 if field else 404)
+
+
+def version_unavailable(version: str, reason: str, loaded: Sequence[str], field: str | None = None) -> ApiError:
+    """A configured version that does not serve now (a stage not loaded or not reachable): 503 wherever it is named."""
+    where = f"{field}: " if field else ""
+    return VersionUnavailable(
+        f"{where}model version {version} is not available ({reason}); loaded versions: {', '.join(loaded) or 'none'}"
+    )
 
 
 class StageUnavailable(ApiError):
@@ -60,6 +77,7 @@ class ErrorBody(BaseModel):
     data: None = None
     error: str
     timestamp: str
+    request_id: str | None = Field(default=None, description="the request's X-Request-ID (also a response header)")
 
 
 def _documented(description: str) -> dict[str, Any]:
@@ -67,13 +85,15 @@ def _documented(description: str) -> dict[str, Any]:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("Body is not JSON, or an unknown model version"),
+    400: _documented("Body is not JSON or not an object"),
     401: _documented("Admin route without `Authorization: Bearer <AIFX_ADMIN_TOKEN>`"),
     403: _documented("Admin route with a wrong token"),
-    404: _documented("Unknown model version, experiment or prediction"),
+    404: _documented("Unknown model version, experiment or prediction in the path"),
     409: _documented("Conflict with the current state (e.g. another experiment is active)"),
     413: _documented("Request body larger than the limit"),
-    422: _documented("Invalid request: the message says what is wrong and what is needed"),
+    422: _documented(
+        "Invalid request (an unknown model version in the body, too few candles, ...): the message says what"
+    ),
     503: _documented("A stage service, model version or the experiment database is unavailable; retry later"),
 }
 
@@ -83,9 +103,12 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
-    """The seed's envelope."""
-    return {"success": error is None, "data": data, "error": error, "timestamp": now_iso()}
+def envelope(data: Any = None, error: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    """The seed's envelope; an error names its request."""
+    body = {"success": error is None, "data": data, "error": error, "timestamp": now_iso()}
+    if error is not None:
+        body["request_id"] = request_id or context.current()
+    return body
 
 
 def ok(data: Any, status: int = 200) -> JSONResponse:

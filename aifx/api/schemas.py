@@ -1,10 +1,9 @@
-"""Request and response bodies of the REST API (field names as in the seed)."""
+"""Request bodies of the REST API (field names as in the seed); responses are in aifx/api/responses.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
+from typing import Annotated, Any, NotRequired
 
-import numpy as np
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -20,7 +19,6 @@ from typing_extensions import TypedDict
 
 MAX_CANDLES = 5_000
 MAX_BATCH_ITEMS = 100
-T = TypeVar("T")
 
 _NEED_INPUT = (
     "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "
@@ -117,79 +115,6 @@ class CompareRequest(_Inputs):
     versions: list[str] | None = Field(default=None, max_length=16, description="default: every loaded version")
 
 
-class Envelope(BaseModel, Generic[T]):
-    """The seed's envelope around every /reversal/* and /predict answer."""
-
-    success: bool
-    data: T | None = None
-    error: str | None = None
-    timestamp: str
-
-
-class Factors(BaseModel):
-    reversal_detected: bool
-    direction: str | None
-    direction_source: str | None = None
-
-
-class PredictionData(BaseModel):
-    pair: str
-    timeframe: str
-    signal: str = Field(examples=["long"])
-    confidence: float
-    stage1_prob: float
-    stage2_prob: float | None
-    model_version: str
-    factors: Factors
-    timestamp: str
-    prediction_id: str | None = Field(default=None, description="only under an active experiment (with a user id)")
-    experiment_id: str | None = Field(default=None, description="only under an active experiment")
-    variant: Literal["A", "B"] | None = Field(default=None, description="only under an active experiment")
-
-
-class BatchResult(BaseModel):
-    success: bool
-    data: PredictionData | None = None
-    error: str | None = None
-
-
-class BatchData(BaseModel):
-    results: list[BatchResult]
-
-
-class ComparedPrediction(BaseModel):
-    signal: str
-    confidence: float
-    stage1_prob: float
-    stage2_prob: float | None
-    model_version: str
-
-
-class CompareData(BaseModel):
-    pair: str
-    timeframe: str
-    predictions: dict[str, ComparedPrediction]
-    consensus: str | None
-    disagreement: bool
-    timestamp: str
-
-
-class LegacyData(BaseModel):
-    prediction: str
-    confidence: float
-    factors: dict[str, Any]
-
-
-class Health(BaseModel):
-    status: str = Field(examples=["healthy"])
-    model_loaded: bool
-    model_version: str | None
-    timestamp: str
-    environment: str
-    loaded_versions: list[str] = []
-    failed_versions: dict[str, str] = {}
-
-
 class ExperimentCreate(BaseModel):
     """POST /reversal/experiments (the seed's fields; traffic_split is the share of users sent to B)."""
 
@@ -205,75 +130,9 @@ class ExperimentCreate(BaseModel):
     )
 
 
-class ExperimentData(BaseModel):
-    experiment_id: str
-    name: str
-    description: str
-    variant_a: str
-    variant_b: str
-    traffic_split: float
-    salt: str
-    status: Literal["created", "active", "stopped"]
-    active: bool
-    created_at: str
-    activated_at: str | None
-    stopped_at: str | None
-
-
-class ExperimentList(BaseModel):
-    experiments: list[ExperimentData]
-    active_experiment_id: str | None
-
-
-class VariantMetrics(BaseModel):
-    count: int
-    signals: dict[str, int]
-    avg_confidence: float | None
-    outcomes: dict[str, Any] = Field(description="count, hit_rate, mean_pips, total_pips")
-
-
-class VariantData(BaseModel):
-    model_version: str
-    traffic_split: float
-    metrics: VariantMetrics
-
-
-class ExperimentMetricsData(BaseModel):
-    experiment_id: str
-    name: str
-    description: str
-    status: str
-    active: bool
-    variants: dict[str, VariantData]
-    comparison: dict[str, Any] = Field(description="B vs A: Welch t-test on pips, z-test on hit rate, winner")
-
-
 class OutcomeRequest(BaseModel):
     """POST /reversal/predictions/{prediction_id}/outcome: the realized result in pips (a hit is pips > 0)."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     pips: float = Field(strict=True, examples=[12.5], description="a finite number")
-
-
-class OutcomeData(BaseModel):
-    prediction_id: str
-    experiment_id: str
-    variant: Literal["A", "B"]
-    model_version: str
-    pips: float
-    hit: bool
-    recorded_at: str
-    created: bool = Field(description="false when the same outcome was already recorded")
-
-
-_ROWS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}
-
-
-class StageBatch(BaseModel):
-    """One stage input: a version and its unscaled windows, stacked (n x window x features)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    version: str
-    rows: Annotated[np.ndarray, WithJsonSchema(_ROWS_SCHEMA)]

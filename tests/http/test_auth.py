@@ -29,13 +29,13 @@ RIGHT_TOKEN = [{"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"bearer 
 
 @pytest.fixture
 def guarded(client) -> Iterator:
-    """TestClient over an app that requires TOKEN, sharing the session engine; state restored afterwards."""
+    """TestClient over an app that requires TOKEN, sharing the session parts; state restored afterwards."""
     from starlette.testclient import TestClient
 
     from aifx.api.bootstrap import app
 
     guarded_app = app_module.create_app(Settings(admin_token=TOKEN, versions=("v3.1", "v3.0", "v2.9")))
-    guarded_app.state.engine = app.state.engine
+    guarded_app.state.parts = app.state.parts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with TestClient(guarded_app) as c:

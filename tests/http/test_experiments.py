@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from aifx.api.engine import Availability
+from aifx.api.registry import Availability
 
 pytestmark = pytest.mark.http
 
@@ -22,7 +22,8 @@ EXPERIMENT_FIELDS = {
 
 
 def assert_envelope(body: dict, success: bool = True) -> None:
-    assert set(body) == {"success", "data", "error", "timestamp"}
+    seed = {"success", "data", "error", "timestamp"}  # the seed's envelope; an error also names its request
+    assert set(body) == (seed if success else seed | {"request_id"})
     assert body["success"] is success
     datetime.fromisoformat(body["timestamp"])
     if success:
@@ -111,20 +112,20 @@ def test_create_rejects_bad_input_with_422(client, name, change, part):
     assert part in r.json()["error"]
 
 
-def test_create_rejects_a_version_that_is_not_loaded(client, monkeypatch):
+def test_create_rejects_a_version_that_is_not_loaded_with_503(client, monkeypatch):
     from aifx.api.bootstrap import app
 
-    engine = app.state.engine
+    registry = app.state.parts.registry
     partial = Availability(loaded=["v3.1", "v3.0"], failed={"v2.9": "stage 1 model not loaded"}, stages_reachable=True)
 
     async def availability(refresh: bool = False) -> Availability:
         return partial
 
-    monkeypatch.setattr(engine, "availability", availability)
+    monkeypatch.setattr(registry, "availability", availability)
     r = client.post("/reversal/experiments", json=spec(new_id(), variant_b="v2.9"))
-    assert r.status_code == 422, r.text
+    assert r.status_code == 503, r.text
     error = r.json()["error"]
-    assert "variant_b: model version v2.9 is not loaded (stage 1 model not loaded)" in error
+    assert "variant_b: model version v2.9 is not available (stage 1 model not loaded)" in error
     assert "loaded versions: v3.1, v3.0" in error
 
 
@@ -300,13 +301,13 @@ def test_outcomes_show_in_metrics(client, served):
 
 @pytest.fixture
 def guarded(client):
-    """The same engine behind an app that requires an admin token."""
+    """The same parts behind an app that requires an admin token."""
     from aifx.api.app import create_app
     from aifx.api.bootstrap import app
     from aifx.settings import Settings
 
     guarded_app = create_app(Settings(admin_token="s3cret", versions=("v3.1", "v3.0", "v2.9")))
-    guarded_app.state.engine = app.state.engine
+    guarded_app.state.parts = app.state.parts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient

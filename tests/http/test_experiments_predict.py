@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import create_engine
 
-from aifx.api.experiments import Experiments
+from aifx.api.ab_tests import ABTests
+from aifx.cache import SharedState
 from experiments import ExperimentStore, assign_variant
 
 pytestmark = pytest.mark.http
@@ -18,10 +19,10 @@ PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 UNREACHABLE_DB = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 
 
-def engine_state():
+def parts():
     from aifx.api.bootstrap import app
 
-    return app.state.engine
+    return app.state.parts
 
 
 def body(candle_json, user: str | None = None, stop: int = 3000, **extra) -> dict:
@@ -48,7 +49,7 @@ def experiment(client) -> Iterator[dict]:
 @pytest.fixture
 def database_down(client) -> Iterator[Callable[[], None]]:
     """The service's store gets connection errors (as when PostgreSQL is down); yields restore()."""
-    store = engine_state().experiments.store
+    store = parts().ab.store
     healthy, broken = store._engine, create_engine(UNREACHABLE_DB, connect_args={"connect_timeout": 2})
     store._engine = broken
 
@@ -89,7 +90,7 @@ def test_user_id_spelling_userId_is_accepted(client, candle_json, experiment):
 
 
 def test_the_row_is_committed_when_the_response_arrives(client, candle_json, experiment):
-    other = ExperimentStore(engine_state().experiments.store.url)  # its own connections, like another worker
+    other = ExperimentStore(parts().ab.store.url)  # its own connections, like another worker
     try:
         for i in range(5):
             data = client.post("/reversal/predict", json=body(candle_json, f"durable-{i}")).json()["data"]
@@ -151,15 +152,15 @@ def test_batch_items_follow_the_same_rules(client, candle_json, experiment):
 
 
 def test_a_variant_that_is_not_loaded_answers_503(client, candle_json, experiment, monkeypatch):
-    from aifx.api.engine import Availability
+    from aifx.api.registry import Availability
 
-    engine = engine_state()
+    registry = parts().registry
     only_b = Availability(loaded=["v3.1"], failed={"v3.0": "stage 2 model not loaded"}, stages_reachable=True)
 
     async def availability(refresh: bool = False) -> Availability:
         return only_b
 
-    monkeypatch.setattr(engine, "availability", availability)
+    monkeypatch.setattr(registry, "availability", availability)
     user = next(u for u in (f"a-user-{i}" for i in range(100)) if assign_variant(experiment["salt"], u, 0.5) == "A")
     r = client.post("/reversal/predict", json=body(candle_json, user))
     assert r.status_code == 503
@@ -211,10 +212,10 @@ def test_database_down_fails_experiment_predictions_with_503_and_counts_nothing(
 
 
 def test_database_down_without_experiment_keeps_serving(client, candle_json, database_down):
-    engine = engine_state()
-    engine.experiments.remember(None)
-    engine.experiments._read_at = float("-inf")  # force a (failing) read of the active experiment
-    engine.active._read_at = float("-inf")  # and of the active version
+    p = parts()
+    p.ab.active.put(None)
+    p.ab.active.expire()  # force a (failing) read of the active experiment
+    p.registry.active.expire()  # and of the active version
     for extra in ({}, {"user_id": "outage-plain"}):
         r = client.post("/reversal/predict", json=body(candle_json, **extra))
         assert r.status_code == 200, r.text
@@ -241,6 +242,13 @@ class CountingStore:
         return self.experiment
 
 
+def ab_tests(store: CountingStore, ttl: float, clock=None) -> ABTests:
+    """The predict path's A/B hook over a counting store (as bootstrap builds it)."""
+    extra = {"clock": clock} if clock else {}
+    active = SharedState("active experiment", store.active_experiment, ttl, timeout=1.0, **extra)
+    return ABTests(store, active)  # type: ignore[arg-type]
+
+
 EXPERIMENT = {
     "experiment_id": "cached",
     "salt": "cached",
@@ -252,7 +260,7 @@ EXPERIMENT = {
 
 def test_requests_without_user_id_never_read_the_database():
     store = CountingStore(EXPERIMENT)
-    cache = Experiments(store, ttl=0.0)  # type: ignore[arg-type]
+    cache = ab_tests(store, ttl=0.0)
     assert asyncio.run(cache.assign(None, None)) is None
     assert asyncio.run(cache.assign("u1", "v3.0")) is None  # explicit version
     assert store.reads == 0
@@ -260,7 +268,7 @@ def test_requests_without_user_id_never_read_the_database():
 
 def test_the_active_experiment_is_read_at_most_once_per_ttl():
     store, now = CountingStore(EXPERIMENT), [100.0]
-    cache = Experiments(store, ttl=0.5, clock=lambda: now[0])  # type: ignore[arg-type]
+    cache = ab_tests(store, ttl=0.5, clock=lambda: now[0])
 
     async def many() -> list:
         return [await cache.assign(f"u{i}", None) for i in range(50)]
@@ -277,8 +285,8 @@ def test_the_active_experiment_is_read_at_most_once_per_ttl():
 
 def test_the_last_known_experiment_is_kept_while_the_database_is_down():
     store, now = CountingStore(EXPERIMENT), [0.0]
-    cache = Experiments(store, ttl=0.5, clock=lambda: now[0])  # type: ignore[arg-type]
-    assert asyncio.run(cache.active()) == EXPERIMENT
+    cache = ab_tests(store, ttl=0.5, clock=lambda: now[0]).active
+    assert asyncio.run(cache.get()) == EXPERIMENT
     store.fail, now[0] = True, 1.0
-    assert asyncio.run(cache.active()) == EXPERIMENT
-    assert asyncio.run(cache.active()) == EXPERIMENT and store.reads == 2  # failures are retried once per ttl
+    assert asyncio.run(cache.get()) == EXPERIMENT
+    assert asyncio.run(cache.get()) == EXPERIMENT and store.reads == 2  # failures are retried once per ttl

@@ -18,7 +18,8 @@ PRED_FIELDS = {
 
 
 def assert_envelope(body: dict, success: bool = True) -> None:
-    assert set(body) == {"success", "data", "error", "timestamp"}
+    seed = {"success", "data", "error", "timestamp"}  # the seed's envelope; an error also names its request
+    assert set(body) == (seed if success else seed | {"request_id"})
     assert body["success"] is success
     datetime.fromisoformat(body["timestamp"])
     if success:
@@ -280,7 +281,7 @@ BAD = [
         "data[3].timestamp: Input should be a time",
     ),  # fmt: skip
     ("timestamp null", "/reversal/predict", lambda cj: _body(cj, _set(3, "timestamp", None)), 422, "data[3].timestamp"),
-    ("unknown version", "/reversal/predict", lambda cj: _body(cj, version="v9.9"), 400, "unknown model version"),
+    ("unknown version", "/reversal/predict", lambda cj: _body(cj, version="v9.9"), 422, "version: unknown model"),
     ("version wrong type", "/reversal/predict", lambda cj: _body(cj, version=3.1), 422, "version"),
     ("features wrong width", "/reversal/predict", lambda cj: {**PAIR, "features": [[0.1] * 5] * 20}, 422, "needs 12"),
     (
@@ -307,8 +308,8 @@ BAD = [
         "compare unknown version",
         "/reversal/compare",
         lambda cj: _body(cj, versions=["v0"]),
-        400,
-        "unknown model version",
+        422,
+        "versions: unknown model version",
     ),
     ("legacy empty body", "/predict", lambda cj: b"", 400, "body is empty"),
     ("legacy too few candles", "/predict", lambda cj: {"data": cj(3000, 5)}, 422, "too few candles"),

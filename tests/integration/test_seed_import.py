@@ -20,7 +20,7 @@ LOAD_AND_PREDICT = """
 import json, sys
 from pathlib import Path
 import bentoml
-from aifx.candles import load_candles_csv
+from training.candles_csv import load_candles_csv
 from aifx.features import window_features
 from aifx.versions import LITE_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
 from runners.inference import LiteModel

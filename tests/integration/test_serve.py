@@ -34,8 +34,11 @@ def client(server):
 def envelope(r: httpx.Response, status: int = 200) -> dict:
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"success", "data", "error", "timestamp"}
+    seed = {"success", "data", "error", "timestamp"}  # the seed's envelope; an error also names its request
+    assert set(body) == (seed if status < 400 else seed | {"request_id"})
     assert body["success"] is (status < 400)
+    if status >= 400:
+        assert body["request_id"] == r.headers["x-request-id"]
     return body
 
 

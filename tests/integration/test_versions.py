@@ -73,4 +73,4 @@ def test_broken_version_leaves_the_other_serving(server_factory, broken_home, ca
     broken = next(v for v in listing["versions"] if v["version"] == "v3.1")
     assert listing["active_version"] == "v3.0" and broken == info
     r = httpx.post(f"{server.url}/reversal/models/v3.1/switch")
-    assert r.status_code == 409 and r.json()["success"] is False
+    assert r.status_code == 503 and r.json()["success"] is False and "v3.1 is not available" in r.json()["error"]

@@ -14,10 +14,12 @@ from pydantic import ValidationError
 from aifx.api import inputs
 from aifx.api.errors import BadCandles, StageUnavailable, format_errors
 from aifx.api.schemas import CandleIn, PredictRequest
-from aifx.api.stages import StageCaller, group_windows, ungroup
+from aifx.api.stage_client import StageClient
+from aifx.cache import SharedState
 from aifx.settings import Settings, SettingsError
-from aifx.state import CachedActiveVersion, open_store
 from aifx.versions import default_spec
+from aifx.wire import group_windows, ungroup
+from experiments import ExperimentStore
 
 pytestmark = pytest.mark.unit
 
@@ -40,20 +42,20 @@ def test_production_without_token_refuses_to_start(monkeypatch):
 
 def test_state_survives_reopen_and_cache_ttl(tmp_path):
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    store = open_store(url)
+    store = ExperimentStore(url)
     assert store.get_active_version() is None
     store.set_active_version("v3.0")
-    assert open_store(url).get_active_version() == "v3.0"
+    assert ExperimentStore(url).get_active_version() == "v3.0"
     now = [0.0]
-    cached = CachedActiveVersion(open_store(url), ttl=0.5, clock=lambda: now[0])
-    assert cached.get() == "v3.0"
+    cached = SharedState("active version", ExperimentStore(url).get_active_version, 0.5, 1.0, clock=lambda: now[0])
+    assert asyncio.run(cached.get()) == "v3.0"
     store.set_active_version("v3.1")  # another worker switches
     now[0] = 0.4
-    assert cached.get() == "v3.0"
+    assert asyncio.run(cached.get()) == "v3.0"
     now[0] = 0.6
-    assert cached.get() == "v3.1"
-    cached.set("v3.0")
-    assert cached.get() == "v3.0" and store.get_active_version() == "v3.0"
+    assert asyncio.run(cached.get()) == "v3.1"
+    cached.put("v3.0")  # this worker switched (the write itself goes to the store)
+    assert asyncio.run(cached.get()) == "v3.0"
 
 
 def _candles(n: int, start: float = 1.1) -> list[CandleIn]:
@@ -120,14 +122,14 @@ class _Flaky:
 
 def test_stage_caller_retries_transient_failures():
     fn = _Flaky([aiohttp.ServerDisconnectedError(), ServiceUnavailable("overloaded")])
-    caller = StageCaller("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
+    caller = StageClient("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
     assert asyncio.run(caller([1, 2])) == [0.5, 0.5]
     assert fn.calls == 3
 
 
 def test_stage_caller_gives_up_with_a_message():
     fn = _Flaky([aiohttp.ClientConnectionError("refused")] * 5)
-    caller = StageCaller("stage1", "ReversalDetector", fn, attempts=2, timeout=1.0, backoff=0.0)
+    caller = StageClient("stage1", "ReversalDetector", fn, attempts=2, timeout=1.0, backoff=0.0)
     with pytest.raises(StageUnavailable, match="no answer after 2 attempts"):
         asyncio.run(caller([1]))
 
@@ -136,14 +138,14 @@ def test_stage_caller_times_out_instead_of_hanging():
     async def hang(windows):
         await asyncio.sleep(60)
 
-    caller = StageCaller("stage2", "DirectionClassifier", hang, attempts=2, timeout=0.05, backoff=0.0)
+    caller = StageClient("stage2", "DirectionClassifier", hang, attempts=2, timeout=0.05, backoff=0.0)
     with pytest.raises(StageUnavailable, match="timed out"):
         asyncio.run(caller([1]))
 
 
 def test_stage_caller_does_not_retry_real_errors():
     fn = _Flaky([KeyError("no model")])
-    caller = StageCaller("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
+    caller = StageClient("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
     with pytest.raises(StageUnavailable, match="failed"):
         asyncio.run(caller([1]))
     assert fn.calls == 1
@@ -200,7 +202,7 @@ def test_body_size_limit_rejects_by_header_and_stream():
 
 
 def test_coalescer_merges_calls_while_one_is_in_flight():
-    from aifx.api.stages import Coalescer
+    from aifx.api.stage_client import Coalescer
 
     sizes = []
 

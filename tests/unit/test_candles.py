@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifx.candles import CandleDataError, load_candles_csv
+from aifx.candles import CandleDataError
+from training.candles_csv import load_candles_csv
 
 pytestmark = pytest.mark.unit
 

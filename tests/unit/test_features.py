@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifx.candles import load_candles_csv
 from aifx.features import FEATURE_SETS, compute_features, min_candles, sample_windows, window_features
+from training.candles_csv import load_candles_csv
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from aifx.api.errors import StageUnavailable
-from aifx.api.stages import StageCaller
+from aifx.api.stage_client import StageClient
 from aifx.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -35,7 +35,7 @@ def test_a_dead_stage_answers_before_the_traffic_timeout_and_the_hang_limit():
     """Our 503 with a message comes before BentoML's generic timeout and before a client gives up."""
     s = Settings()
     budget = (s.stage_attempts, s.stage_timeout_seconds, s.stage_backoff_seconds)
-    caller = StageCaller("stage1", "ReversalDetector", None, *budget)  # type: ignore[arg-type]
+    caller = StageClient("stage1", "ReversalDetector", None, *budget)  # type: ignore[arg-type]
     assert caller.deadline < HANG_LIMIT < traffic_timeouts()["ReversalEngine"]
 
 
@@ -46,7 +46,7 @@ def test_a_call_queued_behind_hanging_calls_still_ends_at_the_deadline():
         await asyncio.sleep(60)
 
     async def run() -> tuple[float, str]:
-        caller = StageCaller("stage2", "DirectionClassifier", hang, attempts=2, timeout=0.2, backoff=0.0)
+        caller = StageClient("stage2", "DirectionClassifier", hang, attempts=2, timeout=0.2, backoff=0.0)
         blockers = [asyncio.ensure_future(caller([i])) for i in range(2)]
         await asyncio.sleep(0.05)
         start = time.monotonic()

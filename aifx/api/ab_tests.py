@@ -1,7 +1,7 @@
-"""A/B experiments in the service: the experiment routes' logic and the predict path's hook.
+"""A/B tests in the service: the experiment routes' logic and the predict path's hook.
 
 Every store call is blocking SQLAlchemy, so it runs in a worker thread (anyio.to_thread).
-The active experiment is cached for at most `ttl` seconds per worker (like the active version):
+The active experiment is shared state (aifx.cache.SharedState, like the active version):
 requests without a user id never touch the database, requests with one read it at most once
 per ttl. A prediction served under an experiment is committed before its response is sent;
 if that fails the request fails with 503 and nothing is counted.
@@ -17,25 +17,22 @@ Behaviour decisions:
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 
+from aifx.api.context import get_logger
 from aifx.api.errors import ApiError
+from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import ExperimentCreate
+from aifx.cache import SharedState
 from aifx.signal import Decision
 from experiments import Assignment, Conflict, ExperimentError, ExperimentStore, assignment_for
 
-if TYPE_CHECKING:
-    from aifx.api.engine import Engine
-
-logger = logging.getLogger("bentoml.aifx.experiments")
+logger = get_logger("bentoml.aifx.ab_tests")
 T = TypeVar("T")
 _REASONS = {404: "not_found", 409: "conflict", 422: "validation"}
 
@@ -67,41 +64,18 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         raise unavailable(exc, "nothing was changed") from exc
 
 
-class Experiments:
-    """The experiment store as the predict path uses it: cached active experiment, assignment, recording."""
+class ABTests:
+    """The experiment store as the predict path uses it: the shared active experiment, assignment, recording."""
 
-    def __init__(self, store: ExperimentStore, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: ExperimentStore, active: SharedState[dict[str, Any]]) -> None:
         self.store = store
-        self.ttl = ttl
-        self._clock = clock
-        self._value: dict[str, Any] | None = None
-        self._read_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def active(self) -> dict[str, Any] | None:
-        """The active experiment, read at most once per ttl; the last known one while the database is down."""
-        if self._clock() - self._read_at < self.ttl:
-            return self._value
-        async with self._lock:
-            if self._clock() - self._read_at < self.ttl:
-                return self._value
-            try:
-                self._value = await anyio.to_thread.run_sync(self.store.active_experiment)
-            except SQLAlchemyError as exc:
-                unavailable(exc, "keeping the last known active experiment")
-            self._read_at = self._clock()
-        return self._value
-
-    def remember(self, experiment: dict[str, Any] | None) -> None:
-        """This worker changed the active experiment: use the new state at once."""
-        self._value = experiment
-        self._read_at = self._clock()
+        self.active = active
 
     async def assign(self, user_id: str | None, version: str | None) -> Assignment | None:
         """The user's variant when an experiment is active, the request names a user and no explicit version."""
         if user_id is None or version is not None:
             return None
-        experiment = await self.active()
+        experiment = await self.active.get()
         return assignment_for(experiment, user_id) if experiment is not None else None
 
     async def record(self, assigned: Assignment, user_id: str, decision: Decision) -> dict[str, Any]:
@@ -147,7 +121,7 @@ class Experiments:
                 decision.stage2_prob,
             )
         except Conflict:
-            self._read_at = float("-inf")  # stopped meanwhile: look again on the next request
+            self.active.expire()  # stopped meanwhile: look again on the next request
             logger.info("experiment %s ended before the prediction was recorded", assigned.experiment_id)
             return {}
         return {"prediction_id": prediction_id, "experiment_id": assigned.experiment_id, "variant": assigned.variant}
@@ -156,26 +130,20 @@ class Experiments:
 # ---- route logic ---------------------------------------------------------------------------
 
 
-async def check_variants(engine: Engine, body: ExperimentCreate) -> None:
-    """422 unless both variants are configured versions whose stages are all loaded."""
-    avail = await engine.availability(refresh=True)
+async def check_variants(registry: VersionRegistry, body: ExperimentCreate) -> None:
+    """Both variants must be configured (else 422) and serving (else 503): the registry's errors."""
+    avail = await registry.availability(refresh=True)
     for field in ("variant_a", "variant_b"):
-        version = getattr(body, field)
-        if not engine.catalog.known(version):
-            configured = ", ".join(engine.catalog.order)
-            raise ApiError(f"{field}: unknown model version {version!r}; configured versions: {configured}", 422)
-        if version not in avail.loaded:
-            reason = avail.failed.get(version, "not loaded")
-            loaded = ", ".join(avail.loaded) or "none"
-            raise ApiError(f"{field}: model version {version} is not loaded ({reason}); loaded versions: {loaded}", 422)
+        registry.check_known(getattr(body, field), field)
+    for field in ("variant_a", "variant_b"):
+        await registry.require_loaded(getattr(body, field), field, avail)
 
 
-async def create(engine: Engine, body: ExperimentCreate) -> dict[str, Any]:
+async def create(registry: VersionRegistry, ab: ABTests, body: ExperimentCreate) -> dict[str, Any]:
     """POST /reversal/experiments: a new experiment in status 'created'."""
-    await check_variants(engine, body)
-    store = engine.experiments.store
+    await check_variants(registry, body)
     return await in_thread(
-        store.create_experiment,
+        ab.store.create_experiment,
         body.experiment_id,
         body.name,
         body.description,
@@ -185,35 +153,35 @@ async def create(engine: Engine, body: ExperimentCreate) -> dict[str, Any]:
     )
 
 
-async def activate(engine: Engine, experiment_id: str) -> dict[str, Any]:
+async def activate(ab: ABTests, experiment_id: str) -> dict[str, Any]:
     """POST /reversal/experiments/{id}/activate: at most one experiment is active."""
-    experiment = await in_thread(engine.experiments.store.activate_experiment, experiment_id)
-    engine.experiments.remember(experiment)
+    experiment = await in_thread(ab.store.activate_experiment, experiment_id)
+    ab.active.put(experiment)
     logger.info("experiment %s activated", experiment_id)
     return experiment
 
 
-async def stop(engine: Engine, experiment_id: str) -> dict[str, Any]:
+async def stop(ab: ABTests, experiment_id: str) -> dict[str, Any]:
     """POST /reversal/experiments/{id}/stop: only the active experiment can be stopped."""
-    experiment = await in_thread(engine.experiments.store.stop_experiment, experiment_id)
-    engine.experiments.remember(None)
+    experiment = await in_thread(ab.store.stop_experiment, experiment_id)
+    ab.active.put(None)
     logger.info("experiment %s stopped", experiment_id)
     return experiment
 
 
-async def listing(engine: Engine) -> dict[str, Any]:
+async def listing(ab: ABTests) -> dict[str, Any]:
     """GET /reversal/experiments: every experiment, oldest first, and the active one's id."""
-    items = await in_thread(engine.experiments.store.list_experiments)
+    items = await in_thread(ab.store.list_experiments)
     active = next((e["experiment_id"] for e in items if e["active"]), None)
     return {"experiments": items, "active_experiment_id": active}
 
 
-async def metrics(engine: Engine, experiment_id: str) -> dict[str, Any]:
+async def metrics(ab: ABTests, experiment_id: str) -> dict[str, Any]:
     """GET /reversal/experiments/{id}/metrics: the seed's shape plus outcomes and the comparison."""
-    return await in_thread(engine.experiments.store.metrics, experiment_id)
+    return await in_thread(ab.store.metrics, experiment_id)
 
 
-async def record_outcome(engine: Engine, prediction_id: str, pips: float) -> tuple[dict[str, Any], int]:
+async def record_outcome(ab: ABTests, prediction_id: str, pips: float) -> tuple[dict[str, Any], int]:
     """POST /reversal/predictions/{id}/outcome: 201 when recorded, 200 when the same pips were already there."""
-    outcome = await in_thread(engine.experiments.store.record_outcome, prediction_id, pips)
+    outcome = await in_thread(ab.store.record_outcome, prediction_id, pips)
     return outcome, 201 if outcome["created"] else 200

@@ -1,4 +1,4 @@
-"""Calls from the entry service to the stage services: bounded retries and timeouts.
+"""The one client of a stage service: proxy lookup, wire format, coalescing, bounded retries and timeouts.
 
 Inference is idempotent, so a call that fails in transit (connection reset, server
 disconnected, a worker restarting, a 503 from an overloaded batcher) is retried a few
@@ -9,21 +9,21 @@ stage that stays down gives a 503 with a message, never a hang.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 import anyio
 import httpx
-import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from aifx import metrics
+from aifx.api.context import get_logger
 from aifx.api.errors import StageUnavailable
-from aifx.api.schemas import StageBatch
+from aifx.settings import Settings
+from aifx.wire import Window, group_windows, ungroup
 
-logger = logging.getLogger("bentoml.aifx.stages")
+logger = get_logger("bentoml.aifx.stages")
 # BentoML's RemoteProxy speaks aiohttp (ServerDisconnectedError, ClientOSError, ...); httpx for
 # other clients; ServiceUnavailable is a 503 from a stage whose batcher shed load.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -35,24 +35,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 StageFn = Callable[[list[Any]], Awaitable[list[float]]]
-Window = tuple[str, np.ndarray]  # (version, unscaled window x features rows)
-
-
-def group_windows(windows: Sequence[Window]) -> tuple[list[StageBatch], list[int]]:
-    """One stacked batch per version (first-seen order) and each output position's window index."""
-    by_version: dict[str, list[int]] = {}
-    for i, (version, _) in enumerate(windows):
-        by_version.setdefault(version, []).append(i)
-    batches = [StageBatch(version=v, rows=np.stack([windows[i][1] for i in idx])) for v, idx in by_version.items()]
-    return batches, [i for idx in by_version.values() for i in idx]
-
-
-def ungroup(probs: Sequence[float], order: Sequence[int]) -> list[float]:
-    """Probabilities back in window order (inverse of group_windows' order)."""
-    out = [0.0] * len(order)
-    for p, i in zip(probs, order, strict=True):
-        out[i] = p
-    return out
+StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Coalescer:
@@ -110,8 +93,8 @@ class Coalescer:
                 self._launch()
 
 
-class StageCaller:
-    """Calls one stage API with per-attempt timeouts and bounded retries on transient failures."""
+class StageClient:
+    """Scores windows on one stage service: coalesced, with per-attempt timeouts and bounded retries."""
 
     def __init__(
         self,
@@ -122,10 +105,12 @@ class StageCaller:
         timeout: float,
         backoff: float,
         max_inflight: int = 2,
+        status: StatusFn | None = None,
     ) -> None:
         self.stage = stage
         self.service = service
         self._call = call
+        self._status = status
         self.attempts = attempts
         self.timeout = timeout
         self.backoff = backoff
@@ -134,7 +119,21 @@ class StageCaller:
         # the slack lets a call's own retries report their last error first.
         self.deadline = attempts * timeout + sum(backoff * 2**i for i in range(attempts - 1)) + timeout / 4
 
+    @classmethod
+    def of(cls, stage: str, service: str, dependency: Any, api: str, settings: Settings) -> StageClient:
+        """The client of a `bentoml.depends` stage (a remote proxy when served, an instance in-process)."""
+        return cls(
+            stage,
+            service,
+            _scorer(dependency, api),
+            settings.stage_attempts,
+            settings.stage_timeout_seconds,
+            settings.stage_backoff_seconds,
+            status=_api(dependency, "status"),
+        )
+
     async def __call__(self, windows: Sequence[Any]) -> list[float]:
+        """One probability per window, in order."""
         try:
             with anyio.fail_after(self.deadline):
                 return await self._coalesce(windows)
@@ -143,6 +142,17 @@ class StageCaller:
             raise StageUnavailable(
                 f"{self.stage} ({self.service}) is unavailable: no answer within {self.deadline:g} s; retry later"
             ) from None
+
+    async def status(self) -> dict[str, Any] | None:
+        """The stage service's load report, or None when it does not answer in time."""
+        if self._status is None:
+            return None
+        try:
+            with anyio.fail_after(self.timeout):
+                return dict(await self._status())
+        except Exception as exc:  # noqa: BLE001 - an unreachable stage is reported, not raised
+            logger.warning("%s status unavailable: %s", self.service, _describe(exc))
+            return None
 
     async def _with_retries(self, windows: list[Any]) -> list[float]:
         last: BaseException | None = None
@@ -155,11 +165,18 @@ class StageCaller:
                     out = await self._call(windows)
             except TRANSIENT as exc:
                 last = exc
-                logger.warning("%s call failed (attempt %d/%d): %r", self.service, attempt + 1, self.attempts, exc)
+                logger.warning(
+                    "%s call failed (attempt %d/%d) [requests %s]: %r",
+                    self.service,
+                    attempt + 1,
+                    self.attempts,
+                    _ids(windows),
+                    exc,
+                )
                 continue
             except Exception as exc:
                 metrics.STAGE_FAILURES.labels(stage=self.stage).inc()
-                logger.exception("%s call failed", self.service)
+                logger.exception("%s call failed [requests %s]", self.service, _ids(windows))
                 raise StageUnavailable(f"{self.stage} ({self.service}) failed: {_describe(exc)}") from exc
             if len(out) != len(windows):
                 raise StageUnavailable(f"{self.stage} ({self.service}) answered {len(out)} of {len(windows)}")
@@ -180,11 +197,31 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-async def fetch_status(name: str, call: Callable[[], Awaitable[dict[str, Any]]], timeout: float) -> dict | None:
-    """A stage service's load report, or None if it does not answer in time."""
-    try:
-        with anyio.fail_after(timeout):
-            return dict(await call())
-    except Exception as exc:  # noqa: BLE001 - an unreachable stage is reported, not raised
-        logger.warning("%s status unavailable: %s", name, _describe(exc))
-        return None
+def _api(dependency: Any, name: str) -> Callable[..., Awaitable[Any]]:
+    """An async call of a stage API, looked up per call (remote clients are set up after __init__)."""
+
+    async def call(*args: Any) -> Any:
+        return await getattr(dependency.to_async, name)(*args)
+
+    call.__name__ = name
+    return call
+
+
+def _scorer(dependency: Any, name: str) -> StageFn:
+    """A stage's scoring API over windows: one stacked array per version travels, not one object per window."""
+    api = _api(dependency, name)
+
+    async def score(windows: list[Window]) -> list[float]:
+        batches, order = group_windows(windows)
+        probs = await api(batches)
+        if len(probs) != len(order):  # the caller reports the count mismatch
+            return list(probs)
+        return ungroup(probs, order)
+
+    return score
+
+
+def _ids(windows: Sequence[Any]) -> str:
+    """The request ids of the windows of one stage call (bounded), for log lines."""
+    ids = list(dict.fromkeys(w[2] for w in windows if isinstance(w, tuple) and len(w) > 2 and w[2]))
+    return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else "unknown"

@@ -1,0 +1,68 @@
+"""The request id: taken from `X-Request-ID` (or generated), in every log line and error body of the request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from typing import Any
+
+HEADER = "x-request-id"
+_VALID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_CURRENT: ContextVar[str | None] = ContextVar("aifx_request_id", default=None)
+
+
+def current() -> str | None:
+    """The id of the request being served, if any."""
+    return _CURRENT.get()
+
+
+def from_headers(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's id when it is a safe token (no log injection), else a new one."""
+    for name, value in headers:
+        if name == HEADER.encode():
+            text = value.decode("latin-1")
+            if _VALID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+class RequestId:
+    """ASGI middleware: sets the request id for the request's task and echoes it as a response header."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = from_headers(scope.get("headers", []))
+        token = _CURRENT.set(rid)
+        header = (HEADER.encode(), rid.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _CURRENT.reset(token)
+
+
+class RequestLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose lines name the request they are about: `[request <id>] message`."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        rid = _CURRENT.get()
+        return (f"[request {rid}] {msg}" if rid else msg), kwargs
+
+
+def get_logger(name: str) -> RequestLogger:
+    """The module logger of the API layer."""
+    return RequestLogger(logging.getLogger(name), {})

@@ -1,0 +1,218 @@
+"""The predictor: request inputs -> windows -> Stage 1, Stage 2 where it fires -> the seed's answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from aifx import metrics
+from aifx import signal as sig
+from aifx.api import context, inputs
+from aifx.api.ab_tests import ABTests
+from aifx.api.catalog import VersionEntry
+from aifx.api.errors import ApiError, BadCandles, VersionUnavailable, format_errors, now_iso
+from aifx.api.registry import VersionRegistry
+from aifx.api.schemas import CompareRequest, PredictRequest, _Inputs
+from aifx.api.stage_client import StageClient
+from aifx.versions import VersionSpec
+from aifx.wire import Window
+from experiments import Assignment
+
+
+@dataclass
+class Prepared:
+    """One version's window for one request, ready for the stages."""
+
+    version: str
+    entry: VersionEntry
+    rows: np.ndarray
+    closes: np.ndarray | None = None
+
+    @property
+    def spec(self) -> VersionSpec:
+        assert self.entry.spec is not None
+        return self.entry.spec
+
+
+class Predictor:
+    """Runs the two stages for the predict, batch, compare and legacy routes."""
+
+    def __init__(self, registry: VersionRegistry, detect: StageClient, classify: StageClient, ab: ABTests) -> None:
+        self.registry = registry
+        self.detect = detect
+        self.classify = classify
+        self.ab = ab
+
+    async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
+        """Stage 1 for every window, Stage 2 only for windows where Stage 1 fires."""
+        if not batch:
+            return []
+        rid = context.current() or ""
+        p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
+        decisions: list[sig.Decision | None] = [None] * len(batch)
+        need2 = []
+        for i, (p, prob) in enumerate(zip(batch, p1, strict=True)):
+            if not sig.fires(prob, p.spec.threshold):
+                decisions[i] = sig.hold(prob)
+            elif p.entry.has_stage2:
+                need2.append(i)
+            else:
+                decisions[i] = sig.by_rule(prob, _decline_evidence(p))
+        if need2:
+            p2 = await self.classify([Window(batch[i].version, batch[i].rows, rid) for i in need2])
+            for i, prob2 in zip(need2, p2, strict=True):
+                decisions[i] = sig.with_stage2(p1[i], prob2)
+        out = [d for d in decisions if d is not None]
+        labels = self.registry.labels
+        for p, d in zip(batch, out, strict=True):
+            metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
+        return out
+
+    async def prepare(self, req: PredictRequest, assigned: Assignment | None = None) -> Prepared:
+        """The request's window for its version: the experiment's variant, the explicit one or the active one."""
+        if assigned is None:
+            version, entry = await self.registry.resolve(req.version)
+        else:
+            version, entry = await self._resolve_variant(assigned)
+        return window(req, version, entry)
+
+    async def _resolve_variant(self, assigned: Assignment) -> tuple[str, VersionEntry]:
+        """The assigned variant's version, or a 503 that names the experiment (no silent fallback)."""
+        try:
+            return await self.registry.resolve(assigned.model_version)
+        except ApiError as exc:
+            raise VersionUnavailable(
+                f"experiment {assigned.experiment_id} serves this user variant {assigned.variant}: {exc.message}"
+            ) from None
+
+    async def predict(self, req: PredictRequest) -> dict[str, Any]:
+        """One prediction (under an active experiment: the user's variant, committed before answering)."""
+        assigned = await self.ab.assign(req.user_id, req.version)
+        prepared = await self.prepare(req, assigned)
+        (decision,) = await self.score([prepared])
+        data = prediction_data(req.pair, req.timeframe, prepared.version, decision)
+        if assigned is not None:
+            data |= await self.ab.record(assigned, req.user_id or "", decision)
+        return data
+
+    async def predict_many(self, items: Sequence[PredictRequest | dict[str, Any]]) -> dict[str, Any]:
+        """Many predictions: each item succeeds or fails on its own."""
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        ready: list[tuple[int, PredictRequest, Prepared]] = []
+        assigned: dict[int, Assignment] = {}
+        for i, item in enumerate(items):
+            try:
+                req = item if isinstance(item, PredictRequest) else PredictRequest.model_validate(item)
+                variant = await self.ab.assign(req.user_id, req.version)
+                ready.append((i, req, await self.prepare(req, variant)))
+                if variant is not None:
+                    assigned[i] = variant
+            except ValidationError as exc:
+                metrics.count_error("validation")
+                results[i] = _failed(i, describe_errors(exc))
+            except ApiError as exc:
+                metrics.count_error(exc.reason)
+                results[i] = _failed(i, exc.message)
+        decisions = await self.score([p for _, _, p in ready])
+        served = list(zip(ready, decisions, strict=True))
+        recorded = await self.ab.record_many(
+            {i: (assigned[i], req.user_id or "", d) for (i, req, _), d in served if i in assigned}
+        )
+        for (i, req, p), d in served:
+            extra = recorded.get(i, {})
+            if isinstance(extra, ApiError):
+                metrics.count_error(extra.reason)
+                results[i] = _failed(i, extra.message)
+            else:
+                data = prediction_data(req.pair, req.timeframe, p.version, d) | extra
+                results[i] = {"success": True, "data": data, "error": None}
+        return {"results": results}
+
+    async def compare(self, req: CompareRequest) -> dict[str, Any]:
+        """The same input through several versions."""
+        if req.versions:
+            resolved = [await self.registry.resolve(v, "versions") for v in dict.fromkeys(req.versions)]
+        else:
+            resolved = await self.registry.loaded_entries()
+        candles = None if req.features else inputs.to_candles(req.data or [])
+        batch = [window(req, v, e, candles) for v, e in resolved]
+        decisions = await self.score(batch)
+        predictions = {
+            p.version: {
+                "signal": d.signal,
+                "confidence": d.confidence,
+                "stage1_prob": d.stage1_prob,
+                "stage2_prob": d.stage2_prob,
+                "model_version": p.version,
+            }
+            for p, d in zip(batch, decisions, strict=True)
+        }
+        consensus, disagreement = sig.consensus(d.signal for d in decisions)
+        return {
+            "pair": req.pair,
+            "timeframe": req.timeframe,
+            "predictions": predictions,
+            "consensus": consensus,
+            "disagreement": disagreement,
+            "timestamp": now_iso(),
+        }
+
+    async def predict_legacy(self, req: PredictRequest) -> dict[str, Any]:
+        """The old engine's {prediction, confidence, factors}."""
+        prepared = await self.prepare(req)
+        (d,) = await self.score([prepared])
+        factors = {
+            **sig.factors(d),
+            "stage1_prob": d.stage1_prob,
+            "stage2_prob": d.stage2_prob,
+            "model_version": prepared.version,
+        }
+        return {"prediction": d.signal, "confidence": d.confidence, "factors": factors}
+
+
+def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None) -> Prepared:
+    """Rows for a version from `features` (when present) or from the request's candles."""
+    spec = entry.spec
+    assert spec is not None
+    if req.features:
+        return Prepared(version, entry, inputs.feature_rows(req.features, spec))
+    if candles is None:
+        candles = inputs.to_candles(req.data or [])
+    return Prepared(version, entry, inputs.candle_rows(candles, spec), candles.close)
+
+
+def prediction_data(pair: str, timeframe: str, version: str, d: sig.Decision) -> dict[str, Any]:
+    """The seed's prediction object."""
+    return {
+        "pair": pair,
+        "timeframe": timeframe,
+        "signal": d.signal,
+        "confidence": d.confidence,
+        "stage1_prob": d.stage1_prob,
+        "stage2_prob": d.stage2_prob,
+        "model_version": version,
+        "factors": sig.factors(d),
+        "timestamp": now_iso(),
+    }
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic ValidationError as one readable line."""
+    return format_errors(exc.errors(include_url=False, include_context=False, include_input=False))
+
+
+def _failed(i: int, message: str) -> dict[str, Any]:
+    return {"success": False, "data": None, "error": f"items[{i}]: {message}"}
+
+
+def _decline_evidence(p: Prepared) -> float:
+    """Log return over the window: the ret_1 column's sum, or from closes when ret_1 is absent."""
+    if "ret_1" in p.spec.features:
+        return sig.window_ret_1_sum(p.rows, p.spec.features)
+    if p.closes is not None and len(p.closes) > p.spec.window:
+        return float(np.log(p.closes[-1] / p.closes[-p.spec.window - 1]))
+    raise BadCandles(f"{p.version} has no Stage 2 and no ret_1 feature: send candles (`data`) for its direction")

@@ -1,0 +1,227 @@
+"""The version registry: which configured versions serve, the active one, resolving, switching, describing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aifx import metrics
+from aifx import signal as sig
+from aifx.api.catalog import Catalog, VersionEntry
+from aifx.api.context import get_logger
+from aifx.api.errors import ApiError, VersionUnavailable, now_iso, unknown_version, version_unavailable
+from aifx.api.stage_client import StageClient
+from aifx.cache import SharedState
+from aifx.settings import Settings
+
+logger = get_logger("bentoml.aifx.registry")
+STATUS_TTL_OK = 30.0  # stage load reports do not change while a stage process lives
+STATUS_TTL_RETRY = 1.0
+
+
+@dataclass
+class Availability:
+    """Which configured versions serve (all their stages loaded) and why the others do not."""
+
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    stages_reachable: bool = False
+    checked_at: float = float("-inf")
+
+    def reasons(self) -> str:
+        return "; ".join(f"{v}: {r}" for v, r in self.failed.items()) or "none configured"
+
+
+class VersionRegistry:
+    """Configured versions, their availability from the stages' load reports, and the active version."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        stages: tuple[StageClient, StageClient],
+        active: SharedState[str],
+        write_active: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.stages = stages
+        self.active = active
+        self._write_active = write_active
+        self.labels = metrics.MetricLabels(catalog.order)
+        metrics.set_base_rates(self.labels, catalog.base_rates())
+        self._avail = Availability()
+        self._avail_lock = asyncio.Lock()
+        self._stages_answered = False
+        self._published_active: str | None = None
+
+    async def availability(self, refresh: bool = False) -> Availability:
+        """Stage load reports combined with the store catalog (cached once both stages have answered)."""
+        # Until both stages have answered once (start-up), every caller asks again rather than serve a
+        # cached "not reachable": another worker may already have told the client the service is ready.
+        refresh = refresh or not self._stages_answered
+        ttl = STATUS_TTL_OK if self._avail.stages_reachable else STATUS_TTL_RETRY
+        if not refresh and time.monotonic() - self._avail.checked_at < ttl:
+            return self._avail
+        asked = time.monotonic()
+        async with self._avail_lock:
+            if self._avail.checked_at >= asked:  # answered while this call waited for the lock
+                return self._avail
+            if not refresh and time.monotonic() - self._avail.checked_at < ttl:
+                return self._avail
+            s1, s2 = await asyncio.gather(*(stage.status() for stage in self.stages))
+            self._avail = combine(self.catalog, s1, s2)
+            self._stages_answered = self._stages_answered or self._avail.stages_reachable
+            metrics.set_loaded(self.labels, self._avail.loaded)
+            return self._avail
+
+    async def active_version(self) -> str | None:
+        """The stored active version if it serves, else the first serving one in fallback order."""
+        avail = await self.availability()
+        wanted = await self.active.get() or self.settings.default_version
+        chosen = wanted if wanted in avail.loaded else next(iter(avail.loaded), None)
+        if chosen != self._published_active:
+            if chosen != wanted:
+                logger.warning("active version %s is not loaded; falling back to %s", wanted, chosen)
+            metrics.set_active(self.labels, chosen)
+            self._published_active = chosen
+        return chosen
+
+    def check_known(self, version: str, field: str | None = None) -> VersionEntry:
+        """The version's catalog entry, or the one unknown-version error (404 in a path, 422 in a body field)."""
+        if not self.catalog.known(version):
+            raise unknown_version(version, self.catalog.order, field)
+        return self.catalog.entries[version]
+
+    async def resolve(self, requested: str | None, field: str = "version") -> tuple[str, VersionEntry]:
+        """The version a request uses (explicit or active), or the error that says why it cannot."""
+        avail = await self.availability()
+        if requested is None:
+            version = await self.active_version()
+            if version is None:
+                raise VersionUnavailable(f"no model version is loaded: {avail.reasons()}")
+            return version, self.catalog.entries[version]
+        entry = self.check_known(requested, field)
+        await self.require_loaded(requested, field, avail)
+        return requested, entry
+
+    async def require_loaded(self, version: str, field: str | None = None, avail: Availability | None = None) -> None:
+        """503 unless every stage of a configured version is loaded."""
+        avail = avail or await self.availability()
+        if version not in avail.loaded:
+            raise version_unavailable(version, avail.failed.get(version, "not loaded"), avail.loaded, field)
+
+    async def loaded_entries(self) -> list[tuple[str, VersionEntry]]:
+        """Every serving version in fallback order (503 when none serves)."""
+        avail = await self.availability()
+        if not avail.loaded:
+            raise VersionUnavailable(f"no model version is loaded: {avail.reasons()}")
+        return [(v, self.catalog.entries[v]) for v in avail.loaded]
+
+    async def switch(self, version: str) -> dict[str, Any]:
+        """Persist a new active version (every worker picks it up within the state TTL)."""
+        self.check_known(version)
+        await self.require_loaded(version, avail=await self.availability(refresh=True))
+        previous = await self.active_version()
+        try:
+            await asyncio.to_thread(self._write_active, version)
+        except Exception as exc:
+            raise ApiError(
+                f"the state database is unavailable, the active version was not changed: {_first_line(exc)}",
+                status=503,
+                reason="database_unavailable",
+            ) from exc
+        self.active.put(version)
+        logger.info("active model version switched: %s -> %s", previous, version)
+        return {"active_version": await self.active_version(), "previous_version": previous}
+
+    async def models(self) -> dict[str, Any]:
+        """Active version, default, fallback order and every configured version."""
+        avail = await self.availability()
+        active = await self.active_version()
+        return {
+            "active_version": active,
+            "default": self.settings.default_version,
+            "fallback_order": list(self.catalog.order),
+            "versions": [describe(self.catalog.entries[v], avail, active) for v in self.catalog.order],
+        }
+
+    async def model(self, version: str) -> dict[str, Any]:
+        """One configured version."""
+        entry = self.check_known(version)
+        return describe(entry, await self.availability(), await self.active_version())
+
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """The seed's flat health body and its HTTP status."""
+        avail = await self.availability()
+        active = await self.active_version()
+        status = "unhealthy" if not avail.loaded else "degraded" if avail.failed else "healthy"
+        body = {
+            "status": status,
+            "model_loaded": bool(avail.loaded),
+            "model_version": active,
+            "timestamp": now_iso(),
+            "environment": self.settings.environment,
+            "loaded_versions": list(avail.loaded),
+            "failed_versions": dict(avail.failed),
+        }
+        return body, 200 if avail.loaded else 503
+
+
+def combine(catalog: Catalog, s1: dict | None, s2: dict | None) -> Availability:
+    """Which versions serve, from the catalog and the two stages' load reports."""
+    out = Availability(stages_reachable=s1 is not None and s2 is not None, checked_at=time.monotonic())
+    for version in catalog.order:
+        entry = catalog.entries[version]
+        if entry.problem:
+            out.failed[version] = entry.problem
+        elif s1 is None:
+            out.failed[version] = "stage 1 service is not reachable"
+        elif version not in s1.get("loaded", []):
+            out.failed[version] = s1.get("failed", {}).get(version, "stage 1 model not loaded")
+        elif entry.has_stage2 and s2 is None:
+            out.failed[version] = "stage 2 service is not reachable"
+        elif entry.has_stage2 and version not in s2.get("loaded", []):  # type: ignore[union-attr]
+            out.failed[version] = s2.get("failed", {}).get(version, "stage 2 model not loaded")  # type: ignore[union-attr]
+        else:
+            out.loaded.append(version)
+    return out
+
+
+def describe(entry: VersionEntry, avail: Availability, active: str | None) -> dict[str, Any]:
+    """GET /reversal/models/{version}'s body."""
+    version, spec = entry.version, entry.spec
+    loaded = version in avail.loaded
+    stages: dict[str, Any] = {}
+    for n in (1, 2):
+        st = entry.stages.get(n)
+        stages[f"stage{n}"] = {
+            "in_store": st is not None,
+            "tag": st.tag if st else None,
+            "loaded": loaded and st is not None,
+        }
+    if spec is not None and not entry.has_stage2:
+        stages["stage2"]["direction_rule"] = sig.NO_STAGE2_RULE
+    meta = entry.metadata
+    return {
+        "version": version,
+        "name": (spec.name if spec else "") or meta.get("name", version),
+        "active": version == active,
+        "loaded": loaded,
+        "error": None if loaded else avail.failed.get(version, entry.problem),
+        "stages": stages,
+        "threshold": spec.threshold if spec else None,
+        "window": spec.window if spec else None,
+        "min_candles": spec.min_candles if spec else None,
+        "features": list(spec.features) if spec else [],
+        "label_params": spec.label_params if spec else {},
+        "metrics": {f"stage{n}": st.metadata.get("metrics", {}) for n, st in entry.stages.items()},
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(exc).__name__])[0][:200]

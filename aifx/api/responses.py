@@ -1,0 +1,239 @@
+"""Response bodies of the REST API, one named model each, so /docs.json describes every field.
+
+The routes build plain dicts (the fast path) that a test checks against these schemas;
+`extra="forbid"` makes the documented schema closed, so an undocumented field fails that test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+Signal = Literal["long", "short", "hold"]
+Variant = Literal["A", "B"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Envelope(Body, Generic[T]):
+    """The seed's envelope around every /reversal/* and /predict answer."""
+
+    success: bool
+    data: T | None = None
+    error: str | None = None
+    timestamp: str
+    request_id: str | None = Field(default=None, description="on errors: the request's X-Request-ID")
+
+
+class Factors(Body):
+    reversal_detected: bool
+    direction: Literal["long", "short"] | None
+    direction_source: str | None = Field(default=None, description="'stage 2 model' or the no-Stage-2 rule")
+
+
+class PredictionData(Body):
+    pair: str
+    timeframe: str
+    signal: Signal = Field(examples=["long"])
+    confidence: float
+    stage1_prob: float
+    stage2_prob: float | None
+    model_version: str
+    factors: Factors
+    timestamp: str
+    prediction_id: str | None = Field(default=None, description="only under an active experiment (with a user id)")
+    experiment_id: str | None = Field(default=None, description="only under an active experiment")
+    variant: Variant | None = Field(default=None, description="only under an active experiment")
+
+
+class BatchResult(Body):
+    success: bool
+    data: PredictionData | None = None
+    error: str | None = None
+
+
+class BatchData(Body):
+    results: list[BatchResult]
+
+
+class ComparedPrediction(Body):
+    signal: Signal
+    confidence: float
+    stage1_prob: float
+    stage2_prob: float | None
+    model_version: str
+
+
+class CompareData(Body):
+    pair: str
+    timeframe: str
+    predictions: dict[str, ComparedPrediction] = Field(description="by model version")
+    consensus: Signal | None = Field(description="the signal every version gives, else null")
+    disagreement: bool
+    timestamp: str
+
+
+class LegacyFactors(Factors):
+    stage1_prob: float
+    stage2_prob: float | None
+    model_version: str
+
+
+class LegacyData(Body):
+    prediction: Signal
+    confidence: float
+    factors: LegacyFactors
+
+
+class Health(Body):
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(examples=["healthy"])
+    model_loaded: bool
+    model_version: str | None
+    timestamp: str
+    environment: str
+    loaded_versions: list[str] = []
+    failed_versions: dict[str, str] = Field(default={}, description="version -> why it does not serve")
+
+
+class StageInfo(Body):
+    in_store: bool
+    tag: str | None = Field(description="the BentoML model tag")
+    loaded: bool
+    direction_rule: str | None = Field(default=None, description="stage 2 only: the rule used when it is missing")
+
+
+class StagesInfo(Body):
+    stage1: StageInfo
+    stage2: StageInfo
+
+
+class ModelInfo(Body):
+    version: str
+    name: str
+    active: bool
+    loaded: bool
+    error: str | None = Field(description="why the version does not serve, when it does not")
+    stages: StagesInfo
+    threshold: float | None
+    window: int | None
+    min_candles: int | None
+    features: list[str] = Field(description="feature names in model input order")
+    label_params: dict[str, Any] = Field(description="the label scheme's parameters the version was trained with")
+    metrics: dict[str, dict[str, Any]] = Field(
+        description="stage -> the training report (walk-forward folds and overall, with base rates and split)"
+    )
+
+
+class ModelsData(Body):
+    active_version: str | None
+    default: str
+    fallback_order: list[str]
+    versions: list[ModelInfo]
+
+
+class SwitchData(Body):
+    active_version: str | None
+    previous_version: str | None
+
+
+class ExperimentData(Body):
+    experiment_id: str
+    name: str
+    description: str
+    variant_a: str
+    variant_b: str
+    traffic_split: float
+    salt: str
+    status: Literal["created", "active", "stopped"]
+    active: bool
+    created_at: str
+    activated_at: str | None
+    stopped_at: str | None
+
+
+class ExperimentList(Body):
+    experiments: list[ExperimentData]
+    active_experiment_id: str | None
+
+
+class OutcomeStats(Body):
+    count: int
+    hit_rate: float | None
+    mean_pips: float | None
+    total_pips: float
+
+
+class VariantMetrics(Body):
+    count: int
+    signals: dict[Signal, int]
+    avg_confidence: float | None
+    outcomes: OutcomeStats
+
+
+class VariantData(Body):
+    model_version: str
+    traffic_split: float
+    metrics: VariantMetrics
+
+
+class WelchTest(Body):
+    """Welch t-test of mean pips, B - A (fixed horizon)."""
+
+    n_a: int
+    n_b: int
+    mean_a: float | None
+    mean_b: float | None
+    diff: float | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    ci95: list[float] | None
+    note: str | None
+
+
+class ProportionTest(Body):
+    """Two-proportion z-test of hit rates, B - A (fixed horizon)."""
+
+    n_a: int
+    n_b: int
+    rate_a: float | None
+    rate_b: float | None
+    diff: float | None
+    z: float | None
+    p_value: float | None
+    ci95: list[float] | None
+    note: str | None
+
+
+class Comparison(Body):
+    pips: WelchTest
+    hit_rate: ProportionTest
+    min_samples: int
+    alpha: float
+    winner: Variant | None
+    reason: str
+
+
+class ExperimentMetricsData(Body):
+    experiment_id: str
+    name: str
+    description: str
+    status: Literal["created", "active", "stopped"]
+    active: bool
+    variants: dict[Variant, VariantData]
+    comparison: Comparison
+
+
+class OutcomeData(Body):
+    prediction_id: str
+    experiment_id: str
+    variant: Variant
+    model_version: str
+    pips: float
+    hit: bool
+    recorded_at: str
+    created: bool = Field(description="false when the same outcome was already recorded")
