@@ -27,7 +27,7 @@ train: install
 report: install
 	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs
 
-serve: models
+serve: models migrate
 	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000 --timeout-keep-alive 75
 
 # Installs promtool/prometheus and starts a local PostgreSQL when missing or stopped, then pytest.
@@ -50,6 +50,14 @@ clean:
 
 # Sustained mixed traffic (predict, compare, metrics reads, version switches, experiment cycles):
 # fails on any 5xx or on >= 10 % RSS growth of the server process tree.
-.PHONY: soak
+.PHONY: soak soak-pg migrate
 soak: models
 	$(BIN)/python -m soak.run
+
+# The same against the local PostgreSQL (a fresh schema); experiment predictions p99 <= 250 ms.
+soak-pg: models
+	$(BIN)/python -m soak.run --postgres
+
+# Bring the state database ($$AIFX_DATABASE_URL, default sqlite:///var/aifx.db) to this code's schema.
+migrate: install
+	$(BIN)/python -m experiments migrate

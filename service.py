@@ -14,7 +14,11 @@ from runners.inference import NO_TRACING
 @bentoml.service(
     service_class=BoundedLabelsService,
     workers=2,  # the entry's own work is the bottleneck once stages run LiteRT (docs/performance.md)
-    traffic={"timeout": 30, "max_concurrency": 1024},
+    # max_concurrency is per service, split over the workers (128 each; more get BentoML's 429). Memory of
+    # bodies is bounded apart from it (AIFX_BODY_BUDGET_BYTES); 512 concurrent 64-candle predictions grew the
+    # whole process tree by ~30 MB, and 64 concurrent 1 MB hostile bodies stay under 2 GB
+    # (tests/integration/test_hostile_bodies.py). 128 per worker keeps `make bench` at 64 from ever seeing 429.
+    traffic={"timeout": 30, "max_concurrency": 256},
     tracing=NO_TRACING,
 )
 @bentoml.asgi_app(app, path="/")

@@ -43,6 +43,11 @@ class Candles:
 
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
+# A bar whose high is over 10 times, or whose low under a tenth of, the median close of the candles
+# around it is a data error (a bad tick, a price in another unit), not a market move: no currency
+# pair moves 10x within the 1,000 bars a request may hold, and left in, such a bar still gives
+# finite features and an ordinary-looking answer.
+PRICE_RATIO = 10.0
 
 
 def validate_ohlc(
@@ -52,9 +57,15 @@ def validate_ohlc(
     low: np.ndarray,
     close: np.ndarray,
     volume: np.ndarray | None = None,
+    *,
+    max_ratio: float | None = None,
 ) -> Candles:
-    """Check prices and timestamps; raise CandleDataError naming the first bad row."""
-    if _plausible(open_, high, low, close, volume, timestamp):
+    """Check prices and timestamps; raise CandleDataError naming the first bad row.
+
+    With max_ratio, every bar must also lie within [median close / max_ratio, median close x max_ratio]
+    (the API passes PRICE_RATIO; a long CSV history may span more, so the loader does not).
+    """
+    if _plausible(open_, high, low, close, volume, timestamp, max_ratio):
         return Candles(timestamp, open_, high, low, close, volume)
     cols = {"open": open_, "high": high, "low": low, "close": close}
     for name, values in cols.items():
@@ -74,6 +85,8 @@ def validate_ohlc(
         if bad.size:
             i = bad[0]
             raise CandleDataError(f"row {i}: {name} {values[i]} is outside the bar's range [{low[i]}, {high[i]}]")
+    if max_ratio is not None:
+        _check_scale(high, low, close, max_ratio)
     if volume is not None:
         bad = np.flatnonzero(~np.isfinite(volume) | (volume < 0))
         if bad.size:
@@ -89,6 +102,7 @@ def _plausible(
     close: np.ndarray,
     volume: np.ndarray | None,
     timestamp: np.ndarray,
+    max_ratio: float | None = None,
 ) -> bool:
     """Every check of validate_ohlc in a few vectorised steps (NaN fails every comparison)."""
     with np.errstate(invalid="ignore"):
@@ -98,11 +112,30 @@ def _plausible(
             and (np.minimum(open_, close) >= low).all()
             and (np.maximum(open_, close) <= high).all()
         )
+        if ok and max_ratio is not None and close.size:
+            mid = float(np.median(close))
+            ok = bool(high.max() <= mid * max_ratio and low.min() >= mid / max_ratio)
         if volume is not None:
             ok = ok and bool(((volume >= 0) & (volume < np.inf)).all())
     if ok and timestamp.size > 1:
         ok = bool((np.diff(timestamp.astype("datetime64[ns]").astype(np.int64)) > 0).all())
     return ok
+
+
+def _check_scale(high: np.ndarray, low: np.ndarray, close: np.ndarray, max_ratio: float) -> None:
+    """Every bar within max_ratio of the median close (open and close lie in [low, high], checked before)."""
+    if not close.size:
+        return
+    mid = float(np.median(close))
+    bad = np.flatnonzero((high > mid * max_ratio) | (low < mid / max_ratio))
+    if bad.size:
+        i = bad[0]
+        name, value = ("high", high[i]) if high[i] > mid * max_ratio else ("low", low[i])
+        raise CandleDataError(
+            f"row {i}: {name} {value:g} is more than {max_ratio:g} times away from the median close {mid:g} "
+            f"of these candles (allowed: {mid / max_ratio:g} to {mid * max_ratio:g}); "
+            "every bar must be in the same price scale (a bad tick or another unit?)"
+        )
 
 
 def _check_order(timestamp: np.ndarray) -> None:

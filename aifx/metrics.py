@@ -24,6 +24,7 @@ ERROR_REASONS = (
     "not_found",
     "conflict",
     "database_unavailable",
+    "rate_limited",
     "internal",
 )
 STAGES = ("stage1", "stage2")

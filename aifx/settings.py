@@ -13,14 +13,37 @@ class SettingsError(ValueError):
     """Settings that must stop the service from starting."""
 
 
+# The only environments that may run without AIFX_ADMIN_TOKEN (admin and outcome routes then open).
+OPEN_ENVIRONMENTS = ("development", "test")
+MIN_TOKEN_CHARS = 32
+
+
 class Settings(BaseSettings):
     """Everything the service reads from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="AIFX_", extra="ignore", populate_by_name=True)
 
     environment: str = Field(default="development", validation_alias=AliasChoices("ENVIRONMENT", "AIFX_ENVIRONMENT"))
+    # Bearer tokens (docs: README "Authentication"). Outside development/test the admin token is required;
+    # a token that is set has at least MIN_TOKEN_CHARS characters in every environment.
     admin_token: str | None = None
+    outcome_token: str | None = None  # write token of POST /reversal/predictions/{id}/outcome (admin token works too)
     database_url: str = "sqlite:///var/aifx.db"  # same default as experiments.DEFAULT_DATABASE_URL
+    # SQLite is one file per machine: in production every pod would have its own state. Allow it explicitly.
+    allow_sqlite_in_production: bool = False
+    # Run the schema migrations at first use (development/test default); production runs `make migrate`
+    # as a deploy step and serves with a database user that has no DDL rights.
+    database_migrate: bool | None = None
+    # Per process: pool_size + max_overflow connections; keep workers x pods x that under max_connections.
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    database_max_overflow: int = Field(default=5, ge=0, le=100)
+    database_connect_timeout_seconds: int = Field(default=3, ge=1, le=60)
+    database_statement_timeout_ms: int = Field(default=5_000, ge=100, le=600_000)
+    # Predictions stored under experiments are deleted after this many days (0 keeps them).
+    retention_days: int = Field(default=90, ge=0)
+    # Requests per second per client (bearer token, else address) and worker; 0 turns the limit off.
+    rate_limit_per_second: float = Field(default=2000.0, ge=0)
+    rate_limit_burst: int = Field(default=4000, ge=1)
     # Configured versions in fallback order; the first is the default.
     versions: Annotated[tuple[str, ...], NoDecode] = ("v3.1", "v3.0")
     state_ttl_seconds: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -32,6 +55,16 @@ class Settings(BaseSettings):
     stage_attempts: int = Field(default=3, ge=1, le=10)
     stage_backoff_seconds: float = Field(default=0.05, ge=0)
     max_body_bytes: int = 1_000_000
+    # Request body limits (413 beyond; README "Configuration"). AIFX_MAX_BODY_BYTES above is the largest,
+    # the batch route's; predict, compare and the legacy /predict take up to MAX_CANDLES candles; every
+    # other route (experiments, outcomes, admin) takes a small object.
+    max_predict_body_bytes: int = Field(default=262_144, gt=0)
+    max_other_body_bytes: int = Field(default=16_384, gt=0)
+    # Bytes of request bodies one entry worker parses and holds at once; a request that would pass it
+    # waits (then 503). Parsed JSON takes up to ~62x its size (measured: 1 MB of `[]` or `{}` lists, see
+    # aifx/api/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
+    # to ~125 MB: the 1 Gi API pod holds the arbiter and 2 workers (~230 MB each at rest) plus that twice.
+    body_budget_bytes: int = Field(default=2_000_000, gt=0)
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -49,23 +82,55 @@ class Settings(BaseSettings):
             raise ValueError(f"AIFX_VERSIONS lists a version twice: {','.join(value)}")
         return value
 
-    @field_validator("admin_token")
+    @field_validator("environment")
+    @classmethod
+    def _normalize_environment(cls, value: str) -> str:
+        return value.strip().lower()  # `Production ` is production
+
+    @field_validator("admin_token", "outcome_token")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return (value or "").strip() or None  # a secret file's trailing newline is not part of the token
 
+    @property
+    def migrate_on_start(self) -> bool:
+        """Whether the service brings the schema up to date itself (default: only in development and test)."""
+        if self.database_migrate is not None:
+            return self.database_migrate
+        return self.environment in ("development", "test")
+
     @model_validator(mode="after")
-    def _production_needs_token(self) -> Settings:
-        if self.is_production and not self.admin_token:
+    def _tokens_fail_closed(self) -> Settings:
+        for name, token in (("AIFX_ADMIN_TOKEN", self.admin_token), ("AIFX_OUTCOME_TOKEN", self.outcome_token)):
+            if token is not None and len(token) < MIN_TOKEN_CHARS:
+                raise SettingsError(
+                    f"{name} has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}; "
+                    "use a random one, e.g. `openssl rand -hex 32`"
+                )
+        if self.token_required and not self.admin_token:
             raise SettingsError(
-                "ENVIRONMENT=production requires AIFX_ADMIN_TOKEN (admin routes would be open); "
-                "set it or run with another ENVIRONMENT"
+                f"ENVIRONMENT={self.environment or '(empty)'} requires AIFX_ADMIN_TOKEN (admin routes would be open); "
+                f"set it (at least {MIN_TOKEN_CHARS} characters) or run with ENVIRONMENT=development or test"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_needs_a_shared_database(self) -> Settings:
+        if self.token_required and self.database_url.startswith("sqlite") and not self.allow_sqlite_in_production:
+            raise SettingsError(
+                f"ENVIRONMENT={self.environment} with a SQLite database gives every pod its own state; set "
+                "AIFX_DATABASE_URL=postgresql+psycopg://... (or AIFX_ALLOW_SQLITE_IN_PRODUCTION=true for one machine)"
             )
         return self
 
     @property
+    def token_required(self) -> bool:
+        """Every environment except development and test refuses to start without AIFX_ADMIN_TOKEN."""
+        return self.environment not in OPEN_ENVIRONMENTS
+
+    @property
     def is_production(self) -> bool:
-        return self.environment.lower() in ("production", "prod")
+        return self.environment in ("production", "prod")
 
     @property
     def default_version(self) -> str:

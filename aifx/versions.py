@@ -5,11 +5,16 @@ The store contract (written by model_store_import, read by the services):
   (labels: project=aifx, version=<version>, stage=1|2);
 - each holds `model.keras`, its TFLite conversion `model.tflite` (what the services run)
   and `scaler.json` ({"features", "mean", "scale"});
-- stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics.
+- stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics;
+- each stage's metadata holds `checksums`: {file name: sha256 hex} of the files above, recorded at
+  import and verified when a stage service loads the model (`verify_checksums`, `check_scaler`).
+  Entries imported before checksums existed have none: they load with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +27,11 @@ DISPLAY_NAMES = {"v3.0": "Swing Point Detector", "v3.1": "Profitable Reversal De
 MODEL_FILE = "model.keras"
 LITE_FILE = "model.tflite"
 SCALER_FILE = "scaler.json"
+CHECKSUMS_KEY = "checksums"  # stage metadata: {file name: sha256 hex}
+
+
+class ModelFileError(ValueError):
+    """A stored model's files are not what was imported, or its scaler does not fit its version."""
 
 
 def model_name(version: str, stage: int) -> str:
@@ -92,6 +102,67 @@ class VersionSpec:
             label_params=dict(meta.get("label_params", {})),
             name=str(meta.get("name", "")),
         )
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 digest of a file's bytes, as recorded in the store metadata."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def recorded_checksums(meta: Mapping[str, Any]) -> dict[str, str] | None:
+    """The checksums recorded at import; None for entries imported before checksums existed."""
+    value = meta.get(CHECKSUMS_KEY)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, Mapping)
+        or not value
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        or any("/" in k or "\\" in k or k in ("", ".", "..") for k in value)  # file names in the model folder only
+    ):
+        raise ModelFileError(f"metadata {CHECKSUMS_KEY!r} is not a {{file: sha256}} mapping: {value!r}")
+    return dict(value)
+
+
+def verify_checksums(files: Mapping[str, bytes | None], expected: Mapping[str, str]) -> None:
+    """Raise ModelFileError unless every file named in `expected` is present with that sha256.
+
+    `files` maps names to the bytes read (None: the file is missing). Files the service reads
+    (model.tflite, scaler.json) must be among the recorded ones.
+    """
+    unrecorded = sorted({LITE_FILE, SCALER_FILE} - set(expected))
+    if unrecorded:
+        raise ModelFileError(f"no checksum recorded for {', '.join(unrecorded)}")
+    for name, digest in sorted(expected.items()):
+        data = files.get(name)
+        if data is None:
+            raise ModelFileError(f"{name} is missing (checksum recorded at import)")
+        actual = sha256_hex(data)
+        if actual != digest.lower():
+            raise ModelFileError(
+                f"{name} checksum mismatch: sha256 {actual[:16]}... != {digest[:16]}... recorded at import"
+            )
+
+
+def check_scaler(scaler: Scaler, spec: VersionSpec) -> None:
+    """Raise ModelFileError unless the scaler fits the version: same features in the same order,
+    one finite mean and one finite, positive scale per feature."""
+    have, want = tuple(scaler.features), tuple(spec.features)
+    if have != want:
+        if len(have) != len(want):
+            why = f"{len(have)} scaler features, {len(want)} in the version"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(have, want, strict=True)) if a != b)
+            why = f"position {i}: scaler {have[i]!r}, version {want[i]!r}"
+        raise ModelFileError(f"scaler features differ from the version's feature list ({why}; order matters)")
+    n = len(spec.features)
+    for name, values in (("mean", scaler.mean), ("scale", scaler.scale)):
+        if values.shape != (n,):
+            raise ModelFileError(f"scaler {name} has shape {values.shape}, expected ({n},) for {n} features")
+        if not np.isfinite(values).all():
+            raise ModelFileError(f"scaler {name} has non-finite values")
+    if (scaler.scale <= 0).any():
+        raise ModelFileError("scaler scale has non-positive values")
 
 
 def default_spec(version: str, window: int = 20) -> VersionSpec:

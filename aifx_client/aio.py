@@ -45,6 +45,7 @@ class AsyncAIFXClient:
         enabled: bool | None = None,
         timeout: float | None = None,
         admin_token: str | None = None,
+        outcome_token: str | None = None,
         retry: RetryPolicy | None = None,
         predict_path: str | None = None,
         legacy_path: str | None = None,
@@ -58,6 +59,7 @@ class AsyncAIFXClient:
             enabled=enabled,
             timeout=timeout,
             admin_token=admin_token,
+            outcome_token=outcome_token,
             retry=retry,
             predict_path=predict_path,
             legacy_path=legacy_path,
@@ -177,7 +179,7 @@ class AsyncAIFXClient:
         return await self._run(calls.experiment_metrics(experiment_id))
 
     async def record_outcome(self, prediction_id: str, pips: float) -> Outcome:
-        """POST /reversal/predictions/{prediction_id}/outcome with the realized pips."""
+        """POST /reversal/predictions/{prediction_id}/outcome with the realized pips (sends the outcome token)."""
         return await self._run(calls.record_outcome(prediction_id, pips))
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class AsyncAIFXClient:
             response, exc = None, None
             self.stats.count("requests")
             try:
-                auth = protocol.headers(call, self.config.admin_token)
+                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
                 response = await self._http.request(call.method, call.path, json=call.body, headers=auth)
             except httpx.TransportError as err:
                 exc = err

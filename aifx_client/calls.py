@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -36,8 +37,15 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     body: Any = None
     admin: bool = False
+    outcome: bool = False  # sends AIFX_OUTCOME_TOKEN (ML_API_OUTCOME_TOKEN), else the admin token
     enveloped: bool = True
     answer_statuses: frozenset[int] = frozenset()  # error statuses whose body is still the answer
+    idempotency_key: str | None = None  # the same on every retry of this call: the server counts it once
+
+
+def new_key() -> str:
+    """A fresh Idempotency-Key for one logical call."""
+    return uuid.uuid4().hex
 
 
 def seg(value: str) -> str:
@@ -76,7 +84,7 @@ def health() -> Call[Health]:
 
 
 def predict(req: PredictRequest, path: str) -> Call[Prediction]:
-    return Call("POST", path, Prediction.model_validate, req.body())
+    return Call("POST", path, Prediction.model_validate, req.body(), idempotency_key=new_key())
 
 
 def legacy_predict(req: PredictRequest, path: str) -> Call[LegacyPrediction]:
@@ -85,7 +93,7 @@ def legacy_predict(req: PredictRequest, path: str) -> Call[LegacyPrediction]:
 
 def predict_batch(items: Sequence[PredictRequest | Mapping[str, Any]]) -> Call[list[BatchItem]]:
     body = {"items": [as_request(i).body() for i in items]}
-    return Call("POST", "/reversal/predict/batch", _batch, body)
+    return Call("POST", "/reversal/predict/batch", _batch, body, idempotency_key=new_key())
 
 
 def compare(req: PredictRequest, versions: Sequence[str] | None) -> Call[Comparison]:
@@ -142,4 +150,4 @@ def experiment_metrics(experiment_id: str) -> Call[ExperimentMetrics]:
 
 def record_outcome(prediction_id: str, pips: float) -> Call[Outcome]:
     path = f"/reversal/predictions/{seg(prediction_id)}/outcome"
-    return Call("POST", path, Outcome.model_validate, {"pips": pips})
+    return Call("POST", path, Outcome.model_validate, {"pips": pips}, outcome=True)

@@ -46,6 +46,7 @@ class AIFXClient:
         enabled: bool | None = None,
         timeout: float | None = None,
         admin_token: str | None = None,
+        outcome_token: str | None = None,
         retry: RetryPolicy | None = None,
         predict_path: str | None = None,
         legacy_path: str | None = None,
@@ -59,6 +60,7 @@ class AIFXClient:
             enabled=enabled,
             timeout=timeout,
             admin_token=admin_token,
+            outcome_token=outcome_token,
             retry=retry,
             predict_path=predict_path,
             legacy_path=legacy_path,
@@ -176,7 +178,7 @@ class AIFXClient:
         return self._run(calls.experiment_metrics(experiment_id))
 
     def record_outcome(self, prediction_id: str, pips: float) -> Outcome:
-        """POST /reversal/predictions/{prediction_id}/outcome with the realized pips."""
+        """POST /reversal/predictions/{prediction_id}/outcome with the realized pips (sends the outcome token)."""
         return self._run(calls.record_outcome(prediction_id, pips))
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -211,7 +213,7 @@ class AIFXClient:
             response, exc = None, None
             self.stats.count("requests")
             try:
-                auth = protocol.headers(call, self.config.admin_token)
+                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
                 response = self._http.request(call.method, call.path, json=call.body, headers=auth)
             except httpx.TransportError as err:
                 exc = err

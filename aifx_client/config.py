@@ -66,6 +66,7 @@ class ClientConfig:
     enabled: bool = True
     timeout: float = DEFAULT_TIMEOUT
     admin_token: str | None = None
+    outcome_token: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     predict_path: str = PREDICT_PATH
     legacy_path: str = LEGACY_PATH
@@ -73,7 +74,7 @@ class ClientConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClientConfig:
-        """Read ML_API_ENABLED, ML_API_URL, ML_API_TIMEOUT and ML_API_ADMIN_TOKEN; overrides win."""
+        """Read ML_API_ENABLED, ML_API_URL, ML_API_TIMEOUT and ML_API_ADMIN_TOKEN / _OUTCOME_TOKEN; overrides win."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if (enabled := env.get("ML_API_ENABLED", "").strip()) != "":
@@ -84,6 +85,8 @@ class ClientConfig:
             values["timeout"] = parse_seconds("ML_API_TIMEOUT", timeout)
         if token := env.get("ML_API_ADMIN_TOKEN", "").strip():
             values["admin_token"] = token
+        if token := env.get("ML_API_OUTCOME_TOKEN", "").strip():
+            values["outcome_token"] = token
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

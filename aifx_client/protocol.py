@@ -154,9 +154,13 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def headers(call: Call[Any], admin_token: str | None) -> dict[str, str]:
-    """Per-call headers: the admin bearer token on admin routes when one is configured."""
-    return {"Authorization": f"Bearer {admin_token}"} if call.admin and admin_token else {}
+def headers(call: Call[Any], admin_token: str | None, outcome_token: str | None = None) -> dict[str, str]:
+    """Per-call headers: the admin bearer token on admin routes, the outcome token (else the admin one) on outcomes."""
+    token = admin_token if call.admin else (outcome_token or admin_token) if call.outcome else None
+    out = {"Authorization": f"Bearer {token}"} if token else {}
+    if call.idempotency_key:
+        out["Idempotency-Key"] = call.idempotency_key
+    return out
 
 
 @dataclass(frozen=True)

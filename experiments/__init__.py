@@ -2,7 +2,7 @@
 
 from experiments.assignment import BUCKETS, assign_variant, bucket
 from experiments.db import DEFAULT_DATABASE_URL, ENV_DATABASE_URL, default_database_url
-from experiments.errors import Conflict, ExperimentError, Invalid, NotFound, SchemaMismatch
+from experiments.errors import Conflict, ExperimentError, Invalid, KeyReused, NotFound, SchemaMismatch
 from experiments.framework import ABTestingFramework, Assignment, assignment_for
 from experiments.schema import SCHEMA_VERSION
 from experiments.stats import compare, two_proportion_z_test, welch_t_test
@@ -19,6 +19,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentStore",
     "Invalid",
+    "KeyReused",
     "NotFound",
     "SCHEMA_VERSION",
     "SchemaMismatch",

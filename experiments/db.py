@@ -1,8 +1,14 @@
-"""Engine construction: SQLite (WAL, busy timeout, IMMEDIATE write transactions) or PostgreSQL."""
+"""Engine construction: SQLite (WAL, busy timeout, IMMEDIATE write transactions) or PostgreSQL.
+
+PostgreSQL connections time out when connecting (libpq connect_timeout), per statement
+(statement_timeout) and when the peer vanishes (TCP keepalives), so a database that stops
+answering costs a bounded wait, never a hang; pool sizes are set against max_connections.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,17 @@ DEFAULT_DATABASE_URL = "sqlite:///var/aifx.db"
 ENV_DATABASE_URL = "AIFX_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "aifx_write"
+
+
+@dataclass(frozen=True)
+class DatabaseOptions:
+    """Connection limits; per process, pool_size + max_overflow connections at most."""
+
+    connect_timeout_s: int = 3
+    statement_timeout_ms: int = 5_000
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_timeout_s: float = 5.0
 
 
 def default_database_url() -> str:
@@ -54,13 +71,35 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str) -> Engine:
+def _postgres_engine(url: str, o: DatabaseOptions) -> Engine:
+    connect_args = {
+        "connect_timeout": o.connect_timeout_s,
+        "options": f"-c statement_timeout={o.statement_timeout_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    query_options = make_url(url).query.get("options")
+    if query_options:  # e.g. a search_path given in the URL: keep it beside the timeout
+        connect_args["options"] = f"{query_options} {connect_args['options']}"
+    return create_engine(
+        url,
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        pool_size=o.pool_size,
+        max_overflow=o.max_overflow,
+        pool_timeout=o.pool_timeout_s,
+    )
+
+
+def make_engine(url: str, options: DatabaseOptions | None = None) -> Engine:
     """Engine for a SQLite or PostgreSQL URL (pre-ping on, so dropped connections are replaced)."""
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return _postgres_engine(url, options or DatabaseOptions())
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql+psycopg://...")
 
 

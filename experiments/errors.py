@@ -21,6 +21,10 @@ class Conflict(ExperimentError):
     http_status = 409
 
 
+class KeyReused(Conflict):
+    """An Idempotency-Key sent again with another request (HTTP 409)."""
+
+
 class Invalid(ExperimentError):
     """The input is malformed or out of range (HTTP 422)."""
 

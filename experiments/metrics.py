@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from experiments.schema import SIGNALS, outcomes, predictions
-from experiments.stats import compare
+from experiments.stats import Moments, compare_moments
 
 VARIANTS = ("A", "B")
 
@@ -31,30 +31,28 @@ def _prediction_counts(conn: Connection, experiment_id: str) -> dict[str, dict[s
 
 
 def _outcome_aggregates(conn: Connection, experiment_id: str) -> dict[str, dict[str, Any]]:
-    """{variant: {"count", "hits", "total_pips"}} via one aggregate query."""
+    """{variant: {"count", "hits", "total_pips", "total_sq"}} via one aggregate query."""
     hit = case((outcomes.c.pips > 0, 1), else_=0)
     stmt = (
-        select(predictions.c.variant, func.count(), func.sum(hit), func.sum(outcomes.c.pips))
+        select(
+            predictions.c.variant,
+            func.count(),
+            func.sum(hit),
+            func.sum(outcomes.c.pips),
+            func.sum(outcomes.c.pips * outcomes.c.pips),
+        )
         .select_from(outcomes.join(predictions, outcomes.c.prediction_id == predictions.c.prediction_id))
         .where(predictions.c.experiment_id == experiment_id)
         .group_by(predictions.c.variant)
     )
-    out = {v: {"count": 0, "hits": 0, "total_pips": 0.0} for v in VARIANTS}
-    for variant, count, hits, total in conn.execute(stmt):
-        out[variant] = {"count": int(count), "hits": int(hits or 0), "total_pips": float(total or 0.0)}
-    return out
-
-
-def _pips_by_variant(conn: Connection, experiment_id: str) -> dict[str, list[float]]:
-    """Raw pips per variant (input of the t-test)."""
-    stmt = (
-        select(predictions.c.variant, outcomes.c.pips)
-        .select_from(outcomes.join(predictions, outcomes.c.prediction_id == predictions.c.prediction_id))
-        .where(predictions.c.experiment_id == experiment_id)
-    )
-    out: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for variant, pips in conn.execute(stmt):
-        out[variant].append(float(pips))
+    out = {v: {"count": 0, "hits": 0, "total_pips": 0.0, "total_sq": 0.0} for v in VARIANTS}
+    for variant, count, hits, total, total_sq in conn.execute(stmt):
+        out[variant] = {
+            "count": int(count),
+            "hits": int(hits or 0),
+            "total_pips": float(total or 0.0),
+            "total_sq": float(total_sq or 0.0),
+        }
     return out
 
 
@@ -77,11 +75,7 @@ def _variant_metrics(preds: dict[str, Any], outs: dict[str, Any]) -> dict[str, A
 def experiment_metrics(conn: Connection, exp: dict[str, Any], min_samples: int, alpha: float) -> dict[str, Any]:
     """The seed's metrics shape for one experiment, with `comparison` from stats.compare."""
     eid = exp["experiment_id"]
-    preds, outs, pips = (
-        _prediction_counts(conn, eid),
-        _outcome_aggregates(conn, eid),
-        _pips_by_variant(conn, eid),
-    )
+    preds, outs = _prediction_counts(conn, eid), _outcome_aggregates(conn, eid)
     shares = {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]}
     versions = {"A": exp["variant_a"], "B": exp["variant_b"]}
     variants = {
@@ -99,5 +93,9 @@ def experiment_metrics(conn: Connection, exp: dict[str, Any], min_samples: int, 
         "status": exp["status"],
         "active": exp["active"],
         "variants": variants,
-        "comparison": compare(pips["A"], pips["B"], min_samples=min_samples, alpha=alpha),
+        "comparison": compare_moments(*_moments(outs["A"]), *_moments(outs["B"]), min_samples=min_samples, alpha=alpha),
     }
+
+
+def _moments(agg: dict[str, Any]) -> tuple[Moments, int]:
+    return Moments(agg["count"], agg["total_pips"], agg["total_sq"]), agg["hits"]

@@ -9,7 +9,6 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
-    Integer,
     MetaData,
     String,
     Table,
@@ -17,22 +16,16 @@ from sqlalchemy import (
     text,
 )
 
-# Bump when the tables change and add a migration step in store.py (_ensure_schema).
-SCHEMA_VERSION = 1
+# The Alembic head these tables match (experiments/migrations/versions); change both together.
+SCHEMA_VERSION = "0002"
 ID_LEN = 64
+IDEMPOTENCY_KEY_LEN = 128
+MAX_ABS_PIPS = 10_000  # a bigger |pips| is no realized result (the API and a CHECK refuse it)
 USER_ID_LEN = 256
 STATUSES = ("created", "active", "stopped")
 SIGNALS = ("long", "short", "hold")
 
 metadata = MetaData()
-
-schema_version = Table(
-    "aifx_schema_version",
-    metadata,
-    Column("id", Integer, primary_key=True),  # always 1: one row
-    Column("version", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
 experiments = Table(
     "experiments",
@@ -80,10 +73,21 @@ predictions = Table(
     Column("stage1_prob", Float),
     Column("stage2_prob", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_LEN)),
     CheckConstraint("variant IN ('A', 'B')", name="ck_predictions_variant"),
     CheckConstraint("signal IN ('long', 'short', 'hold')", name="ck_predictions_signal"),
 )
 Index("ix_predictions_experiment_variant", predictions.c.experiment_id, predictions.c.variant)
+Index("ix_predictions_user", predictions.c.user_id)
+Index("ix_predictions_created", predictions.c.created_at)
+# A client retry with the same Idempotency-Key finds the first prediction instead of counting twice.
+Index(
+    "uq_predictions_idempotency_key",
+    predictions.c.idempotency_key,
+    unique=True,
+    sqlite_where=text("idempotency_key IS NOT NULL"),
+    postgresql_where=text("idempotency_key IS NOT NULL"),
+)
 
 outcomes = Table(
     "outcomes",
@@ -96,6 +100,8 @@ outcomes = Table(
     ),
     Column("pips", Float, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("corrected_at", DateTime(timezone=True)),
+    CheckConstraint(f"pips >= -{MAX_ABS_PIPS} AND pips <= {MAX_ABS_PIPS}", name="ck_outcomes_pips"),
 )
 
 settings = Table(

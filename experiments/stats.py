@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,22 +37,57 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+@dataclass(frozen=True)
+class Moments:
+    """What a Welch test needs of one sample: its size, sum and sum of squares (SQL aggregates)."""
+
+    n: int
+    total: float
+    total_sq: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        return cls(int(values.size), float(values.sum()), float(np.square(values).sum()))
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n
+
+    @property
+    def variance(self) -> float:
+        """Sample variance (ddof=1), never negative (rounding of sum of squares)."""
+        if self.n < 2:
+            return 0.0
+        return max((self.total_sq - self.total * self.total / self.n) / (self.n - 1), 0.0)
+
+
 def welch_t_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Welch t-test of mean(b) - mean(a): t, Welch–Satterthwaite df, two-sided p, 95% CI."""
     xa, xb = _as_array(a), _as_array(b)
-    na, nb = int(xa.size), int(xb.size)
+    return welch_from_moments(Moments.of(xa), Moments.of(xb), _variance(xa), _variance(xb))
+
+
+def welch_from_moments(
+    a: Moments, b: Moments, var_a: float | None = None, var_b: float | None = None
+) -> dict[str, Any]:
+    """The Welch test from each sample's moments; every number finite or None."""
+    na, nb = a.n, b.n
     out: dict[str, Any] = {"n_a": na, "n_b": nb, "mean_a": None, "mean_b": None, "diff": None}
     out |= {"t": None, "df": None, "p_value": None, "ci95": None, "note": None}
     if na:
-        out["mean_a"] = float(xa.mean())
+        out["mean_a"] = _finite(a.mean)
     if nb:
-        out["mean_b"] = float(xb.mean())
-    if na and nb:
-        out["diff"] = out["mean_b"] - out["mean_a"]
+        out["mean_b"] = _finite(b.mean)
+    if out["mean_a"] is not None and out["mean_b"] is not None:
+        out["diff"] = _finite(out["mean_b"] - out["mean_a"])
     if na < 2 or nb < 2:
         out["note"] = "needs at least 2 outcomes per variant"
         return out
-    va, vb = _variance(xa) / na, _variance(xb) / nb
+    va = (a.variance if var_a is None else var_a) / na
+    vb = (b.variance if var_b is None else var_b) / nb
+    if out["diff"] is None or not math.isfinite(va + vb):
+        out["note"] = "outcomes too large to compare"
+        return out
     se = math.sqrt(va + vb)
     if se == 0.0:
         out["note"] = "zero variance in both variants; t-test undefined"
@@ -60,7 +96,8 @@ def welch_t_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
     t = out["diff"] / se
     half = float(sps.t.ppf(0.5 + CI_LEVEL / 2, df)) * se
     out |= {"t": _finite(t), "df": _finite(df), "p_value": _finite(2.0 * float(sps.t.sf(abs(t), df)))}
-    out["ci95"] = [out["diff"] - half, out["diff"] + half]
+    bounds = [_finite(out["diff"] - half), _finite(out["diff"] + half)]
+    out["ci95"] = bounds if None not in bounds else None
     return out
 
 
@@ -115,9 +152,16 @@ def compare(
 ) -> dict[str, Any]:
     """Full B-vs-A comparison: pips Welch test, hit-rate z-test (hit = pips > 0) and the winner."""
     xa, xb = _as_array(a_pips), _as_array(b_pips)
-    pips = welch_t_test(xa, xb)
-    hit = two_proportion_z_test(int((xa > 0).sum()), int(xa.size), int((xb > 0).sum()), int(xb.size))
-    winner, reason = _decide(pips, int(xa.size), int(xb.size), min_samples, alpha)
+    return compare_moments(Moments.of(xa), int((xa > 0).sum()), Moments.of(xb), int((xb > 0).sum()), min_samples, alpha)
+
+
+def compare_moments(
+    a: Moments, hits_a: int, b: Moments, hits_b: int, min_samples: int = 30, alpha: float = 0.05
+) -> dict[str, Any]:
+    """compare() from per-variant aggregates (count, sum, sum of squares, hits): no outcome is loaded."""
+    pips = welch_from_moments(a, b)
+    hit = two_proportion_z_test(hits_a, a.n, hits_b, b.n)
+    winner, reason = _decide(pips, a.n, b.n, min_samples, alpha)
     return {
         "pips": pips,
         "hit_rate": hit,

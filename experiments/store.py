@@ -3,54 +3,60 @@
 Safe from several threads (one pooled engine) and several processes (the database enforces the
 invariants: primary keys, the partial unique index on the active experiment, and IMMEDIATE write
 transactions on SQLite). Every write is committed before the method returns.
+
+Creating a store opens no connection: the schema is checked (or, with auto_migrate, brought up to
+date by the Alembic migrations) on first use, so a process starts while its database is down.
+
+Rules:
+- a new experiment gets a random secret salt (assignment cannot be computed from its id);
+- outcomes are accepted while the experiment is active and for OUTCOME_GRACE after it stopped
+  (trades opened just before the stop still close); later ones are refused (409);
+- |pips| is at most MAX_ABS_PIPS (checked here and by a CHECK constraint); an admin may correct
+  a recorded outcome, which keeps its first recording time and sets corrected_at.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from experiments import migrate
 from experiments import validation as v
-from experiments.db import WRITE_OPTION, default_database_url, is_sqlite, make_engine
-from experiments.errors import Conflict, Invalid, NotFound, SchemaMismatch
+from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
+from experiments.errors import Conflict, Invalid, KeyReused, NotFound
 from experiments.metrics import experiment_metrics
-from experiments.records import experiment_dict, outcome_dict, prediction_dict, utcnow
-from experiments.schema import (
-    SCHEMA_VERSION,
-    experiments,
-    metadata,
-    outcomes,
-    predictions,
-    schema_version,
-    settings,
-)
+from experiments.records import experiment_dict, iso, outcome_dict, prediction_dict, utcnow
+from experiments.schema import experiments, outcomes, predictions, settings
 
 ACTIVE_VERSION_KEY = "active_version"
-_SCHEMA_LOCK_KEY = 0x41494658  # "AIFX": serializes schema creation across processes on PostgreSQL
+OUTCOME_GRACE = timedelta(hours=24)
 _PIPS_TOLERANCE = 1e-9
 
 
 class ExperimentStore:
     """Experiments, predictions served under them, their outcomes, and service settings."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, auto_migrate: bool = True, options: DatabaseOptions | None = None
+    ) -> None:
         self.url = url or default_database_url()
-        self._engine = make_engine(self.url)
+        self.auto_migrate = auto_migrate
+        self._engine = make_engine(self.url, options)
         self._pid = os.getpid()
-        try:
-            self._ensure_schema()
-        except BaseException:
-            self._engine.dispose()
-            raise
+        self._ready = False
+        self._ready_lock = threading.Lock()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -62,9 +68,22 @@ class ExperimentStore:
             self._pid = os.getpid()
         return self._engine
 
+    def ensure_schema(self) -> None:
+        """Migrate (auto_migrate) or check the schema, once per store; retried after a failure."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                if self.auto_migrate:
+                    migrate.upgrade(self.engine)
+                else:
+                    migrate.check(self.engine)
+                self._ready = True
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction, committed on exit (BEGIN IMMEDIATE on SQLite)."""
+        self.ensure_schema()
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
@@ -73,6 +92,7 @@ class ExperimentStore:
     @contextmanager
     def _read(self, snapshot: bool = False) -> Iterator[Connection]:
         """A read transaction; snapshot=True gives one consistent view on PostgreSQL too."""
+        self.ensure_schema()
         with self.engine.connect() as conn:
             if snapshot and not is_sqlite(self._engine):
                 conn.execution_options(isolation_level="REPEATABLE READ")
@@ -85,22 +105,10 @@ class ExperimentStore:
 
     # -- schema ------------------------------------------------------------------------------
 
-    def _ensure_schema(self) -> None:
-        """Create missing tables and record/check the schema version, once across processes."""
-        with self._write() as conn:
-            if not is_sqlite(self._engine):
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
-            metadata.create_all(conn)
-            found = conn.execute(select(schema_version.c.version)).scalar()
-            if found is None:
-                conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, updated_at=utcnow()))
-            elif found != SCHEMA_VERSION:
-                raise SchemaMismatch(f"database schema version {found}, this code uses {SCHEMA_VERSION}; migrate first")
-
-    def schema_version(self) -> int:
-        """The schema version recorded in the database."""
+    def schema_version(self) -> str | None:
+        """The Alembic revision recorded in the database."""
         with self._read() as conn:
-            return int(conn.execute(select(schema_version.c.version)).scalar_one())
+            return migrate.current(conn)
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class ExperimentStore:
         traffic_split: float = 0.5,
         salt: str | None = None,
     ) -> dict[str, Any]:
-        """Create an experiment in status 'created'; salt defaults to the experiment id."""
+        """Create an experiment in status 'created'; salt defaults to a random secret."""
         values = {
             "experiment_id": v.check_id(experiment_id),
             "name": v.check_text(name, "name", v.NAME_LEN, required=True),
@@ -133,7 +141,7 @@ class ExperimentStore:
             "variant_a": v.check_version(variant_a, "variant_a"),
             "variant_b": v.check_version(variant_b, "variant_b"),
             "traffic_split": v.check_split(traffic_split),
-            "salt": v.check_id(experiment_id if salt is None else salt, "salt"),
+            "salt": v.check_id(secrets.token_hex(16) if salt is None else salt, "salt"),
             "status": "created",
             "created_at": utcnow(),
         }
@@ -222,8 +230,18 @@ class ExperimentStore:
         confidence: float,
         stage1_prob: float | None = None,
         stage2_prob: float | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Persist a prediction served under the (active) experiment; returns its prediction_id."""
+        """Persist a prediction served under the (active) experiment; returns its prediction_id.
+
+        With an idempotency key, a retry (same key, same experiment and user) returns the first
+        prediction's id instead of counting twice; the same key for another user is a Conflict.
+        """
+        key = v.check_idempotency_key(idempotency_key)
+        if key is not None:
+            found = self._by_idempotency_key(key, experiment_id, user_id)
+            if found is not None:
+                return found
         values = {
             "prediction_id": str(uuid.uuid4()),
             "experiment_id": v.check_id(experiment_id),
@@ -235,7 +253,28 @@ class ExperimentStore:
             "stage1_prob": v.check_probability(stage1_prob, "stage1_prob", required=False),
             "stage2_prob": v.check_probability(stage2_prob, "stage2_prob", required=False),
             "created_at": utcnow(),
+            "idempotency_key": key,
         }
+        try:
+            self._insert_prediction(values, experiment_id, variant, model_version)
+        except IntegrityError:
+            found = self._by_idempotency_key(key, experiment_id, user_id) if key else None
+            if found is None:
+                raise
+            return found  # a concurrent retry with the same key won the insert
+        return str(values["prediction_id"])
+
+    def _by_idempotency_key(self, key: str, experiment_id: str, user_id: str) -> str | None:
+        """The prediction recorded earlier under this key, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(predictions).where(predictions.c.idempotency_key == key)).first()
+        if row is None:
+            return None
+        if row.experiment_id != experiment_id or row.user_id != user_id:
+            raise KeyReused("Idempotency-Key was already used for another request; send a new key per request")
+        return str(row.prediction_id)
+
+    def _insert_prediction(self, values: dict[str, Any], experiment_id: str, variant: str, model_version: str) -> None:
         with self._write() as conn:
             row = self._row(conn, experiment_id, lock=True)
             if row.status != "active":
@@ -244,7 +283,6 @@ class ExperimentStore:
             if model_version != expected:
                 raise Invalid(f"variant {variant} of {experiment_id!r} is {expected!r}, not {model_version!r}")
             conn.execute(predictions.insert().values(**values))
-        return str(values["prediction_id"])
 
     def record_outcome(self, prediction_id: str, pips: float) -> dict[str, Any]:
         """Record the realized pips of a prediction; same pips again is a no-op, different is Conflict."""
@@ -258,20 +296,54 @@ class ExperimentStore:
             with self._write() as conn:
                 return self._put_outcome(conn, prediction_id, value)
 
-    @staticmethod
-    def _put_outcome(conn: Connection, prediction_id: str, pips: float) -> dict[str, Any]:
+    @classmethod
+    def _put_outcome(cls, conn: Connection, prediction_id: str, pips: float) -> dict[str, Any]:
         """Insert or compare with the existing outcome inside a write transaction."""
-        pred = conn.execute(select(predictions).where(predictions.c.prediction_id == prediction_id)).first()
-        if pred is None:
-            raise NotFound(f"prediction {prediction_id!r} not found")
+        pred = cls._prediction(conn, prediction_id)
         old = conn.execute(select(outcomes).where(outcomes.c.prediction_id == prediction_id)).first()
         if old is not None:
             if not math.isclose(old.pips, pips, rel_tol=0.0, abs_tol=_PIPS_TOLERANCE):
                 raise Conflict(f"prediction {prediction_id!r} already has an outcome of {old.pips} pips")
             return outcome_dict(pred, old.pips, old.recorded_at, created=False)
+        _check_open(cls._row(conn, pred.experiment_id))
         now = utcnow()
         conn.execute(outcomes.insert().values(prediction_id=prediction_id, pips=pips, recorded_at=now))
         return outcome_dict(pred, pips, now, created=True)
+
+    @staticmethod
+    def _prediction(conn: Connection, prediction_id: str) -> Row[Any]:
+        pred = conn.execute(select(predictions).where(predictions.c.prediction_id == prediction_id)).first()
+        if pred is None:
+            raise NotFound(f"prediction {prediction_id!r} not found")
+        return pred
+
+    def correct_outcome(self, prediction_id: str, pips: float) -> dict[str, Any]:
+        """Admin: replace a recorded outcome (NotFound when there is none to correct)."""
+        value = v.check_pips(pips)
+        with self._write() as conn:
+            pred = self._prediction(conn, prediction_id)
+            old = conn.execute(select(outcomes).where(outcomes.c.prediction_id == prediction_id)).first()
+            if old is None:
+                raise NotFound(f"prediction {prediction_id!r} has no outcome to correct")
+            now = utcnow()
+            conn.execute(
+                update(outcomes).where(outcomes.c.prediction_id == prediction_id).values(pips=value, corrected_at=now)
+            )
+            return outcome_dict(pred, value, old.recorded_at, created=False) | {"corrected_at": iso(now)}
+
+    # -- retention and erasure ---------------------------------------------------------------
+
+    def purge_predictions(self, older_than: timedelta) -> int:
+        """Delete predictions (and their outcomes) recorded before now - older_than; returns how many."""
+        cutoff: datetime = utcnow() - older_than
+        with self._write() as conn:
+            return int(conn.execute(delete(predictions).where(predictions.c.created_at < cutoff)).rowcount or 0)
+
+    def delete_user(self, user_id: str) -> int:
+        """Delete every stored prediction (and outcome) of one user; returns how many."""
+        user = v.check_user_id(user_id)
+        with self._write() as conn:
+            return int(conn.execute(delete(predictions).where(predictions.c.user_id == user)).rowcount or 0)
 
     def get_prediction(self, prediction_id: str) -> dict[str, Any]:
         """A recorded prediction (with its outcome pips or None) or NotFound."""
@@ -312,3 +384,18 @@ class ExperimentStore:
     def set_active_version(self, version: str) -> None:
         """Persist the service's active model version."""
         self.set_setting(ACTIVE_VERSION_KEY, v.check_version(version, "version"))
+
+
+def _check_open(experiment: Row[Any]) -> None:
+    """Outcomes are taken while the experiment is active and for OUTCOME_GRACE after its stop."""
+    stopped = experiment.stopped_at
+    if stopped is None:
+        return
+    if stopped.tzinfo is None:  # SQLite gives naive UTC
+        stopped = stopped.replace(tzinfo=utcnow().tzinfo)
+    if utcnow() - stopped > OUTCOME_GRACE:
+        hours = OUTCOME_GRACE.total_seconds() / 3600
+        raise Conflict(
+            f"experiment {experiment.experiment_id!r} stopped at {iso(stopped)}; outcomes are accepted "
+            f"for {hours:g} h after the stop"
+        )

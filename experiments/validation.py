@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from experiments.errors import Invalid
-from experiments.schema import ID_LEN, SIGNALS, USER_ID_LEN
+from experiments.schema import ID_LEN, IDEMPOTENCY_KEY_LEN, MAX_ABS_PIPS, SIGNALS, USER_ID_LEN
 
 ID_RE = re.compile(rf"^[A-Za-z0-9_.-]{{1,{ID_LEN}}}$")
 VERSION_RE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{ID_LEN}}}$")
@@ -48,9 +48,9 @@ def check_split(value: Any) -> float:
 
 
 def check_user_id(value: Any) -> str:
-    """A non-empty user id of at most 256 characters."""
-    if not isinstance(value, str) or not value or len(value) > USER_ID_LEN:
-        raise Invalid(f"user_id must be a non-empty string of at most {USER_ID_LEN} characters")
+    """A non-empty user id of at most 256 printable characters (no NUL or other control characters)."""
+    if not isinstance(value, str) or not value or len(value) > USER_ID_LEN or not value.isprintable():
+        raise Invalid(f"user_id must be 1-{USER_ID_LEN} printable characters")
     return value
 
 
@@ -79,8 +79,20 @@ def check_probability(value: Any, field: str, required: bool = True) -> float | 
 
 
 def check_pips(value: Any) -> float:
-    """A finite number (realized result in pips; a hit is pips > 0)."""
+    """A finite number of at most MAX_ABS_PIPS in size (realized result in pips; a hit is pips > 0)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value):
-        raise Invalid(f"pips must be a finite number (got {value!r:.40})")
+    if not ok or not math.isfinite(value) or abs(value) > MAX_ABS_PIPS:
+        raise Invalid(f"pips must be a finite number between -{MAX_ABS_PIPS} and {MAX_ABS_PIPS} (got {value!r:.40})")
     return float(value)
+
+
+KEY_RE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{IDEMPOTENCY_KEY_LEN}}}$")
+
+
+def check_idempotency_key(value: Any) -> str | None:
+    """None, or 1-128 characters of [A-Za-z0-9_.:-] (a UUID fits)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not KEY_RE.match(value):
+        raise Invalid(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_LEN} characters of A-Z a-z 0-9 _ . : -")
+    return value

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import bentoml
 
-from aifx.versions import LITE_FILE, MODEL_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.versions import (
+    CHECKSUMS_KEY,
+    LITE_FILE,
+    MODEL_FILE,
+    SCALER_FILE,
+    Scaler,
+    VersionSpec,
+    check_scaler,
+    model_name,
+    sha256_hex,
+)
 from model_store_import.lite import keras_to_tflite
 
 ARTIFACT_METADATA = "metadata.json"
@@ -21,21 +30,33 @@ def write_version(
     stage_files: dict[int, Path],
     extra: dict[str, Any] | None = None,
 ) -> dict[int, str]:
-    """Create a store entry per stage (Stage 2 optional); returns stage -> tag."""
+    """Create a store entry per stage (Stage 2 optional); returns stage -> tag.
+
+    Each stage's metadata records the sha256 of the files written (`checksums`), which the stage
+    services verify before loading the model.
+    """
     if 1 not in stage_files:
         raise ValueError(f"{spec.version}: a version needs a Stage 1 model")
-    if tuple(scaler.features) != tuple(spec.features):
-        raise ValueError(f"{spec.version}: scaler features differ from the version's feature list")
+    try:
+        check_scaler(scaler, spec)
+    except ValueError as exc:
+        raise ValueError(f"{spec.version}: {exc}") from exc
     meta = {**spec.to_metadata(), **(extra or {})}
     meta["stages"] = sorted(stage_files)
+    scaler_bytes = json.dumps(scaler.to_json()).encode()
     tags = {}
     for stage, src in sorted(stage_files.items()):
+        files = {MODEL_FILE: Path(src).read_bytes(), LITE_FILE: keras_to_tflite(Path(src)), SCALER_FILE: scaler_bytes}
         labels = {"project": "aifx", "version": spec.version, "stage": str(stage)}
-        stage_meta = {**meta, "stage": stage, "metrics": _stage_metrics(meta, stage)}
+        stage_meta = {
+            **meta,
+            "stage": stage,
+            "metrics": _stage_metrics(meta, stage),
+            CHECKSUMS_KEY: {name: sha256_hex(data) for name, data in files.items()},
+        }
         with bentoml.models.create(model_name(spec.version, stage), labels=labels, metadata=stage_meta) as m:
-            shutil.copyfile(src, Path(m.path) / MODEL_FILE)
-            (Path(m.path) / LITE_FILE).write_bytes(keras_to_tflite(Path(src)))
-            (Path(m.path) / SCALER_FILE).write_text(json.dumps(scaler.to_json()))
+            for name, data in files.items():
+                (Path(m.path) / name).write_bytes(data)
         tags[stage] = str(m.tag)
     return tags
 

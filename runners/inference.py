@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,17 @@ from typing import Annotated, Any
 import numpy as np
 from bentoml.validators import ContentType
 
-from aifx.versions import LITE_FILE, SCALER_FILE, Scaler, VersionSpec, model_name
+from aifx.versions import (
+    LITE_FILE,
+    SCALER_FILE,
+    ModelFileError,
+    Scaler,
+    VersionSpec,
+    check_scaler,
+    model_name,
+    recorded_checksums,
+    verify_checksums,
+)
 from aifx.wire import StageBatch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,6 +50,7 @@ STAGE_SERVICE_CONFIG: dict[str, Any] = {
     "metrics": {"enabled": False},
     "tracing": NO_TRACING,
 }
+REIMPORT = "re-import the version with `python -m model_store_import`"
 # A declared media type spares BentoML rebuilding the output's JSON schema on every response.
 Probabilities = Annotated[list[float], ContentType("application/json")]
 
@@ -67,13 +79,11 @@ class LiteModel:
 
     @classmethod
     def from_store(cls, folder: Path, scaler: Scaler, spec: VersionSpec) -> LiteModel:
-        """The stored flatbuffer (written at import; serving never converts, so it never imports TensorFlow)."""
-        lite = folder / LITE_FILE
-        if not lite.is_file():
-            raise FileNotFoundError(
-                f"{folder} has no {LITE_FILE}: re-import the version with `python -m model_store_import`"
-            )
-        return cls(lite.read_bytes(), scaler, spec)
+        """The stored flatbuffer (written at import; serving never converts, so it never imports TensorFlow).
+
+        Unverified: the stage services load through `load_stage_model`, which checks the checksums.
+        """
+        return cls(_read_lite(folder), scaler, spec)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """P(class 1) for unscaled (n, window, features) samples."""
@@ -108,13 +118,20 @@ class StageModels:
                 continue
             try:
                 stored = ref.resolve()
-                spec = VersionSpec.from_metadata(stored.info.metadata)
-                scaler = Scaler.from_json(json.loads(Path(stored.path, SCALER_FILE).read_text()))
-                out.models[version] = LiteModel.from_store(Path(stored.path), scaler, spec)
+                spec, model = load_stage_model(Path(stored.path), stored.info.metadata, model_name(version, stage))
+                out.models[version] = model
                 out.specs[version] = spec
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the other versions serving
+            except ModelFileError as exc:  # tampered or mismatched files: refused, the others serve
                 out.failed[version] = f"{model_name(version, stage)} failed to load: {exc}"
-                logger.exception("stage %s: %s failed to load", stage, version)
+                logger.error("stage %s: %s refused: %s", stage, version, exc)
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the other versions serving
+                # /health shows this to anyone: the kind of error and an id, the details only in the log.
+                error_id = secrets.token_hex(4)
+                out.failed[version] = (
+                    f"{model_name(version, stage)} failed to load ({type(exc).__name__}; "
+                    f"error id {error_id}: the stage service's log has the details)"
+                )
+                logger.exception("error %s: stage %s: %s failed to load", error_id, stage, version)
         out.log_summary()
         return out
 
@@ -141,6 +158,45 @@ class StageModels:
 
     def status(self) -> dict[str, Any]:
         return {"stage": self.stage, "loaded": sorted(self.models), "failed": dict(self.failed)}
+
+
+def load_stage_model(folder: Path, meta: Mapping[str, Any], name: str) -> tuple[VersionSpec, LiteModel]:
+    """One stored stage model, verified: the files match the sha256 checksums recorded at import, and
+    the scaler has the version's features in order with finite numbers (ModelFileError otherwise).
+
+    An entry imported before checksums existed (none in its metadata) loads with a warning.
+    """
+    spec = VersionSpec.from_metadata(dict(meta))
+    checksums = recorded_checksums(meta)
+    names = {LITE_FILE, SCALER_FILE} | set(checksums or ())
+    files = {n: (folder / n).read_bytes() if (folder / n).is_file() else None for n in sorted(names)}
+    if checksums is None:
+        logger.warning(
+            "%s has no checksums in its metadata (imported before they existed): loading it unverified;"
+            " %s to record them",
+            name,
+            REIMPORT,
+        )
+    else:
+        verify_checksums(files, checksums)
+    scaler_bytes, flatbuffer = files[SCALER_FILE], files[LITE_FILE]
+    if scaler_bytes is None:
+        raise FileNotFoundError(f"{folder} has no {SCALER_FILE}")
+    if flatbuffer is None:
+        raise FileNotFoundError(f"{folder} has no {LITE_FILE}: {REIMPORT}")
+    try:
+        scaler = Scaler.from_json(json.loads(scaler_bytes))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{SCALER_FILE} is not a valid scaler: {exc!r}") from exc
+    check_scaler(scaler, spec)
+    return spec, LiteModel(flatbuffer, scaler, spec)
+
+
+def _read_lite(folder: Path) -> bytes:
+    lite = folder / LITE_FILE
+    if not lite.is_file():
+        raise FileNotFoundError(f"{folder} has no {LITE_FILE}: {REIMPORT}")
+    return lite.read_bytes()
 
 
 def _ids(batch: StageBatch) -> str:

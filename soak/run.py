@@ -1,6 +1,9 @@
 """Soak test: the service under sustained mixed traffic, with admin changes, checked for 5xx and memory growth.
 
-Usage: python -m soak.run [--seconds 60] [--concurrency 32]   (make soak). Needs the models in the
+Usage: python -m soak.run [--seconds 60] [--concurrency 32] [--postgres]   (make soak, make soak-pg).
+With --postgres the state lives in a fresh schema of the local PostgreSQL ($AIFX_TEST_PG_URL, default
+postgresql+psycopg://postgres@127.0.0.1:5432/test), dropped afterwards, and experiment predictions
+must keep p99 <= 250 ms. Needs the models in the
 BentoML store (make models). Starts `bentoml serve` with configuration.yaml, an admin token and a
 fresh SQLite state database, warms it up, then runs the mixed traffic: predictions with and without
 a user id, batches, compares, /metrics and experiment reads, a version switch every 5 s and
@@ -19,8 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +36,13 @@ from bench.run import free_port, start, stop, tree_rss_mb
 from soak.client import Connection, encode
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "soak-admin-token"
+TOKEN = "soak-admin-token-0123456789abcdef"  # at least 32 characters
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 VERSIONS = ("v3.1", "v3.0")
 SWITCH_EVERY = 5.0
 EXPERIMENT_EVERY = 10.0  # an experiment is active for this long, then stopped and the next one created
 MAX_RSS_GROWTH = 0.10
+EXPERIMENT_P99_MS = 250.0  # --postgres: predictions recorded under an experiment
 # One cycle of a worker's requests (weights of the mix).
 MIX = ["predict"] * 9 + ["predict_user"] * 5 + ["compare"] * 2 + ["batch", "metrics", "experiment_metrics"]
 
@@ -179,13 +185,34 @@ def report(stats: Stats, seconds: float) -> None:
         print(f"  error sample: {sample}")
 
 
-def serve(port: int, state_dir: str) -> tuple[subprocess.Popen, float]:
-    """`bentoml serve` with configuration.yaml, an admin token and a fresh SQLite state database."""
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL of a fresh schema in the local PostgreSQL, dropped on exit."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    server = os.environ.get("AIFX_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"aifx_soak_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def serve(port: int, database_url: str) -> tuple[subprocess.Popen, float]:
+    """`bentoml serve` with configuration.yaml, an admin token and a fresh state database."""
     os.environ.update(
         {
             "BENTOML_CONFIG": str(ROOT / "configuration.yaml"),
             "AIFX_ADMIN_TOKEN": TOKEN,
-            "AIFX_DATABASE_URL": f"sqlite:///{state_dir}/state.db",
+            "AIFX_DATABASE_URL": database_url,
             "BENTOML_DO_NOT_TRACK": "True",
         }
     )
@@ -199,10 +226,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--postgres", action="store_true", help="state in a fresh schema of the local PostgreSQL")
     args = ap.parse_args()
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="aifx-soak-") as state_dir:
-        proc, cold = serve(port, state_dir)
+    with tempfile.TemporaryDirectory(prefix="aifx-soak-") as state_dir, ExitStack() as stack:
+        url = stack.enter_context(postgres_schema()) if args.postgres else f"sqlite:///{state_dir}/state.db"
+        print(f"state database: {'PostgreSQL (fresh schema)' if args.postgres else 'SQLite (fresh file)'}")
+        proc, cold = serve(port, url)
         try:
             print(f"service up in {cold:.1f} s; warm-up {args.warmup:.0f} s", flush=True)
             warm, _ = asyncio.run(run_phase(port, proc.pid, args.warmup, args.concurrency, "warmup"))
@@ -213,10 +243,18 @@ def main() -> int:
             rss_end = tree_rss_mb(proc.pid)
         finally:
             stop(proc)
-    return verdict(stats, args.seconds, rss_start, samples, rss_end)
+    limit = EXPERIMENT_P99_MS if args.postgres else None
+    return verdict(stats, args.seconds, rss_start, samples, rss_end, limit)
 
 
-def verdict(stats: Stats, seconds: float, rss_start: float, samples: list[float], rss_end: float) -> int:
+def verdict(
+    stats: Stats,
+    seconds: float,
+    rss_start: float,
+    samples: list[float],
+    rss_end: float,
+    experiment_p99_ms: float | None = None,
+) -> int:
     """Print the report; 0 when there were no 5xx/errors/unexpected 4xx and RSS grew less than 10 %."""
     report(stats, seconds)
     growth = (rss_end - rss_start) / rss_start
@@ -232,6 +270,11 @@ def verdict(stats: Stats, seconds: float, rss_start: float, samples: list[float]
         failures.append(f"{other} transport errors, timeouts or unexpected 4xx")
     if growth >= MAX_RSS_GROWTH:
         failures.append(f"RSS grew {growth:.1%} (limit {MAX_RSS_GROWTH:.0%})")
+    if experiment_p99_ms is not None and stats.latencies["predict_user"]:
+        p99 = float(np.percentile(stats.latencies["predict_user"], 99))
+        print(f"experiment predictions (predict_user) p99 {p99:.1f} ms (limit {experiment_p99_ms:.0f} ms)")
+        if p99 > experiment_p99_ms:
+            failures.append(f"experiment predictions p99 {p99:.0f} ms > {experiment_p99_ms:.0f} ms")
     print(f"5xx: {server_errors}; errors/unexpected 4xx: {other}; RSS growth {growth:+.1%}")
     print("SOAK PASSED" if not failures else "SOAK FAILED: " + "; ".join(failures))
     return 0 if not failures else 1

@@ -22,15 +22,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from aifx.api import context
 from aifx.api.context import get_logger
-from aifx.api.errors import ApiError
+from aifx.api.errors import ApiError, error_id, with_error_id
 from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import ExperimentCreate
 from aifx.cache import SharedState
 from aifx.signal import Decision
-from experiments import Assignment, Conflict, ExperimentError, ExperimentStore, assignment_for
+from experiments import Assignment, Conflict, ExperimentError, ExperimentStore, KeyReused, assignment_for
 
 logger = get_logger("bentoml.aifx.ab_tests")
 T = TypeVar("T")
@@ -47,11 +48,25 @@ def api_error(exc: ExperimentError) -> ApiError:
 
 
 def unavailable(exc: SQLAlchemyError, what: str) -> DatabaseUnavailable:
-    """503 for a database failure, with the driver's first line for the operator."""
+    """503 for a database failure: the client gets what failed and an error id, the log the driver's first line.
+
+    The driver's line names host, port, database and user, so it never reaches the client.
+    """
     cause = getattr(exc, "orig", None) or exc
     first = (str(cause).strip().splitlines() or [type(exc).__name__])[0]
-    logger.warning("experiment database unavailable (%s): %s", what, first)
-    return DatabaseUnavailable(f"the experiment database is unavailable, {what}: {first[:200]}; retry later")
+    eid = error_id()
+    logger.warning("error %s: experiment database unavailable (%s): %s", eid, what, first)
+    return DatabaseUnavailable(with_error_id(f"the experiment database is unavailable, {what}; retry later", eid))
+
+
+def rejected(exc: DataError, what: str) -> ApiError:
+    """422 for a value the database refuses as data (e.g. NUL in text on PostgreSQL): the request, not the database."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [type(exc).__name__])[0]
+    eid = error_id()
+    logger.warning("error %s: the experiment database rejected a value (%s): %s", eid, what, first)
+    message = f"the experiment database rejected a value of this request as invalid data, {what}; check its text fields"
+    return ApiError(with_error_id(message, eid), status=422, reason="validation")
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -60,6 +75,8 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
     except ExperimentError as exc:
         raise api_error(exc) from None
+    except DataError as exc:
+        raise rejected(exc, "nothing was changed") from exc
     except SQLAlchemyError as exc:
         raise unavailable(exc, "nothing was changed") from exc
 
@@ -80,34 +97,44 @@ class ABTests:
 
     async def record(self, assigned: Assignment, user_id: str, decision: Decision) -> dict[str, Any]:
         """Commit one served prediction; the response fields, or {} when the experiment has just ended."""
-        out = (await self.record_many({0: (assigned, user_id, decision)}))[0]
+        out = (await self.record_many({0: (assigned, user_id, decision)}, batch=False))[0]
         if isinstance(out, ApiError):
             raise out
         return out
 
     async def record_many(
-        self, items: dict[int, tuple[Assignment, str, Decision]]
+        self, items: dict[int, tuple[Assignment, str, Decision]], batch: bool = True
     ) -> dict[int, dict[str, Any] | ApiError]:
-        """Commit several served predictions (one transaction each) in one worker thread, by item key."""
+        """Commit several served predictions (one transaction each) in one worker thread, by item key.
+
+        The request's Idempotency-Key (item i of a batch: `<key>:<i>`) makes a client retry find the
+        first recording instead of counting again.
+        """
         if not items:
             return {}
         keys = list(items)
-        out = await anyio.to_thread.run_sync(self._record_all, [items[k] for k in keys])
+        base = context.idempotency_key()
+        idem = {k: (f"{base}:{k}" if batch else base) if base else None for k in keys}
+        out = await anyio.to_thread.run_sync(self._record_all, [(*items[k], idem[k]) for k in keys])
         return dict(zip(keys, out, strict=True))
 
-    def _record_all(self, items: list[tuple[Assignment, str, Decision]]) -> list[dict[str, Any] | ApiError]:
+    def _record_all(self, items: list[tuple[Assignment, str, Decision, str | None]]) -> list[dict[str, Any] | ApiError]:
         """Blocking: record each prediction; a failure is returned in its place."""
         out: list[dict[str, Any] | ApiError] = []
-        for assigned, user_id, decision in items:
+        for assigned, user_id, decision, key in items:
             try:
-                out.append(self._record_one(assigned, user_id, decision))
+                out.append(self._record_one(assigned, user_id, decision, key))
+            except DataError as exc:
+                out.append(rejected(exc, "the prediction was not recorded"))
             except SQLAlchemyError as exc:
                 out.append(unavailable(exc, "the prediction was not recorded"))
             except ExperimentError as exc:
                 out.append(api_error(exc))
         return out
 
-    def _record_one(self, assigned: Assignment, user_id: str, decision: Decision) -> dict[str, Any]:
+    def _record_one(
+        self, assigned: Assignment, user_id: str, decision: Decision, key: str | None = None
+    ) -> dict[str, Any]:
         """Blocking: commit one prediction; {} when the experiment is no longer active."""
         try:
             prediction_id = self.store.record_prediction(
@@ -119,7 +146,10 @@ class ABTests:
                 decision.confidence,
                 decision.stage1_prob,
                 decision.stage2_prob,
+                idempotency_key=key,
             )
+        except KeyReused:
+            raise
         except Conflict:
             self.active.expire()  # stopped meanwhile: look again on the next request
             logger.info("experiment %s ended before the prediction was recorded", assigned.experiment_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,11 +15,24 @@ from starlette.responses import JSONResponse
 
 from aifx import metrics
 from aifx.api import ab_tests as ab
-from aifx.api.asgi import BodySizeLimit
+from aifx.api.asgi import BodyLimits, BodySizeLimit
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
-from aifx.api.errors import ERROR_RESPONSES, ApiError, Forbidden, Unauthorized, fail, format_errors, ok
+from aifx.api.data_routes import add_data_routes
+from aifx.api.errors import (
+    ERROR_RESPONSES,
+    ApiError,
+    Forbidden,
+    Unauthorized,
+    UnsupportedMediaType,
+    error_id,
+    fail,
+    format_errors,
+    ok,
+    with_error_id,
+)
 from aifx.api.parts import Parts
+from aifx.api.ratelimit import RateLimit
 from aifx.api.responses import (
     BatchData,
     CompareData,
@@ -72,28 +87,130 @@ def parts(request: Request) -> Parts:
 
 
 def check_admin(settings: Settings, authorization: str | None) -> None:
-    """Admin routes need `Authorization: Bearer <AIFX_ADMIN_TOKEN>` when a token is set."""
+    """Admin routes need `Authorization: Bearer <AIFX_ADMIN_TOKEN>` when a token is set.
+
+    Without a token (only allowed in development and test, see Settings) admin routes are open.
+    """
     token = settings.admin_token
     if token is None:
         return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = _bearer(authorization)
+    if given is None:
         raise Unauthorized("admin route: send the header `Authorization: Bearer <AIFX_ADMIN_TOKEN>`")
-    if not hmac.compare_digest(_digest(given.strip()), _digest(token)):  # constant time, length hidden too
+    if not _matches(given, [token]):
         raise Forbidden("admin route: the bearer token is not AIFX_ADMIN_TOKEN")
+
+
+def check_outcome(settings: Settings, authorization: str | None) -> None:
+    """The outcome route needs AIFX_OUTCOME_TOKEN or AIFX_ADMIN_TOKEN when either is set (open when neither is)."""
+    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
+    if not tokens:
+        return
+    given = _bearer(authorization)
+    if given is None:
+        raise Unauthorized(
+            "outcome route: send the header `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (the admin token works too)"
+        )
+    if not _matches(given, tokens):
+        raise Forbidden("outcome route: the bearer token is neither AIFX_OUTCOME_TOKEN nor AIFX_ADMIN_TOKEN")
+
+
+def is_admin(settings: Settings, authorization: str | None) -> bool:
+    """True when the caller presents the admin token (never when none is set): who may see experiment salts."""
+    given = _bearer(authorization)
+    return settings.admin_token is not None and given is not None and _matches(given, [settings.admin_token])
+
+
+def check_same_site(request: Request) -> None:
+    """Admin and outcome POSTs sent by a web page of another site are refused (403), token or not.
+
+    Without a token (development/test) a page on any site could otherwise make a visitor's browser
+    trigger a bodiless admin POST (switch, activate, stop). Browsers mark such requests:
+    `Sec-Fetch-Site: cross-site|same-site`, and older browsers an `Origin` that is not this host.
+    Command-line and server clients send neither header and are not affected.
+    """
+    site = request.headers.get("sec-fetch-site", "").strip().lower()
+    if site in ("same-origin", "none"):
+        return
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", "").strip().lower()
+    foreign_origin = origin is not None and (origin.strip().lower() == "null" or _netloc(origin) != host)
+    if site in ("cross-site", "same-site") or foreign_origin:
+        raise Forbidden(
+            "requests from a web page of another site are refused on admin and outcome routes; "
+            "call the API from a server or the command line"
+        )
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """JSON routes take `application/json` (or `application/*+json`); no Content-Type is accepted for old clients.
+
+    Form and text types (what an HTML form or a simple cross-site request can send) are 415.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not media or media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {media[:100]!r} is not accepted: send the body as JSON with `Content-Type: application/json`"
+    )
+
+
+async def json_only(request: Request) -> None:
+    """Route dependency of every POST route: 415 for a Content-Type that is not JSON (before the body is read)."""
+    check_json_content_type(request.headers.get("content-type"))
+
+
+JSON_ONLY = [Depends(json_only)]
 
 
 def admin_guard(settings: Settings) -> list[Any]:
     """Route dependencies that check the admin token before the body or path is validated (401 before 422)."""
 
-    async def admin_only(authorization: AdminAuth = None) -> None:
+    async def admin_only(request: Request, authorization: AdminAuth = None) -> None:
+        check_same_site(request)
         check_admin(settings, authorization)
 
-    return [Depends(admin_only)]
+    return [Depends(admin_only), *JSON_ONLY]
+
+
+def outcome_guard(settings: Settings) -> list[Any]:
+    """Route dependencies of the outcome route: same-site check, then AIFX_OUTCOME_TOKEN or the admin token."""
+
+    async def outcome_writer(request: Request, authorization: AdminAuth = None) -> None:
+        check_same_site(request)
+        check_outcome(settings, authorization)
+
+    return [Depends(outcome_writer), *JSON_ONLY]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, given = (authorization or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def _matches(given: str, tokens: Sequence[str]) -> bool:
+    """Constant time: fixed-length digests (length hidden too), every token compared."""
+    digest = _digest(given)
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(digest, _digest(token))
+    return found
 
 
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
+
+
+def _netloc(origin: str) -> str:
+    try:
+        return urlsplit(origin.strip()).netloc.lower()
+    except ValueError:
+        return ""
+
+
+def _without_salt(experiment: dict[str, Any]) -> dict[str, Any]:
+    """An experiment as non-admin callers see it: the salt would let anyone compute assignments offline."""
+    return {k: v for k, v in experiment.items() if k != "salt"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -106,7 +223,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
         responses=ERROR_RESPONSES,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, limits=BodyLimits.of(settings))
+    app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
 
@@ -121,6 +239,7 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=Envelope[PredictionData],
         tags=["reversal"],
         openapi_extra=openapi_body(PredictRequest),
+        dependencies=JSON_ONLY,
     )
     async def predict(body: Annotated[PredictRequest, json_body(PredictRequest)], request: Request) -> JSONResponse:
         """Predict a reversal signal from the latest candles (or precomputed features)."""
@@ -131,6 +250,7 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=Envelope[BatchData],
         tags=["reversal"],
         openapi_extra=openapi_body(BatchRequest),
+        dependencies=JSON_ONLY,
     )
     async def predict_batch(body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request) -> JSONResponse:
         """Many predict requests in one call; each item succeeds or fails on its own."""
@@ -141,6 +261,7 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=Envelope[CompareData],
         tags=["reversal"],
         openapi_extra=openapi_body(CompareRequest),
+        dependencies=JSON_ONLY,
     )
     async def compare(body: Annotated[CompareRequest, json_body(CompareRequest)], request: Request) -> JSONResponse:
         """The same input through several versions, with consensus and disagreement."""
@@ -168,13 +289,15 @@ def create_app(settings: Settings) -> FastAPI:
         """Admin: make a version active in every worker (persisted)."""
         return ok(await parts(request).registry.switch(version))
 
-    _add_experiment_routes(app, admin)
+    _add_experiment_routes(app, settings, admin)
+    add_data_routes(app, admin, parts)
 
     @app.post(
         "/predict",
         response_model=Envelope[LegacyData],
         tags=["legacy"],
         openapi_extra=openapi_body(LegacyPredictRequest),
+        dependencies=JSON_ONLY,
     )
     async def predict_legacy(
         body: Annotated[LegacyPredictRequest, json_body(LegacyPredictRequest)], request: Request
@@ -185,8 +308,8 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
-    """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes."""
+def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -> None:
+    """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes (outcome token)."""
 
     @app.post(
         "/reversal/experiments",
@@ -221,9 +344,12 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
         return ok(await ab.stop(parts(request).ab, experiment_id))
 
     @app.get("/reversal/experiments", response_model=Envelope[ExperimentList], tags=["experiments"])
-    async def list_experiments(request: Request) -> JSONResponse:
-        """Every experiment, oldest first, and the active one's id."""
-        return ok(await ab.listing(parts(request).ab))
+    async def list_experiments(request: Request, authorization: AdminAuth = None) -> JSONResponse:
+        """Every experiment, oldest first, and the active one's id (`salt` only for the admin token)."""
+        data = await ab.listing(parts(request).ab)
+        if not is_admin(settings, authorization):
+            data = {**data, "experiments": [_without_salt(e) for e in data["experiments"]]}
+        return ok(data)
 
     @app.get(
         "/reversal/experiments/{experiment_id}/metrics",
@@ -232,16 +358,20 @@ def _add_experiment_routes(app: FastAPI, admin: list[Any]) -> None:
     )
     async def experiment_metrics(experiment_id: ExperimentId, request: Request) -> JSONResponse:
         """Per-variant count, signals, avg_confidence and outcomes, plus the B-vs-A tests and winner."""
-        return ok(await ab.metrics(parts(request).ab, experiment_id))
+        return ok(_without_salt(await ab.metrics(parts(request).ab, experiment_id)))
 
     @app.post(
         "/reversal/predictions/{prediction_id}/outcome",
         response_model=Envelope[OutcomeData],
         tags=["experiments"],
         responses={201: {"model": Envelope[OutcomeData], "description": "Outcome recorded"}},
+        dependencies=outcome_guard(settings),
     )
     async def record_outcome(prediction_id: PredictionId, body: OutcomeRequest, request: Request) -> JSONResponse:
-        """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different)."""
+        """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different).
+
+        Needs `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (or the admin token) when either token is set.
+        """
         data, status = await ab.record_outcome(parts(request).ab, prediction_id, body.pips)
         return ok(data, status=status)
 
@@ -266,8 +396,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         metrics.count_error("internal")
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return fail("internal error; see the server log", 500)
+        eid = error_id()  # the exception text goes to the log only
+        logger.exception("error %s: unhandled error on %s %s", eid, request.method, request.url.path)
+        return fail(with_error_id("internal error; retry later, or report the error id", eid), 500)
 
 
 def _example(path: str) -> str:

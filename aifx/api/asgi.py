@@ -8,11 +8,14 @@ real path (via a service middleware) before routing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attr
 import bentoml
@@ -22,36 +25,157 @@ from starlette.routing import Mount
 from aifx import metrics
 from aifx.api import context
 from aifx.api.errors import envelope
+from aifx.api.schemas import MAX_BATCH_ITEMS, MAX_CANDLES
+
+if TYPE_CHECKING:
+    from aifx.settings import Settings
 
 RAW_PATH = "aifx.raw_path"
 UNMATCHED = "/{unmatched}"
 Scope = dict[str, Any]
 
 
-class BodySizeLimit:
-    """Answer 413 (seed envelope) for bodies over max_bytes, by Content-Length or while streaming."""
+BATCH_PATH = "/reversal/predict/batch"
+PREDICT_PATHS = frozenset({"/reversal/predict", "/reversal/compare", "/predict"})
+BUDGET_WAIT_SECONDS = 10.0
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The largest body of each route (413 beyond) and the body bytes one worker holds at once."""
+
+    batch: int  # POST /reversal/predict/batch: AIFX_MAX_BODY_BYTES
+    predict: int  # predict, compare, legacy /predict: AIFX_MAX_PREDICT_BODY_BYTES
+    other: int  # every other route (experiments, outcomes, admin): AIFX_MAX_OTHER_BODY_BYTES
+    budget: int  # per worker: AIFX_BODY_BUDGET_BYTES
+
+    @classmethod
+    def of(cls, settings: Settings) -> BodyLimits:
+        return cls(
+            settings.max_body_bytes,
+            settings.max_predict_body_bytes,
+            settings.max_other_body_bytes,
+            settings.body_budget_bytes,
+        )
+
+    def route(self, path: str) -> tuple[int, str]:
+        """The limit of the route at path and what to send instead of a larger body."""
+        if path == BATCH_PATH:
+            return self.batch, f"send fewer items (at most {MAX_BATCH_ITEMS}) or fewer candles per item"
+        if path in PREDICT_PATHS:
+            return self.predict, (
+                f"send at most {MAX_CANDLES:,} candles (the service uses only the last min_candles of them, "
+                "e.g. 53 for v3.1) or use /reversal/predict/batch"
+            )
+        return self.other, "this route takes a small JSON object: send only its documented fields"
+
+
+class ByteBudget:
+    """Bytes of request bodies one worker holds at once: a body that would pass the budget waits (FIFO).
+
+    Reserved from Content-Length (or the route's limit for a chunked body) before the body is read,
+    released when the response is complete. One body larger than the whole budget runs alone.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, size: int, timeout: float) -> int | None:
+        """Reserve size bytes (at most the capacity); the bytes reserved, or None after timeout seconds."""
+        size = min(size, self.capacity)
+        if not self._waiters and self.used + size <= self.capacity:
+            self.used += size
+            return size
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (size, future)
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+            return size
+        except TimeoutError:
+            if future.done() and not future.cancelled():  # granted just as the time ran out
+                self.release(size)
+            return None
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release(size)
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            self._wake()
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            size, future = self._waiters[0]
+            if future.done():  # its request gave up
+                self._waiters.popleft()
+                continue
+            if self.used + size > self.capacity:
+                return
+            self._waiters.popleft()
+            self.used += size
+            future.set_result(None)
+
+
+class BodySizeLimit:
+    """413 (seed envelope) for a body over its route's limit, by Content-Length or while streaming;
+    and a per-worker budget of body bytes in flight, so that many large bodies at once cannot
+    exhaust memory.
+
+    Parsed JSON is much larger than its text: 1 MB of `[]` or `{}` lists, or of small numbers,
+    peaks at 36-62 MB while pydantic-core parses and validates it (jiter's tree plus the Python
+    objects; measured on every route's model with pydantic-core 2.50). Worst case per worker is
+    about 62 x AIFX_BODY_BUDGET_BYTES plus the start-up footprint, whatever the concurrency.
+    """
+
+    def __init__(self, app: Any, limits: BodyLimits | None = None, max_bytes: int | None = None) -> None:
+        """Per-route limits, or one max_bytes for every route (and a budget of 4 such bodies)."""
+        if limits is None:
+            if max_bytes is None:
+                raise TypeError("BodySizeLimit needs limits or max_bytes")
+            limits = BodyLimits(max_bytes, max_bytes, max_bytes, 4 * max_bytes)
         self.app = app
-        self.max_bytes = max_bytes
+        self.limits = limits
+        self.budget = ByteBudget(limits.budget)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, hint = self.limits.route(scope.get("path", ""))
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            await self._reject(send)
+        if length is not None and length > max_bytes:
+            await _reject(send, max_bytes, hint)
             return
+        expected = length if length is not None else (max_bytes if _chunked(scope) else 0)
+        reserved = await self.budget.acquire(expected, BUDGET_WAIT_SECONDS) if expected else 0
+        if reserved is None:
+            await _busy(send)
+            return
+        try:
+            await self._limited(scope, receive, send, max_bytes, hint)
+        finally:
+            if reserved:
+                self.budget.release(reserved)
+
+    async def _limited(self, scope: Scope, receive: Any, send: Any, max_bytes: int, hint: str) -> None:
         state = {"seen": 0, "rejected": False}
 
         async def limited_receive() -> dict[str, Any]:
             message = await receive()
             if message["type"] == "http.request":
                 state["seen"] += len(message.get("body", b""))
-                if state["seen"] > self.max_bytes and not state["rejected"]:
+                if state["seen"] > max_bytes and not state["rejected"]:
                     state["rejected"] = True
-                    await self._reject(send)
+                    await _reject(send, max_bytes, hint)
                     return {"type": "http.disconnect"}
             return message
 
@@ -61,14 +185,26 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _reject(self, send: Any) -> None:
-        metrics.count_error("body_too_large")
-        body = json.dumps(
-            envelope(None, f"request body is larger than {self.max_bytes:,} bytes; send fewer candles")
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Any, max_bytes: int, hint: str) -> None:
+    metrics.count_error("body_too_large")
+    await _answer(send, 413, f"request body is larger than {max_bytes:,} bytes, this route's limit; {hint}")
+
+
+async def _busy(send: Any) -> None:
+    metrics.count_error("rate_limited")
+    message = (
+        f"the server is busy with other large request bodies (still waiting after {BUDGET_WAIT_SECONDS:g} s); "
+        "retry in a moment"
+    )
+    await _answer(send, 503, message, [(b"retry-after", b"1")])
+
+
+async def _answer(send: Any, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(envelope(None, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -79,6 +215,11 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    """A body without Content-Length (Transfer-Encoding); without either header a request has no body."""
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
 
 
 def route_templates(app: Starlette) -> Callable[[str], str]:

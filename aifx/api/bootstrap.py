@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from datetime import timedelta
 from typing import Any
 
 from aifx.api.ab_tests import ABTests
@@ -17,6 +18,7 @@ from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.settings import Settings, get_settings
 from experiments import ExperimentStore
+from experiments.db import DatabaseOptions
 
 logger = get_logger("bentoml.aifx")
 STARTUP_WAIT_SECONDS = 120.0
@@ -28,7 +30,7 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     """The parts over the two stage services (remote proxies when served, instances in-process)."""
     settings = settings or get_settings()
     catalog = Catalog.from_store(settings.versions)
-    store = ExperimentStore(settings.database_url)
+    store = ExperimentStore(settings.database_url, settings.migrate_on_start, database_options(settings))
     detect = StageClient.of("stage1", "ReversalDetector", detector, "detect", settings)
     classify = StageClient.of("stage2", "DirectionClassifier", direction, "classify", settings)
     ttl, timeout = settings.state_ttl_seconds, settings.state_timeout_seconds
@@ -44,6 +46,16 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     return Parts(registry, Predictor(registry, detect, classify, ab), ab)
 
 
+def database_options(settings: Settings) -> DatabaseOptions:
+    """Connection limits of the experiment store, from the settings."""
+    return DatabaseOptions(
+        connect_timeout_s=settings.database_connect_timeout_seconds,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+
+
 def attach(parts: Parts) -> None:
     """Serve the routes with these parts and log what loaded once the stages answer."""
     app.state.parts = parts
@@ -51,7 +63,10 @@ def attach(parts: Parts) -> None:
     # walked by every full garbage collection during requests (docs/performance.md).
     gc.collect()
     gc.freeze()
-    asyncio.get_running_loop().create_task(report_when_ready(parts.registry))
+    loop = asyncio.get_running_loop()
+    loop.create_task(report_when_ready(parts.registry))
+    if parts.registry.settings.retention_days:
+        loop.create_task(purge_periodically(parts.ab, parts.registry.settings.retention_days))
 
 
 async def report_when_ready(registry: VersionRegistry, wait: float = STARTUP_WAIT_SECONDS) -> None:
@@ -77,6 +92,18 @@ async def report_when_ready(registry: VersionRegistry, wait: float = STARTUP_WAI
     lines.append(f"Environment: {registry.settings.environment}")
     lines.append(bar)
     (logger.info if avail.loaded and not avail.failed else logger.warning)("\n".join(lines))
+
+
+async def purge_periodically(ab: ABTests, days: int, every_s: float = 3600.0) -> None:
+    """Delete stored predictions older than the retention period, hourly (each worker; idempotent)."""
+    while True:
+        try:
+            deleted = await asyncio.to_thread(ab.store.purge_predictions, timedelta(days=days))
+            if deleted:
+                logger.info("retention: deleted %d predictions older than %d days", deleted, days)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
+            logger.warning("retention purge failed: %s", type(exc).__name__)
+        await asyncio.sleep(every_s)
 
 
 def _log_catalog(settings: Settings, catalog: Catalog) -> None:

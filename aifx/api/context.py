@@ -12,11 +12,18 @@ from typing import Any
 HEADER = "x-request-id"
 _VALID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _CURRENT: ContextVar[str | None] = ContextVar("aifx_request_id", default=None)
+_IDEMPOTENCY: ContextVar[str | None] = ContextVar("aifx_idempotency_key", default=None)
+IDEMPOTENCY_HEADER = b"idempotency-key"
 
 
 def current() -> str | None:
     """The id of the request being served, if any."""
     return _CURRENT.get()
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, if any (validated where it is stored)."""
+    return _IDEMPOTENCY.get()
 
 
 def from_headers(headers: list[tuple[bytes, bytes]]) -> str:
@@ -42,6 +49,8 @@ class RequestId:
             return
         rid = from_headers(scope.get("headers", []))
         token = _CURRENT.set(rid)
+        key = next((v.decode("latin-1") for n, v in scope.get("headers", []) if n == IDEMPOTENCY_HEADER), None)
+        key_token = _IDEMPOTENCY.set(key)
         header = (HEADER.encode(), rid.encode())
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -53,6 +62,7 @@ class RequestId:
             await self.app(scope, receive, send_with_id)
         finally:
             _CURRENT.reset(token)
+            _IDEMPOTENCY.reset(key_token)
 
 
 class RequestLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

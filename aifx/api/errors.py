@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +71,20 @@ class NotFound(ApiError):
     status, reason = 404, "not_found"
 
 
+class UnsupportedMediaType(ApiError):
+    status, reason = 415, "validation"
+
+
+def error_id() -> str:
+    """A short random id of one failure: the client's message names it, the server log line carries the detail."""
+    return secrets.token_hex(4)
+
+
+def with_error_id(message: str, eid: str) -> str:
+    """A client message that tells what failed and what to do, plus the id to find the detail in the server log."""
+    return f"{message} (error id {eid}; the server log has the details)"
+
+
 class ErrorBody(BaseModel):
     """The seed's envelope of a failed request (OpenAPI documentation of every error status)."""
 
@@ -86,15 +101,22 @@ def _documented(description: str) -> dict[str, Any]:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _documented("Body is not JSON or not an object"),
-    401: _documented("Admin route without `Authorization: Bearer <AIFX_ADMIN_TOKEN>`"),
-    403: _documented("Admin route with a wrong token"),
+    401: _documented(
+        "Admin route without `Authorization: Bearer <AIFX_ADMIN_TOKEN>` (outcome route: AIFX_OUTCOME_TOKEN or the "
+        "admin token)"
+    ),
+    403: _documented("Wrong token, or an admin/outcome POST sent by a web page of another site"),
     404: _documented("Unknown model version, experiment or prediction in the path"),
     409: _documented("Conflict with the current state (e.g. another experiment is active)"),
     413: _documented("Request body larger than the limit"),
+    415: _documented("Content-Type is not JSON (send `Content-Type: application/json`, or no Content-Type)"),
     422: _documented(
         "Invalid request (an unknown model version in the body, too few candles, ...): the message says what"
     ),
-    503: _documented("A stage service, model version or the experiment database is unavailable; retry later"),
+    503: _documented(
+        "A stage service, model version or the experiment database is unavailable; retry later (the message names "
+        "the component and an error id, never internals)"
+    ),
 }
 
 

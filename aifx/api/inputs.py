@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from aifx.api.errors import BadCandles, format_errors
 from aifx.api.schemas import CandleIn
-from aifx.candles import CandleDataError, Candles, validate_ohlc
+from aifx.candles import PRICE_RATIO, CandleDataError, Candles, validate_ohlc
 from aifx.features import lookback, window_features
 from aifx.versions import VersionSpec
 
@@ -21,19 +21,39 @@ _TIMESTAMP = itemgetter("timestamp")
 _DATETIME = TypeAdapter(datetime)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+# Candle times the service takes: datetime64[ns] wraps around after 2262-04-11, and nothing before
+# 1970 or after 2100 is forex data the models could have seen.
+FIRST_TIME, END_TIME = "1970-01-01", "2100-01-01"
+_FIRST_US, _END_US = (int(np.datetime64(t, "us").astype(np.int64)) for t in (FIRST_TIME, END_TIME))
 
 
 def to_candles(data: list[CandleIn]) -> Candles:
     """Validated candle arrays (UTC timestamps); BadCandles names the first bad row."""
     n = len(data)
     prices = np.fromiter(chain.from_iterable(map(_PRICES, data)), np.float64, 4 * n).reshape(n, 4).T.copy()
-    stamps = epoch_micros(list(map(_TIMESTAMP, data))).astype("datetime64[us]").astype("datetime64[ns]")
+    stamps = in_range(epoch_micros(list(map(_TIMESTAMP, data)))).astype("datetime64[us]").astype("datetime64[ns]")
     vols = [c.get("volume") for c in data]
     volume = None if any(v is None for v in vols) else np.asarray(vols, dtype=np.float64)
     try:
-        return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume)
+        return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume, max_ratio=PRICE_RATIO)
     except CandleDataError as exc:
         raise BadCandles(f"data: {exc}") from None
+
+
+def in_range(micros: np.ndarray) -> np.ndarray:
+    """The UTC microseconds when every candle time is in [1970-01-01, 2100-01-01); else BadCandles naming the row."""
+    bad = np.flatnonzero((micros < _FIRST_US) | (micros >= _END_US))
+    if bad.size:
+        i = int(bad[0])
+        try:
+            shown = f"{_EPOCH + int(micros[i]) * _US:%Y-%m-%dT%H:%M:%S}Z "
+        except OverflowError:  # not reachable through the parsers (years 1-9999), but never a 500
+            shown = ""
+        raise BadCandles(
+            f"data[{i}].timestamp: {shown}is outside the supported range {FIRST_TIME} to {END_TIME} (UTC); "
+            "send ISO-8601 (e.g. 2017-01-02T00:00:00Z) or Unix seconds/milliseconds"
+        )
+    return micros
 
 
 def epoch_micros(stamps: list[str | float]) -> np.ndarray:
@@ -83,4 +103,11 @@ def feature_rows(features: list[list[float]], spec: VersionSpec) -> np.ndarray:
         raise BadCandles(
             f"features: got {len(features)} rows, {spec.version} needs at least {spec.window} (its window)"
         )
-    return np.asarray(features[-spec.window :], dtype=np.float64)
+    rows = np.asarray(features[-spec.window :], dtype=np.float64)
+    # The request schema bounds every value (schemas.FEATURE_LIMIT); this guards the stage call, which
+    # other requests share, against anything that would still be infinite in the models' float32.
+    with np.errstate(over="ignore"):
+        finite = bool(np.isfinite(rows.astype(np.float32)).all())
+    if not finite:
+        raise BadCandles(f"features: values must be finite numbers within float32 range for {spec.version}")
+    return rows

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from aifx import metrics
 from aifx import signal as sig
 from aifx.api import context, inputs
 from aifx.api.ab_tests import ABTests
 from aifx.api.catalog import VersionEntry
-from aifx.api.errors import ApiError, BadCandles, VersionUnavailable, format_errors, now_iso
+from aifx.api.errors import (
+    ApiError,
+    BadCandles,
+    StageUnavailable,
+    VersionUnavailable,
+    error_id,
+    now_iso,
+    with_error_id,
+)
 from aifx.api.registry import VersionRegistry
-from aifx.api.schemas import CompareRequest, PredictRequest, _Inputs
+from aifx.api.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
 from aifx.api.stage_client import StageClient
 from aifx.versions import VersionSpec
 from aifx.wire import Window
 from experiments import Assignment
+
+logger = context.get_logger("bentoml.aifx.predictor")
 
 
 @dataclass
@@ -48,15 +58,29 @@ class Predictor:
         self.ab = ab
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
-        """Stage 1 for every window, Stage 2 only for windows where Stage 1 fires."""
+        """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
+        out = await self.score_each(batch)
+        failed = next((d for d in out if isinstance(d, ApiError)), None)
+        if failed is not None:
+            raise failed
+        return [d for d in out if isinstance(d, sig.Decision)]
+
+    async def score_each(self, batch: Sequence[Prepared]) -> list[sig.Decision | ApiError]:
+        """Each window's decision, or the error of a window whose model output is not a probability.
+
+        Stage calls are coalesced across requests, so each window's output is checked on its own:
+        one window's NaN fails only the request it belongs to, never reaches the metrics.
+        """
         if not batch:
             return []
         rid = context.current() or ""
         p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
-        decisions: list[sig.Decision | None] = [None] * len(batch)
+        decisions: list[sig.Decision | ApiError | None] = [None] * len(batch)
         need2 = []
         for i, (p, prob) in enumerate(zip(batch, p1, strict=True)):
-            if not sig.fires(prob, p.spec.threshold):
+            if not _is_probability(prob):
+                decisions[i] = invalid_output(1, p.version, prob)
+            elif not sig.fires(prob, p.spec.threshold):
                 decisions[i] = sig.hold(prob)
             elif p.entry.has_stage2:
                 need2.append(i)
@@ -65,11 +89,13 @@ class Predictor:
         if need2:
             p2 = await self.classify([Window(batch[i].version, batch[i].rows, rid) for i in need2])
             for i, prob2 in zip(need2, p2, strict=True):
-                decisions[i] = sig.with_stage2(p1[i], prob2)
+                ok = _is_probability(prob2)
+                decisions[i] = sig.with_stage2(p1[i], prob2) if ok else invalid_output(2, batch[i].version, prob2)
         out = [d for d in decisions if d is not None]
         labels = self.registry.labels
         for p, d in zip(batch, out, strict=True):
-            metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
+            if isinstance(d, sig.Decision):
+                metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
         return out
 
     async def prepare(self, req: PredictRequest, assigned: Assignment | None = None) -> Prepared:
@@ -99,26 +125,32 @@ class Predictor:
             data |= await self.ab.record(assigned, req.user_id or "", decision)
         return data
 
-    async def predict_many(self, items: Sequence[PredictRequest | dict[str, Any]]) -> dict[str, Any]:
+    async def predict_many(self, items: Sequence[PredictRequest | InvalidItem]) -> dict[str, Any]:
         """Many predictions: each item succeeds or fails on its own."""
         results: list[dict[str, Any] | None] = [None] * len(items)
         ready: list[tuple[int, PredictRequest, Prepared]] = []
         assigned: dict[int, Assignment] = {}
-        for i, item in enumerate(items):
+        for i, req in enumerate(items):
+            if isinstance(req, InvalidItem):  # validated with the body; only its message was kept
+                metrics.count_error("validation")
+                results[i] = _failed(i, req.message)
+                continue
             try:
-                req = item if isinstance(item, PredictRequest) else PredictRequest.model_validate(item)
                 variant = await self.ab.assign(req.user_id, req.version)
                 ready.append((i, req, await self.prepare(req, variant)))
                 if variant is not None:
                     assigned[i] = variant
-            except ValidationError as exc:
-                metrics.count_error("validation")
-                results[i] = _failed(i, describe_errors(exc))
             except ApiError as exc:
                 metrics.count_error(exc.reason)
                 results[i] = _failed(i, exc.message)
-        decisions = await self.score([p for _, _, p in ready])
-        served = list(zip(ready, decisions, strict=True))
+        scored = await self.score_each([p for _, _, p in ready])
+        served: list[tuple[tuple[int, PredictRequest, Prepared], sig.Decision]] = []
+        for (i, req, p), d in zip(ready, scored, strict=True):
+            if isinstance(d, ApiError):
+                metrics.count_error(d.reason)
+                results[i] = _failed(i, d.message)
+            else:
+                served.append(((i, req, p), d))
         recorded = await self.ab.record_many(
             {i: (assigned[i], req.user_id or "", d) for (i, req, _), d in served if i in assigned}
         )
@@ -200,9 +232,24 @@ def prediction_data(pair: str, timeframe: str, version: str, d: sig.Decision) ->
     }
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """A pydantic ValidationError as one readable line."""
-    return format_errors(exc.errors(include_url=False, include_context=False, include_input=False))
+def _is_probability(value: Any) -> bool:
+    """A model output the signal rules can use: a finite number in [0, 1]."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and 0.0 <= number <= 1.0
+
+
+def invalid_output(stage: int, version: str, value: Any) -> ApiError:
+    """503 for a window whose stage output is not a probability (a model fault; nothing is served or counted)."""
+    eid = error_id()
+    logger.error("error %s: Stage %d of %s returned %r, not a probability", eid, stage, version, value)
+    message = (
+        f"Stage {stage} of model version {version} returned {value!r:.40} for this request's window, not a "
+        "probability in [0, 1]; no prediction was served; retry later or name another version"
+    )
+    return StageUnavailable(with_error_id(message, eid))
 
 
 def _failed(i: int, message: str) -> dict[str, Any]:

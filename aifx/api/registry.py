@@ -12,7 +12,15 @@ from aifx import metrics
 from aifx import signal as sig
 from aifx.api.catalog import Catalog, VersionEntry
 from aifx.api.context import get_logger
-from aifx.api.errors import ApiError, VersionUnavailable, now_iso, unknown_version, version_unavailable
+from aifx.api.errors import (
+    ApiError,
+    VersionUnavailable,
+    error_id,
+    now_iso,
+    unknown_version,
+    version_unavailable,
+    with_error_id,
+)
 from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.settings import Settings
@@ -129,8 +137,11 @@ class VersionRegistry:
         try:
             await asyncio.to_thread(self._write_active, version)
         except Exception as exc:
+            eid = error_id()  # the driver's line (host, port, database, user) goes to the log only
+            logger.warning("error %s: state database unavailable, switch to %s: %s", eid, version, _first_line(exc))
+            message = "the state database is unavailable, the active version was not changed; retry later"
             raise ApiError(
-                f"the state database is unavailable, the active version was not changed: {_first_line(exc)}",
+                with_error_id(message, eid),
                 status=503,
                 reason="database_unavailable",
             ) from exc

@@ -147,7 +147,11 @@ class ExperimentData(Body):
     variant_a: str
     variant_b: str
     traffic_split: float
-    salt: str
+    salt: str | None = Field(
+        default=None,
+        description="the secret of the user -> variant assignment: only in answers to admin callers "
+        "(the admin routes, and GET /reversal/experiments with the admin token)",
+    )
     status: Literal["created", "active", "stopped"]
     active: bool
     created_at: str
@@ -237,3 +241,9 @@ class OutcomeData(Body):
     hit: bool
     recorded_at: str
     created: bool = Field(description="false when the same outcome was already recorded")
+    corrected_at: str | None = Field(default=None, description="set when an admin corrected the outcome")
+
+
+class UserDataDeleted(Body):
+    user_id: str
+    deleted: int = Field(description="stored predictions (with their outcomes) deleted")

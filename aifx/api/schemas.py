@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     GetPydanticSchema,
+    ValidationError,
     WithJsonSchema,
     model_validator,
     with_config,
@@ -17,8 +20,24 @@ from pydantic import (
 from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
-MAX_CANDLES = 5_000
+from aifx.api.errors import format_errors
+
+# The service uses only the last `min_candles` (47-53) candles of a request. 1,000 candles are at most
+# ~210 KB of JSON even pretty-printed with 17-digit prices (131 bytes each compact, as EUR/USD data
+# is usually sent), so every request within this limit fits the predict routes' 256 KiB body limit
+# (AIFX_MAX_PREDICT_BODY_BYTES).
+MAX_CANDLES = 1_000
 MAX_BATCH_ITEMS = 100
+# Feature rows: the registered versions take 10-12 features (aifx/features.py has 18 in all).
+MAX_FEATURES = 64
+# Every registered feature is a log return, a ratio to the bar range or ATR, or an oscillator / 100:
+# on a year of EUR/USD 1h bars none exceeds 8.3 in absolute value, and the ATR ratios are bounded
+# by construction (ATR includes the bar; ~600 at the very worst after a long flat stretch). 10,000
+# is > 1,000 times what real data gives, so unusual rows stay served (drift monitoring needs them),
+# while 1e300 (inf in the models' float32) or 1e30 (inf once scaled) cannot reach a stage call that
+# other requests share. A new unbounded feature (e.g. raw volume) must revisit this.
+FEATURE_LIMIT = 10_000.0
+USER_ID_LEN = 128
 
 _NEED_INPUT = (
     "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "
@@ -63,6 +82,20 @@ class CandleIn(TypedDict):
     volume: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False)]]
 
 
+def _printable_user_id(value: str) -> str:
+    """A user id is stored and hashed as sent: 1-128 printable characters, not only spaces."""
+    if not value.isprintable() or not value.strip():
+        raise ValueError(
+            f"must be 1-{USER_ID_LEN} printable characters and not blank "
+            "(no control characters such as NUL, tab or newline)"
+        )
+    return value
+
+
+UserId = Annotated[str, Field(min_length=1, max_length=USER_ID_LEN), AfterValidator(_printable_user_id)]
+Feature = Annotated[float, Field(ge=-FEATURE_LIMIT, le=FEATURE_LIMIT, allow_inf_nan=False)]
+
+
 class _Inputs(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True)
 
@@ -71,10 +104,13 @@ class _Inputs(BaseModel):
     data: list[CandleIn] | None = Field(
         default=None, max_length=MAX_CANDLES, description=f"candles, oldest first (at most {MAX_CANDLES})"
     )
-    features: list[list[float]] | None = Field(
+    features: list[Annotated[list[Feature], Field(max_length=MAX_FEATURES)]] | None = Field(
         default=None,
         max_length=MAX_CANDLES,
-        description="precomputed, unscaled feature rows (window x features); used when present",
+        description=(
+            "precomputed, unscaled feature rows (window x features); used when present; "
+            f"every value within +-{FEATURE_LIMIT:,.0f}"
+        ),
     )
 
     @model_validator(mode="after")
@@ -88,7 +124,11 @@ class PredictRequest(_Inputs):
     """POST /reversal/predict."""
 
     version: str | None = Field(default=None, max_length=64, description="default: the active version")
-    user_id: str | None = Field(default=None, max_length=128, validation_alias=AliasChoices("user_id", "userId"))
+    user_id: UserId | None = Field(
+        default=None,
+        validation_alias=AliasChoices("user_id", "userId"),
+        description=f"1-{USER_ID_LEN} printable characters (no control characters)",
+    )
 
 
 class LegacyPredictRequest(PredictRequest):
@@ -98,9 +138,42 @@ class LegacyPredictRequest(PredictRequest):
     timeframe: str = Field(default="", max_length=16)  # type: ignore[assignment]
 
 
-# Valid items are parsed in the same pass as the body; an invalid one stays a dict, validated
-# again on its own for its error message, so one bad item does not fail the others.
-BatchItem = Annotated[PredictRequest | dict[str, Any], Field(union_mode="left_to_right")]
+@dataclass(frozen=True)
+class InvalidItem:
+    """A batch item that is not a valid PredictRequest: only its error message is kept."""
+
+    message: str
+
+
+def _invalid_item(item: dict[str, Any]) -> PredictRequest | InvalidItem:
+    """Validate a JSON object that failed as a PredictRequest again on its own, keeping only the message.
+
+    The object's Python copy lives only during this call: a 1 MB item of `[]` lists is ~20 MB of
+    Python objects, which a batch used to keep until every other item was answered.
+    """
+    try:
+        return PredictRequest.model_validate(item)  # JSON-mode and Python-mode rules agree: not expected
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return InvalidItem(format_errors(errors))
+
+
+# Valid items are parsed in the same pass as the body (from the JSON bytes); an invalid JSON object
+# becomes an InvalidItem with its message, so one bad item does not fail the others. An item that
+# is not an object fails the whole body (422), as before.
+BatchItem = Annotated[
+    PredictRequest
+    | Annotated[
+        InvalidItem,
+        GetPydanticSchema(
+            lambda _type, _handler: core_schema.no_info_after_validator_function(
+                _invalid_item, core_schema.dict_schema(core_schema.str_schema())
+            )
+        ),
+        WithJsonSchema({"type": "object"}),
+    ],
+    Field(union_mode="left_to_right"),
+]
 
 
 class BatchRequest(BaseModel):

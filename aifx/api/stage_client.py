@@ -19,7 +19,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from aifx import metrics
 from aifx.api.context import get_logger
-from aifx.api.errors import StageUnavailable
+from aifx.api.errors import StageUnavailable, error_id, with_error_id
 from aifx.settings import Settings
 from aifx.wire import Window, group_windows, ungroup
 
@@ -176,16 +176,39 @@ class StageClient:
                 continue
             except Exception as exc:
                 metrics.STAGE_FAILURES.labels(stage=self.stage).inc()
-                logger.exception("%s call failed [requests %s]", self.service, _ids(windows))
-                raise StageUnavailable(f"{self.stage} ({self.service}) failed: {_describe(exc)}") from exc
+                eid = error_id()  # the exception text stays in the log (it can name files, hosts, models)
+                logger.exception("error %s: %s call failed [requests %s]", eid, self.service, _ids(windows))
+                message = f"{self.stage} ({self.service}) failed; retry later"
+                raise StageUnavailable(with_error_id(message, eid)) from exc
             if len(out) != len(windows):
                 raise StageUnavailable(f"{self.stage} ({self.service}) answered {len(out)} of {len(windows)}")
             return [float(p) for p in out]
         metrics.STAGE_FAILURES.labels(stage=self.stage).inc()
-        raise StageUnavailable(
-            f"{self.stage} ({self.service}) is unavailable: no answer after {self.attempts} attempts "
-            f"({self.timeout:g} s timeout each); last error: {_describe(last)}; retry later"
+        eid = error_id()
+        logger.warning(
+            "error %s: %s unavailable after %d attempts [requests %s]; last error: %s",
+            eid,
+            self.service,
+            self.attempts,
+            _ids(windows),
+            _describe(last),
         )
+        raise StageUnavailable(
+            with_error_id(
+                f"{self.stage} ({self.service}) is unavailable: no answer after {self.attempts} attempts "
+                f"({self.timeout:g} s timeout each; last attempt {_kind(last)}); retry later",
+                eid,
+            )
+        )
+
+
+def _kind(exc: BaseException | None) -> str:
+    """What went wrong in words a client may see (no exception text)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ServiceUnavailable):
+        return "was refused: the stage is overloaded"
+    return "failed in transit (connection or transfer error)"
 
 
 def _describe(exc: BaseException | None) -> str:

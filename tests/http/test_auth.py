@@ -7,6 +7,7 @@ engine (same stage services and state database as the `client` fixture).
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from aifx.api import app as app_module
 from aifx.api.errors import ApiError
 from aifx.settings import Settings
 
-TOKEN = "a-long-admin-token-0123456789"
+TOKEN = "a-long-admin-token-0123456789-abcdefgh"  # at least 32 characters (Settings refuses shorter ones)
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 NO_TOKEN = [{}, {"Authorization": ""}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
             {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}]  # fmt: skip
@@ -155,3 +156,82 @@ def test_token_is_checked_before_the_request_is_validated(guarded, path, body):
     r = guarded.post(path, json=body) if body is not None else guarded.post(path)
     assert r.status_code == 401, r.text
     assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+# ---- issue 11, finding 8: no cross-site triggering, JSON content types only -------------------------
+
+CROSS_SITE = [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+              {"Origin": "https://evil.example"}, {"Origin": "null"},
+              {"Origin": "http://testserver.evil.example"}]  # fmt: skip
+SAME_SITE = [{}, {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}, {"Sec-Fetch-Site": "none"},
+             {"Origin": "http://testserver"}]  # fmt: skip
+
+
+def active_version(c) -> str:
+    return c.get("/reversal/models").json()["data"]["active_version"]
+
+
+@pytest.mark.http
+@pytest.mark.parametrize("headers", CROSS_SITE, ids=["fetch-cross-site", "fetch-same-site", "origin", "null", "suffix"])
+def test_open_admin_routes_refuse_cross_site_posts(client, headers):
+    """Without a token (development/test) a web page of another site cannot make a browser switch or stop."""
+    before = active_version(client)
+    other = "v3.0" if before != "v3.0" else "v3.1"
+    for path in (f"/reversal/models/{other}/switch", "/reversal/experiments/x-cross/activate"):
+        r = client.post(path, headers=headers)
+        assert_error(r, 403, "another site")
+    assert active_version(client) == before
+
+
+@pytest.mark.http
+def test_cross_site_posts_are_refused_with_the_token_too(guarded):
+    r = guarded.post("/reversal/models/v3.0/switch", headers={**RIGHT_TOKEN[0], **CROSS_SITE[0]})
+    assert_error(r, 403, "another site")
+
+
+@pytest.mark.http
+@pytest.mark.parametrize("headers", SAME_SITE, ids=["cli", "same-origin", "typed-url", "old-browser-same-origin"])
+def test_same_site_and_non_browser_admin_posts_still_work(client, headers):
+    for version in ("v3.0", "v3.1"):
+        r = client.post(f"/reversal/models/{version}/switch", headers=headers)
+        assert r.status_code == 200, r.text
+    assert active_version(client) == "v3.1"
+
+
+FORM_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+              "multipart/form-data; boundary=xyz", "application/xml"]  # fmt: skip
+
+
+def json_routes(candle_json) -> list[tuple[str, dict | None]]:
+    """Every POST route with a valid body (None: a route without a body)."""
+    body = {**PAIR, "data": candle_json(3200, 80)}
+    return [
+        ("/reversal/predict", body),
+        ("/reversal/predict/batch", {"items": [body]}),
+        ("/reversal/compare", body),
+        ("/predict", {"data": body["data"]}),
+        ("/reversal/experiments", experiment_body(f"ct-{uuid.uuid4().hex[:8]}")),
+        ("/reversal/predictions/00000000-0000-0000-0000-000000000000/outcome", {"pips": 1.0}),
+        ("/reversal/models/v3.1/switch", None),
+    ]
+
+
+@pytest.mark.http
+@pytest.mark.parametrize("content_type", FORM_TYPES)
+def test_json_routes_answer_415_to_form_and_text_bodies(client, candle_json, content_type):
+    for path, body in json_routes(candle_json):
+        raw = json.dumps(body).encode() if body is not None else b""
+        r = client.post(path, content=raw, headers={"Content-Type": content_type})
+        assert_error(r, 415, "Content-Type: application/json")
+        assert r.json()["request_id"] and content_type.split(";")[0] in r.json()["error"]
+
+
+@pytest.mark.http
+def test_json_and_a_missing_content_type_are_accepted(client, candle_json):
+    body = {**PAIR, "data": candle_json(3200, 80)}
+    for headers in ({"Content-Type": "application/json; charset=utf-8"}, {}):
+        r = client.post("/reversal/predict", content=json.dumps(body).encode(), headers=headers)
+        assert r.status_code == 200, r.text
+        assert headers or "content-type" not in r.request.headers  # old clients that send none
+    r = client.post("/reversal/models/v3.1/switch")  # bodiless admin POST without a Content-Type
+    assert r.status_code == 200, r.text

@@ -74,7 +74,7 @@ def test_the_assigned_variant_serves_and_is_sticky(client, candle_json, experime
         r = client.post("/reversal/predict", json=body(candle_json, user, stop=3000 + 5 * i))
         assert r.status_code == 200, r.text
         data = r.json()["data"]
-        assert data["experiment_id"] == eid and data["variant"] == assign_variant(eid, user, 0.5)
+        assert data["experiment_id"] == eid and data["variant"] == assign_variant(experiment["salt"], user, 0.5)
         assert data["model_version"] == {"A": "v3.0", "B": "v3.1"}[data["variant"]]
         assert seen.setdefault(user, data["variant"]) == data["variant"]
         uuid.UUID(data["prediction_id"])
@@ -144,7 +144,7 @@ def test_batch_items_follow_the_same_rules(client, candle_json, experiment):
     assert [x["success"] for x in results] == [True, True, True, False, True]
     for i, user in ((0, "batch-0"), (4, "batch-3")):
         data = results[i]["data"]
-        assert data["experiment_id"] == eid and data["variant"] == assign_variant(eid, user, 0.5)
+        assert data["experiment_id"] == eid and data["variant"] == assign_variant(experiment["salt"], user, 0.5)
         assert data["model_version"] == {"A": "v3.0", "B": "v3.1"}[data["variant"]]
     assert "prediction_id" not in results[1]["data"] and results[2]["data"]["model_version"] == "v2.9"
     assert "prediction_id" not in results[2]["data"]
@@ -171,7 +171,7 @@ def test_a_variant_that_is_not_loaded_answers_503(client, candle_json, experimen
 def test_winner_after_enough_outcomes(client, candle_json, experiment):
     eid = experiment["experiment_id"]
     candidates = [f"winner-{i}" for i in range(200)]
-    users = {v: [u for u in candidates if assign_variant(eid, u, 0.5) == v][:45] for v in ("A", "B")}
+    users = {v: [u for u in candidates if assign_variant(experiment["salt"], u, 0.5) == v][:45] for v in ("A", "B")}
     items = [body(candle_json, u, stop=2500 + 3 * i) for i, u in enumerate(users["A"] + users["B"])]
     results = client.post("/reversal/predict/batch", json={"items": items}).json()["data"]["results"]
     served = [x["data"] for x in results]
@@ -271,22 +271,32 @@ def test_the_active_experiment_is_read_at_most_once_per_ttl():
     cache = ab_tests(store, ttl=0.5, clock=lambda: now[0])
 
     async def many() -> list:
-        return [await cache.assign(f"u{i}", None) for i in range(50)]
+        out = [await cache.assign(f"u{i}", None) for i in range(50)]
+        await cache.active.wait_idle()
+        return out
 
-    assert all(a is not None and a.experiment_id == "cached" for a in asyncio.run(many()))
-    assert store.reads == 1
-    now[0] += 0.49
-    asyncio.run(many())
-    assert store.reads == 1
-    now[0] += 0.02
-    asyncio.run(many())
-    assert store.reads == 2
+    async def scenario() -> None:
+        assert all(a is not None and a.experiment_id == "cached" for a in await many())
+        assert store.reads == 1
+        now[0] += 0.49
+        await many()
+        assert store.reads == 1
+        now[0] += 0.02
+        await many()
+        assert store.reads == 2
+
+    asyncio.run(scenario())
 
 
 def test_the_last_known_experiment_is_kept_while_the_database_is_down():
     store, now = CountingStore(EXPERIMENT), [0.0]
     cache = ab_tests(store, ttl=0.5, clock=lambda: now[0]).active
-    assert asyncio.run(cache.get()) == EXPERIMENT
-    store.fail, now[0] = True, 1.0
-    assert asyncio.run(cache.get()) == EXPERIMENT
-    assert asyncio.run(cache.get()) == EXPERIMENT and store.reads == 2  # failures are retried once per ttl
+
+    async def scenario() -> None:
+        assert await cache.get() == EXPERIMENT
+        store.fail, now[0] = True, 1.0
+        assert await cache.get() == EXPERIMENT
+        await cache.wait_idle()
+        assert await cache.get() == EXPERIMENT and store.reads == 2  # failures are retried once per ttl
+
+    asyncio.run(scenario())

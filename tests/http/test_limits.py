@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,10 @@ pytestmark = pytest.mark.http
 
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 JSON = {"content-type": "application/json"}
-BODY_LIMIT = Settings().max_body_bytes
+BODY_LIMIT = Settings().max_body_bytes  # the batch route's
+PREDICT_LIMIT = Settings().max_predict_body_bytes  # predict, compare, legacy
+OTHER_LIMIT = Settings().max_other_body_bytes  # experiments, outcomes, admin
+START = datetime(2017, 1, 2, tzinfo=UTC)
 
 
 def synthetic_candles(n: int) -> list[dict]:
@@ -46,8 +52,8 @@ def body(candle_json) -> dict:
 
 
 def test_body_over_the_limit_is_413_by_content_length(client):
-    raw = b'{"pair": "' + b"x" * BODY_LIMIT + b'"}'
-    assert_rejected(client.post("/reversal/predict", content=raw, headers=JSON), 413, f"{BODY_LIMIT:,} bytes")
+    raw = b'{"pair": "' + b"x" * PREDICT_LIMIT + b'"}'
+    assert_rejected(client.post("/reversal/predict", content=raw, headers=JSON), 413, f"{PREDICT_LIMIT:,} bytes")
 
 
 def test_streamed_body_over_the_limit_is_413(client):
@@ -63,8 +69,65 @@ def test_streamed_body_over_the_limit_is_413(client):
 
 
 def test_body_under_the_limit_is_judged_on_its_content(client):
-    raw = b'{"pair": "' + b"x" * (BODY_LIMIT - 100) + b'"}'
+    raw = b'{"pair": "' + b"x" * (PREDICT_LIMIT - 100) + b'"}'
     assert_rejected(client.post("/reversal/predict", content=raw, headers=JSON), 422, "pair")
+
+
+@pytest.mark.parametrize("path", ["/reversal/predict", "/reversal/compare", "/predict"])
+def test_single_prediction_routes_take_a_quarter_of_the_batch_limit(client, path):
+    """Issue 11, finding 4: only the batch route takes bodies up to AIFX_MAX_BODY_BYTES."""
+    assert PREDICT_LIMIT == 262_144 < BODY_LIMIT
+    raw = b'{"pair": "' + b"x" * (PREDICT_LIMIT + 1) + b'"}'
+    assert_rejected(client.post(path, content=raw, headers=JSON), 413, f"{PREDICT_LIMIT:,} bytes", "1,000 candles")
+
+
+def test_batch_route_keeps_the_large_limit(client):
+    raw = b'{"items": [{"pair": "' + b"x" * (PREDICT_LIMIT * 2) + b'"}]}'
+    r = client.post("/reversal/predict/batch", content=raw, headers=JSON)
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["data"]["results"][0]["error"].startswith("items[0]: pair: String should have at most 32")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/reversal/experiments",
+        "/reversal/experiments/e1/activate",
+        "/reversal/experiments/e1/stop",
+        "/reversal/models/v3.1/switch",
+        "/reversal/predictions/00000000-0000-0000-0000-000000000000/outcome",
+    ],
+)
+def test_experiment_outcome_and_admin_routes_take_small_bodies(client, path):
+    """Their bodies are read before the token check: 16 KiB is all a valid one needs (2,000-character description)."""
+    assert OTHER_LIMIT == 16_384
+    raw = b'{"name": "' + b"x" * OTHER_LIMIT + b'"}'
+    assert_rejected(client.post(path, content=raw, headers=JSON), 413, f"{OTHER_LIMIT:,} bytes", "small JSON object")
+
+
+def test_the_longest_valid_experiment_body_fits_its_limit():
+    body = {"experiment_id": "e" * ID_LEN, "name": "\u00e9" * 200, "description": "\u00e9" * 2000}
+    body |= {"variant_a": "v" * ID_LEN, "variant_b": "w" * ID_LEN, "traffic_split": 0.123456789}
+    assert len(json.dumps(body, indent=2).encode()) < OTHER_LIMIT  # non-ASCII escaped: 6 bytes a character
+
+
+def test_the_largest_candle_request_fits_the_predict_limit_even_pretty_printed(client):
+    """MAX_CANDLES candles with 17-digit prices, volume and an offset in every timestamp, indented."""
+    rows = [
+        {
+            "timestamp": (START + timedelta(hours=i)).isoformat(timespec="microseconds"),
+            "open": 1.0523400000000001,
+            "high": 1.0623400000000001,
+            "low": 1.0423400000000001,
+            "close": 1.0523400000000001,
+            "volume": 123456789.12345679,
+        }
+        for i in range(MAX_CANDLES)
+    ]
+    raw = json.dumps({**PAIR, "data": rows, "user_id": "u" * 128}, indent=2).encode()
+    assert len(raw) <= PREDICT_LIMIT
+    r = client.post("/reversal/predict", content=raw, headers=JSON)
+    assert r.status_code == 200, r.text[:300]
 
 
 # ---- candles, rows, batch items ----------------------------------------------------------------
@@ -175,3 +238,15 @@ def test_service_defaults_carry_a_traffic_timeout(client):
     from service import ReversalEngine
 
     assert 0 < ReversalEngine.config["traffic"]["timeout"] <= 60
+
+
+def test_entry_concurrency_is_sized_to_memory():
+    """Issue 11, finding 4: 1,024 was 512 concurrent 1 MB bodies per worker; bodies now have their own budget."""
+    import yaml
+
+    from service import ReversalEngine
+
+    assert ReversalEngine.config["traffic"]["max_concurrency"] == 256
+    config = yaml.safe_load((Path(__file__).parents[2] / "configuration.yaml").read_text())
+    assert config["services"]["ReversalEngine"]["traffic"]["max_concurrency"] == 256
+    assert Settings().body_budget_bytes == 2 * BODY_LIMIT  # two full batch bodies per worker at once

@@ -38,7 +38,8 @@ def test_every_route_names_its_2xx_body(document):
                 component = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
-    assert len({p for _, p in named}) == 13  # every route of the seed's API
+    assert len({p for _, p in named}) == 14  # the seed's routes and the admin erasure route
+    assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 
 
 def test_no_field_is_a_bare_object(document):
@@ -86,7 +87,11 @@ def _experiment_routes(client, document: dict, candle_json) -> None:
     prediction_id = _check(document, "/reversal/predict", "post", predicted)["data"]["prediction_id"]
     outcome = client.post(f"/reversal/predictions/{prediction_id}/outcome", json={"pips": 3.5})
     _check(document, "/reversal/predictions/{prediction_id}/outcome", "post", outcome)
+    corrected = client.put(f"/reversal/predictions/{prediction_id}/outcome", json={"pips": -1.5})
+    _check(document, "/reversal/predictions/{prediction_id}/outcome", "put", corrected)
     _check(document, f"{path}/metrics", "get", client.get(f"/reversal/experiments/{eid}/metrics"))
+    erased = client.delete("/reversal/users/doc-user/predictions")
+    _check(document, "/reversal/users/{user_id}/predictions", "delete", erased)
     _check(document, f"{path}/stop", "post", client.post(f"/reversal/experiments/{eid}/stop"))
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.conftest_pg"]
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "exact-admin-token"
+TOKEN = "exact-admin-token-0123456789abcdef"  # at least 32 characters
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 SPLIT = 0.3
@@ -67,15 +67,16 @@ def ok(r: httpx.Response, status: int = 200) -> Any:
     return body["data"]
 
 
-def start_experiment(url: str) -> str:
-    """Create and activate a v3.0 (A) vs v3.1 (B) experiment through the admin routes."""
+def start_experiment(url: str) -> tuple[str, str]:
+    """Create and activate a v3.0 (A) vs v3.1 (B) experiment through the admin routes; (id, secret salt)."""
     eid = f"exact-{uuid.uuid4().hex[:8]}"
     spec = {"experiment_id": eid, "name": "exactness", "variant_a": "v3.0", "variant_b": "v3.1"}
     body = {**spec, "traffic_split": SPLIT}
     assert httpx.post(f"{url}/reversal/experiments", json=body, timeout=30).status_code == 401
-    ok(httpx.post(f"{url}/reversal/experiments", json=body, headers=ADMIN, timeout=30), 201)
+    salt = ok(httpx.post(f"{url}/reversal/experiments", json=body, headers=ADMIN, timeout=30), 201)["salt"]
+    assert salt != eid  # a random secret, not derivable from the id
     assert ok(httpx.post(f"{url}/reversal/experiments/{eid}/activate", headers=ADMIN, timeout=30))["active"]
-    return eid
+    return eid, salt
 
 
 def bodies(users: int, per_user: int, windows: list[list[dict]]) -> list[tuple[str, bytes]]:
@@ -109,7 +110,7 @@ def metrics_of(url: str, eid: str) -> dict[str, Any]:
     return ok(httpx.get(f"{url}/reversal/experiments/{eid}/metrics", timeout=30))
 
 
-def check_exact(served: list[Served], metrics: dict[str, Any], eid: str) -> None:
+def check_exact(served: list[Served], metrics: dict[str, Any], eid: str, salt: str) -> None:
     """Counts, signals and confidence per variant equal what the 200 responses say; one variant per user."""
     answered = [s for s in served if s.status == 200]
     assert len(answered) == len(served), Counter(s.status for s in served)
@@ -120,7 +121,7 @@ def check_exact(served: list[Served], metrics: dict[str, Any], eid: str) -> None
         variants_of[s.user].add(s.data["variant"])
         assert s.data["model_version"] == {"A": "v3.0", "B": "v3.1"}[s.data["variant"]]
     assert all(len(v) == 1 for v in variants_of.values())
-    assert all(v == {assign_variant(eid, u, SPLIT)} for u, v in variants_of.items())
+    assert all(v == {assign_variant(salt, u, SPLIT)} for u, v in variants_of.items())
     for variant in ("A", "B"):
         mine = [s.data for s in answered if s.data["variant"] == variant]  # type: ignore[index]
         got = metrics["variants"][variant]["metrics"]
@@ -133,7 +134,8 @@ def record_outcomes(url: str, served: list[Served], n: int) -> None:
     """Realized pips for the first n predictions."""
     for i, s in enumerate(served[:n]):
         assert s.data is not None
-        r = httpx.post(f"{url}/reversal/predictions/{s.data['prediction_id']}/outcome", json={"pips": i % 9 - 4.0})
+        path = f"{url}/reversal/predictions/{s.data['prediction_id']}/outcome"
+        r = httpx.post(path, json={"pips": i % 9 - 4.0}, headers=ADMIN)  # the admin token is an outcome token too
         assert r.status_code == 201, r.text
 
 
@@ -158,12 +160,12 @@ def run_exactness(launch, workdir: Path, users: int, per_user: int, windows: lis
     try:
         times["start"] = time.monotonic() - t0
         assert api_workers(server) == 2
-        eid = start_experiment(server.url)
+        eid, salt = start_experiment(server.url)
         t1 = time.monotonic()
         served = asyncio.run(blast(server.url, users, per_user, windows))
         times["predictions"] = time.monotonic() - t1
         before = metrics_of(server.url, eid)
-        check_exact(served, before, eid)
+        check_exact(served, before, eid, salt)
         record_outcomes(server.url, served, 60)
         before = metrics_of(server.url, eid)
         assert sum(before["variants"][v]["metrics"]["outcomes"]["count"] for v in ("A", "B")) == 60

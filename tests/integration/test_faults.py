@@ -31,7 +31,7 @@ from tests.integration.conftest import BENTOML, ROOT, free_port
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.conftest_pg"]
 
-TOKEN = "fault-admin-token"
+TOKEN = "fault-admin-token-0123456789abcdef"  # at least 32 characters
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 CLIENT_TIMEOUT = 10.0
@@ -205,7 +205,13 @@ def check_recovery(calls: list[Call], kill_at: float, max_outage: float) -> None
 @pytest.fixture(scope="module")
 def production_server(launch, tmp_path_factory):
     """One server (deployment configuration, ENVIRONMENT=production with a token) for the kill tests."""
-    server = launch(tmp_path_factory.mktemp("faults"), ENVIRONMENT="production", AIFX_ADMIN_TOKEN=TOKEN)
+    server = launch(
+        tmp_path_factory.mktemp("faults"),
+        ENVIRONMENT="production",
+        AIFX_ADMIN_TOKEN=TOKEN,
+        AIFX_ALLOW_SQLITE_IN_PRODUCTION="true",  # one machine: a SQLite file is shared by its workers
+        AIFX_DATABASE_MIGRATE="true",  # a fresh file: no separate `make migrate` step in this test
+    )
     wait_healthy(server.url)
     yield server
     server.stop()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
-TOKEN = "test-admin-token"
+TOKEN = "test-admin-token-0123456789abcdef"  # at least 32 characters
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 
 

@@ -69,6 +69,7 @@ def test_broken_version_leaves_the_other_serving(server_factory, broken_home, ca
     assert r.status_code == 503 and "not available" in r.json()["error"]
     info = httpx.get(f"{server.url}/reversal/models/v3.1").json()["data"]
     assert info["loaded"] is False and "failed to load" in info["error"]
+    assert "checksum mismatch" in info["error"]  # refused before the corrupt bytes reach LiteRT
     listing = httpx.get(f"{server.url}/reversal/models").json()["data"]  # the list says why, too
     broken = next(v for v in listing["versions"] if v["version"] == "v3.1")
     assert listing["active_version"] == "v3.0" and broken == info

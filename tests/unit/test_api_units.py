@@ -36,7 +36,8 @@ def test_production_without_token_refuses_to_start(monkeypatch):
     monkeypatch.delenv("AIFX_ADMIN_TOKEN", raising=False)
     with pytest.raises((SettingsError, ValidationError), match="AIFX_ADMIN_TOKEN"):
         Settings()
-    monkeypatch.setenv("AIFX_ADMIN_TOKEN", "s3cret")
+    monkeypatch.setenv("AIFX_ADMIN_TOKEN", "s3cret-s3cret-s3cret-s3cret-s3cret")  # at least 32 characters
+    monkeypatch.setenv("AIFX_DATABASE_URL", "postgresql+psycopg://aifx@db.example/aifx")  # production refuses SQLite
     assert Settings().is_production
 
 
@@ -48,14 +49,20 @@ def test_state_survives_reopen_and_cache_ttl(tmp_path):
     assert ExperimentStore(url).get_active_version() == "v3.0"
     now = [0.0]
     cached = SharedState("active version", ExperimentStore(url).get_active_version, 0.5, 1.0, clock=lambda: now[0])
-    assert asyncio.run(cached.get()) == "v3.0"
-    store.set_active_version("v3.1")  # another worker switches
-    now[0] = 0.4
-    assert asyncio.run(cached.get()) == "v3.0"
-    now[0] = 0.6
-    assert asyncio.run(cached.get()) == "v3.1"
-    cached.put("v3.0")  # this worker switched (the write itself goes to the store)
-    assert asyncio.run(cached.get()) == "v3.0"
+
+    async def scenario() -> None:
+        assert await cached.get() == "v3.0"
+        store.set_active_version("v3.1")  # another worker switches
+        now[0] = 0.4
+        assert await cached.get() == "v3.0"
+        now[0] = 0.6
+        await cached.get()  # past the ttl: answered at once, refreshed in the background
+        await cached.wait_idle()
+        assert await cached.get() == "v3.1"
+        cached.put("v3.0")  # this worker switched (the write itself goes to the store)
+        assert await cached.get() == "v3.0"
+
+    asyncio.run(scenario())
 
 
 def _candles(n: int, start: float = 1.1) -> list[CandleIn]:

@@ -134,3 +134,23 @@ def test_retry_policy_rejects_nonsense() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="backoff"):
         RetryPolicy(backoff=-1)
+
+
+PREDICTION = {
+    "pair": "EUR/USD", "timeframe": "1h", "signal": "hold", "confidence": 0.6, "stage1_prob": 0.4,
+    "stage2_prob": None, "model_version": "v3.1", "factors": {"reversal_detected": False, "direction": None},
+    "timestamp": "2026-11-30T00:00:00+00:00",
+}  # fmt: skip
+
+
+def test_a_retried_prediction_sends_the_same_idempotency_key() -> None:
+    fake = FakeService().on(
+        "POST", "/reversal/predict", FakeService.fail(503, "database busy"), FakeService.ok(PREDICTION)
+    )
+    client = client_for(fake)
+    features = [[0.0] * 12] * 20
+    client.predict("EUR/USD", "1h", features=features, user_id="u1")
+    client.predict("EUR/USD", "1h", features=features, user_id="u1")
+    keys = [r.headers.get("idempotency-key") for r in fake.requests]
+    assert len(keys) == 3 and keys[0] and keys[0] == keys[1]  # the retry: same key, counted once
+    assert keys[2] and keys[2] != keys[0]  # a new call: a new key

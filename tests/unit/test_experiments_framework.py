@@ -74,7 +74,8 @@ def test_seed_snippets_run_as_written(in_tmp_cwd: Path) -> None:
         assert namespace["experiment"]["experiment_id"] == "v30_vs_v31"
         assert (namespace["model_version"], namespace["exp_id"]) == ("v3.1", "v30_vs_v31")
         metrics = framework.get_metrics("v30_vs_v31")
-        variant = assign_variant("v30_vs_v31", "test_user", 0.5)
+        salt = framework.store.get_experiment("v30_vs_v31")["salt"]
+        variant = assign_variant(salt, "test_user", 0.5)
         assert metrics["variants"][variant]["metrics"]["count"] == 1
         assert metrics["variants"][variant]["metrics"]["signals"]["long"] == 1
     finally:
@@ -89,6 +90,7 @@ def test_default_url_and_env_override(in_tmp_cwd: Path, monkeypatch: pytest.Monk
     framework = ABTestingFramework()
     try:
         assert framework.store.url == url
+        assert framework.list_experiments() == []  # the store opens its database on first use
         assert (in_tmp_cwd / "other" / "x.db").is_file()
         assert not (in_tmp_cwd / "var").exists()
     finally:
@@ -120,10 +122,11 @@ def test_assignment_is_sticky_across_instances(framework: ABTestingFramework, db
         assert [restarted.get_model_version_for_user(u) for u in users] == first
     finally:
         restarted.close()
+    salt = framework.store.get_experiment("e")["salt"]
     for u, (version, eid) in zip(users, first, strict=True):
         assert eid == "e"
-        assert version == ("v3.1" if assign_variant("e", u, 0.3) == "B" else "v3.0")
-    assert framework.assign(users[0]) == Assignment("e", assign_variant("e", users[0], 0.3), first[0][0])
+        assert version == ("v3.1" if assign_variant(salt, u, 0.3) == "B" else "v3.0")
+    assert framework.assign(users[0]) == Assignment("e", assign_variant(salt, users[0], 0.3), first[0][0])
 
 
 def test_record_prediction_derives_or_takes_variant(framework: ABTestingFramework) -> None:
@@ -133,7 +136,7 @@ def test_record_prediction_derives_or_takes_variant(framework: ABTestingFramewor
     explicit = framework.record_prediction("e", "user123", "hold", 0.55, variant="A", model_version="v3.0")
     by_variant = framework.record_prediction("e", "user123", "hold", 0.55, variant="A")
     store = framework.store
-    expected = assign_variant("e", "user123", 0.5)
+    expected = assign_variant(store.get_experiment("e")["salt"], "user123", 0.5)
     row = store.get_prediction(derived)
     assert (row["variant"], row["model_version"]) == (expected, {"A": "v3.0", "B": "v3.1"}[expected])
     assert (row["stage1_prob"], row["stage2_prob"]) == (0.7, 0.3)

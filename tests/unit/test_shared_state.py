@@ -31,28 +31,47 @@ class SlowStore:
         return self.value
 
 
-def test_a_hanging_database_costs_at_most_the_timeout_and_one_thread():
+def test_a_hanging_database_costs_a_caller_at_most_the_fresh_wait():
     store, now = SlowStore(), [0.0]
-    state = SharedState("active version", store.read, ttl=0.5, timeout=0.2, clock=lambda: now[0])
+    state = SharedState("active version", store.read, ttl=0.5, timeout=0.2, clock=lambda: now[0], fresh_wait=0.1)
 
     async def scenario() -> None:
         assert await state.get() == "v3.1"
         store.release.clear()  # the database stops answering
         store.value = "v3.0"
-        now[0] = 1.0
-        t0 = time.monotonic()
-        assert await state.get() == "v3.1"  # the last known value, after the timeout
-        assert 0.15 < time.monotonic() - t0 < 1.0
-        now[0] = 2.0
-        t0 = time.monotonic()
-        assert await state.get() == "v3.1"  # the abandoned read still runs: no second thread, no wait
-        assert time.monotonic() - t0 < 0.1 and store.reads == 2
+        waits = []
+        for step in range(1, 20):
+            now[0] = step * 0.6  # every call is past the ttl
+            t0 = time.monotonic()
+            assert await state.get() == "v3.1"  # the last known value
+            waits.append(time.monotonic() - t0)
+            await asyncio.sleep(0.02)
+        assert 0.08 < waits[0] < 0.2 and max(waits) < 0.2  # at most the fresh wait, while the read was pending
+        assert max(waits[3:]) < 0.05  # once the read timed out (abandoned, still hung): no wait at all
+        assert store.reads == 2  # one abandoned read, no pile-up of threads
         store.release.set()
         await asyncio.sleep(0.05)
-        now[0] = 3.0
-        assert await state.get() == "v3.0" and store.reads == 3
+        now[0] = 100.0
+        await state.get()  # stale answer, refresh in the background
+        await state.wait_idle()
+        now[0] = 100.1
+        assert await state.get() == "v3.0"
 
     asyncio.run(scenario())
+
+
+def test_the_first_read_waits_at_most_the_timeout_then_serves_the_default():
+    store = SlowStore()
+    store.release.clear()
+    state = SharedState("active version", store.read, ttl=0.5, timeout=0.2)
+
+    async def scenario() -> None:
+        t0 = time.monotonic()
+        assert await state.get() is None  # nothing known: the caller's default applies
+        assert 0.15 < time.monotonic() - t0 < 1.0
+
+    asyncio.run(scenario())
+    store.release.set()
 
 
 def test_the_event_loop_keeps_running_while_a_read_waits():
@@ -81,11 +100,16 @@ def test_the_event_loop_keeps_running_while_a_read_waits():
 def test_failures_keep_the_last_value_and_are_retried_once_per_ttl():
     store, now = SlowStore(), [0.0]
     state = SharedState("active version", store.read, ttl=0.5, timeout=1.0, clock=lambda: now[0])
-    assert asyncio.run(state.get()) == "v3.1"
-    store.fail, now[0] = True, 1.0
-    assert asyncio.run(state.get()) == "v3.1" and store.reads == 2
-    assert asyncio.run(state.get()) == "v3.1" and store.reads == 2
-    state.put("v3.0")  # this worker wrote a new value
-    assert asyncio.run(state.get()) == "v3.0" and store.reads == 2
-    state.expire()
-    assert asyncio.run(state.get()) == "v3.0" and store.reads == 3
+
+    async def scenario() -> None:
+        assert await state.get() == "v3.1"
+        store.fail, now[0] = True, 1.0
+        assert await state.get() == "v3.1"  # the read failed: the last known value
+        assert await state.get() == "v3.1" and store.reads == 2  # within the ttl: no new read
+        state.put("v3.0")  # this worker wrote a new value
+        assert await state.get() == "v3.0" and store.reads == 2
+        store.fail = False
+        state.expire()
+        assert await state.get() == "v3.1" and store.reads == 3  # a healthy read is waited for: fresh at once
+
+    asyncio.run(scenario())

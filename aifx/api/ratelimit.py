@@ -1,0 +1,79 @@
+"""A per-client rate limit in each worker: token buckets keyed by bearer token, else client address.
+
+Per worker, so the service-wide limit is this times the workers; a limit shared by every pod
+belongs at the ingress (deploy/k8s.yaml). Answers 429 in the seed envelope with Retry-After.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aifx import metrics
+from aifx.api.errors import envelope
+
+EXEMPT = frozenset({"/health"})  # probes must not be throttled
+
+
+class TokenBuckets:
+    """rate tokens per second up to burst, per key; the least recently seen keys are forgotten first."""
+
+    def __init__(
+        self, rate: float, burst: int, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """0 when allowed, else the seconds until the next token."""
+        now = self._clock()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1.0 if wait == 0.0 else tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def client_key(scope: dict[str, Any]) -> str:
+    """The caller: a hash of its bearer token, else its address."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return "token:" + hashlib.sha256(value[7:].strip()).hexdigest()[:16]
+    client = scope.get("client") or ("unknown", 0)
+    return f"addr:{client[0]}"
+
+
+class RateLimit:
+    """ASGI middleware over TokenBuckets (off when rate is 0)."""
+
+    def __init__(self, app: Any, rate: float, burst: int) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(rate, burst) if rate > 0 else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.buckets is None or scope["type"] != "http" or scope.get("path") in EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(client_key(scope))
+        if wait == 0.0:
+            await self.app(scope, receive, send)
+            return
+        metrics.count_error("rate_limited")
+        retry = max(1, math.ceil(wait))
+        message = f"too many requests from this client; retry after {retry} s"
+        body = json.dumps(envelope(None, message)).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Alembic migrations of the experiment store (`python -m experiments migrate`, `make migrate`)."""
