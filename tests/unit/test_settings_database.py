@@ -12,6 +12,15 @@ TOKEN = "t" * 32
 PG = "postgresql+psycopg://aifx@db:5432/aifx"
 
 
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings from the arguments only (other tests' fixtures may have set AIFX_* variables)."""
+    for name in ("AIFX_DATABASE_URL", "AIFX_ADMIN_TOKEN", "AIFX_OUTCOME_TOKEN", "ENVIRONMENT", "AIFX_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AIFX_DATABASE_MIGRATE", "AIFX_ALLOW_SQLITE_IN_PRODUCTION"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize("environment", ["production", "staging", "Production "])
 def test_outside_development_sqlite_is_refused_unless_allowed(environment: str) -> None:
     with pytest.raises((SettingsError, ValidationError), match="SQLite database gives every pod its own state"):
