@@ -42,8 +42,10 @@ KEEP_CONNECTIONS = {"max_requests": 1_000_000_000, "max_age": 86_400.0}
 NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
 # Stage services are internal hops: access logs and BentoML's request metrics cost more CPU
 # per call than the model does; the entry service logs and measures every client request.
+# Two workers per stage also where no BENTOML_CONFIG is given (a built Bento's container): a dead
+# worker's calls are retried on the other at once instead of waiting for the arbiter's restart.
 STAGE_SERVICE_CONFIG: dict[str, Any] = {
-    "workers": 1,
+    "workers": 2,
     "traffic": {"timeout": 30, "max_concurrency": 512},
     "runner_connection": KEEP_CONNECTIONS,
     "logging": {"access": {"enabled": False}},

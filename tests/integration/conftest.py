@@ -104,6 +104,8 @@ def start_server(model_store, workdir: Path, target: str = ".", **env: str) -> S
         **env,
     }
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if full_env.get("BENTOML_CONFIG") == "":  # BENTOML_CONFIG="": the code defaults, as a container serves
+        full_env.pop("BENTOML_CONFIG")
     full_env.pop("PYTHONPATH", None)
     if from_source:
         full_env["PYTHONPATH"] = str(ROOT)

@@ -63,6 +63,22 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
             assert any(n.startswith(f"models/{name}/") and n.endswith(file) for n in names), (name, file)
 
 
+@pytest.mark.parametrize("service", ["ReversalDetector", "DirectionClassifier"])
+def test_built_bento_without_config_loses_nothing_when_a_stage_worker_dies(
+    bento_tag, launch, tmp_path, candle_json, service
+):
+    """The container's entrypoint serves the Bento without BENTOML_CONFIG: the code defaults must hold."""
+    from tests.integration.test_faults import check_no_cost, firing_bodies, kill_under_load, stage_workers
+
+    server = launch(tmp_path / "bento-kill", target=bento_tag, BENTOML_CONFIG="")
+    try:
+        assert len(stage_workers(server, service)) == 2  # the code default, not configuration.yaml's
+        calls, kill_at = kill_under_load(server, service, firing_bodies(server.url, candle_json))
+        check_no_cost(server, service, calls, kill_at)
+    finally:
+        server.stop()
+
+
 def test_serve_built_bento(bento_tag, launch, tmp_path, candle_json):
     server = launch(tmp_path / "bento", target=bento_tag)
     try:
