@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from aifx.features import FEATURE_SETS, min_candles
-
 KNOWN_VERSIONS = ("v3.0", "v3.1")
 DISPLAY_NAMES = {"v3.0": "Swing Point Detector", "v3.1": "Profitable Reversal Detector"}
 MODEL_FILE = "model.keras"
@@ -79,6 +77,10 @@ class VersionSpec:
 
     @property
     def min_candles(self) -> int:
+        # Imported here: the stage services read specs but never compute features, so they load
+        # neither TA-Lib nor pandas (~60 MB per stage worker).
+        from aifx.features import min_candles
+
         return min_candles(self.features, self.window)
 
     def to_metadata(self) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def check_scaler(scaler: Scaler, spec: VersionSpec) -> None:
 
 def default_spec(version: str, window: int = 20) -> VersionSpec:
     """The built-in feature set and labels for v3.0 / v3.1."""
+    from aifx.features import FEATURE_SETS
     from aifx.labels import BarrierParams, SwingParams
 
     if version not in FEATURE_SETS:

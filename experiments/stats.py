@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 CI_LEVEL = 0.95
-Z_975 = float(sps.norm.ppf(0.5 + CI_LEVEL / 2))
+Z_975 = 1.959963984540054  # scipy.stats.norm.ppf(0.975), checked in tests/unit/test_stats.py
+
+
+def _sps() -> Any:
+    """scipy.stats, imported on first use: every serving process imports this module, few compute tests."""
+    from scipy import stats
+
+    return stats
 
 
 def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -94,6 +100,7 @@ def welch_from_moments(
         return out
     df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     t = out["diff"] / se
+    sps = _sps()
     half = float(sps.t.ppf(0.5 + CI_LEVEL / 2, df)) * se
     out |= {"t": _finite(t), "df": _finite(df), "p_value": _finite(2.0 * float(sps.t.sf(abs(t), df)))}
     bounds = [_finite(out["diff"] - half), _finite(out["diff"] + half)]
@@ -120,7 +127,7 @@ def two_proportion_z_test(hits_a: int, n_a: int, hits_b: int, n_b: int) -> dict[
         out["note"] = "every outcome in both variants is a hit (or a miss); z-test undefined"
         return out
     z = diff / se_test
-    out |= {"z": z, "p_value": 2.0 * float(sps.norm.sf(abs(z)))}
+    out |= {"z": z, "p_value": 2.0 * float(_sps().norm.sf(abs(z)))}
     if out["ci95"] is None:
         out["note"] = "a hit rate of 0 or 1 in both variants leaves the Wald interval undefined"
     return out

@@ -32,7 +32,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from experiments import migrate
 from experiments import validation as v
 from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
 from experiments.errors import Conflict, Invalid, KeyReused, NotFound
@@ -72,6 +71,8 @@ class ExperimentStore:
         """Migrate (auto_migrate) or check the schema, once per store; retried after a failure."""
         if self._ready:
             return
+        from experiments import migrate  # Alembic, loaded only by a process that uses the database
+
         with self._ready_lock:
             if not self._ready:
                 if self.auto_migrate:
@@ -108,7 +109,9 @@ class ExperimentStore:
     def schema_version(self) -> str | None:
         """The Alembic revision recorded in the database."""
         with self._read() as conn:
-            return migrate.current(conn)
+            from experiments.migrate import current
+
+            return current(conn)
 
     # -- experiments -------------------------------------------------------------------------
 

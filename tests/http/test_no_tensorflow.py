@@ -23,12 +23,14 @@ from runners.detector import ReversalDetector
 from runners.direction import DirectionClassifier
 stages = (ReversalDetector(), DirectionClassifier())
 after_stages = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+stage_heavy = sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "talib", "sqlalchemy", "scipy"})
 from service import ReversalEngine
 with TestClient(ReversalEngine.to_asgi()) as c:
     health = c.get("/health").json()
     served = c.post("/reversal/predict", json={"pair": "EUR/USD", "timeframe": "1h", "features": [[0.0] * 12] * 20})
 after_entry = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
 print(json.dumps({"stages": after_stages, "entry": after_entry, "loaded": health["loaded_versions"],
+                  "stage_heavy": stage_heavy,
                   "status": served.status_code}))
 """
 
@@ -45,3 +47,4 @@ def test_stage_and_entry_workers_import_no_tensorflow(model_store, tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["loaded"] and report["status"] == 200, report
     assert report["stages"] == [] and report["entry"] == [], report
+    assert report["stage_heavy"] == [], report  # stage workers compute no features and touch no database

@@ -72,9 +72,10 @@ def test_seed_snippets_run_as_written(in_tmp_cwd: Path) -> None:
     try:
         assert (in_tmp_cwd / "var" / "aifx.db").is_file()
         assert namespace["experiment"]["experiment_id"] == "v30_vs_v31"
-        assert (namespace["model_version"], namespace["exp_id"]) == ("v3.1", "v30_vs_v31")
+        salt = framework.store.get_experiment("v30_vs_v31")["salt"]  # a random secret: either variant
+        expected = {"A": "v3.0", "B": "v3.1"}[assign_variant(salt, "user123", 0.5)]
+        assert (namespace["model_version"], namespace["exp_id"]) == (expected, "v30_vs_v31")
         metrics = framework.get_metrics("v30_vs_v31")
-        salt = framework.store.get_experiment("v30_vs_v31")["salt"]
         variant = assign_variant(salt, "test_user", 0.5)
         assert metrics["variants"][variant]["metrics"]["count"] == 1
         assert metrics["variants"][variant]["metrics"]["signals"]["long"] == 1

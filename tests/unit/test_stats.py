@@ -154,3 +154,11 @@ def test_all_hits_makes_z_undefined_without_nan() -> None:
 def test_non_finite_pips_rejected() -> None:
     with pytest.raises(ValueError, match="finite"):
         compare([1.0, float("nan")], [1.0, 2.0])
+
+
+def test_the_normal_quantile_constant_is_scipys() -> None:
+    from scipy import stats as sps
+
+    from experiments.stats import Z_975
+
+    assert Z_975 == pytest.approx(float(sps.norm.ppf(0.975)), abs=1e-15)
