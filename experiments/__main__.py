@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.db import default_database_url, make_engine
 from experiments.migrate import upgrade
@@ -14,9 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     mig = sub.add_parser("migrate", help="run the missing Alembic migrations")
     mig.add_argument("--url", default=None, help="database URL (default: $AIFX_DATABASE_URL or sqlite:///var/aifx.db)")
     args = ap.parse_args(argv)
-    engine = make_engine(args.url or default_database_url())
+    try:
+        engine = make_engine(args.url or default_database_url())
+    except ValueError as exc:  # not a sqlite:/// or postgresql+psycopg:// URL
+        print(f"python -m experiments migrate: {exc}", file=sys.stderr)
+        return 2
     try:
         print(f"database at revision {upgrade(engine)}")
+    except SQLAlchemyError as exc:
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"python -m experiments migrate: the database refused or did not answer: {first}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,3 +29,17 @@ def client(model_store, tmp_path_factory):
     finally:
         mp.undo()
         get_settings.cache_clear()
+
+
+@pytest.fixture
+def experiment(client) -> Iterator[dict]:
+    """An active experiment v3.0 (A) vs v3.1 (B) with split 0.5 (its data, salt included), stopped afterwards."""
+    eid = f"exp-{uuid.uuid4().hex[:10]}"
+    spec = {"experiment_id": eid, "name": "http tests", "variant_a": "v3.0", "variant_b": "v3.1", "traffic_split": 0.5}
+    assert client.post("/reversal/experiments", json=spec).status_code == 201
+    r = client.post(f"/reversal/experiments/{eid}/activate")
+    assert r.status_code == 200, r.text
+    yield r.json()["data"]
+    active = client.get("/reversal/experiments").json()["data"]["active_experiment_id"]
+    if active is not None:
+        client.post(f"/reversal/experiments/{active}/stop")

@@ -33,20 +33,6 @@ def body(candle_json, user: str | None = None, stop: int = 3000, **extra) -> dic
 
 
 @pytest.fixture
-def experiment(client) -> Iterator[dict]:
-    """An active experiment v3.0 (A) vs v3.1 (B), stopped afterwards."""
-    eid = f"pred-{uuid.uuid4().hex[:10]}"
-    spec = {"experiment_id": eid, "name": "predict path", "variant_a": "v3.0", "variant_b": "v3.1"}
-    assert client.post("/reversal/experiments", json={**spec, "traffic_split": 0.5}).status_code == 201
-    r = client.post(f"/reversal/experiments/{eid}/activate")
-    assert r.status_code == 200, r.text
-    yield r.json()["data"]
-    active = client.get("/reversal/experiments").json()["data"]["active_experiment_id"]
-    if active is not None:
-        client.post(f"/reversal/experiments/{active}/stop")
-
-
-@pytest.fixture
 def database_down(client) -> Iterator[Callable[[], None]]:
     """The service's store gets connection errors (as when PostgreSQL is down); yields restore()."""
     store = parts().ab.store

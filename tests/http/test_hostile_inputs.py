@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -152,20 +151,6 @@ def _wait(done: Any, timeout: float = 10.0) -> None:
 
 
 # ---- user ids and the database ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def experiment(client) -> Iterator[dict]:
-    """An active experiment v3.0 (A) vs v3.1 (B), stopped afterwards."""
-    eid = f"hostile-{uuid.uuid4().hex[:10]}"
-    spec = {"experiment_id": eid, "name": "hostile inputs", "variant_a": "v3.0", "variant_b": "v3.1"}
-    assert client.post("/reversal/experiments", json=spec).status_code == 201
-    r = client.post(f"/reversal/experiments/{eid}/activate")
-    assert r.status_code == 200, r.text
-    yield r.json()["data"]
-    active = client.get("/reversal/experiments").json()["data"]["active_experiment_id"]
-    if active is not None:
-        client.post(f"/reversal/experiments/{active}/stop")
 
 
 @pytest.mark.parametrize("user", ["u\x00", "\x00", "a\nb", "a\x1bb", " "])

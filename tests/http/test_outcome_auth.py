@@ -6,7 +6,6 @@ stage services and state database as the open `client` fixture, which runs witho
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections.abc import Iterator
 
@@ -51,18 +50,6 @@ def both_tokens(client) -> Iterator:
 def admin_only(client) -> Iterator:
     """Only AIFX_ADMIN_TOKEN set: the admin token is the outcome write token too."""
     yield from guarded_client(client, Settings(admin_token=ADMIN_TOKEN, versions=VERSIONS))
-
-
-@pytest.fixture
-def experiment(client) -> Iterator[dict]:
-    """An active experiment (created through the open app), stopped afterwards."""
-    eid = f"outcome-auth-{uuid.uuid4().hex[:8]}"
-    spec = {"experiment_id": eid, "name": "outcome auth", "variant_a": "v3.0", "variant_b": "v3.1"}
-    created = client.post("/reversal/experiments", json=spec)
-    assert created.status_code == 201, created.text
-    assert client.post(f"/reversal/experiments/{eid}/activate").status_code == 200
-    yield created.json()["data"]
-    client.post(f"/reversal/experiments/{eid}/stop")
 
 
 def served(client, candle_json, user: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +15,6 @@ pytestmark = pytest.mark.http
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 TOKEN = "store-routes-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def experiment(client) -> Iterator[dict]:
-    eid = f"store-{uuid.uuid4().hex[:8]}"
-    spec = {"experiment_id": eid, "name": "store routes", "variant_a": "v3.0", "variant_b": "v3.1"}
-    assert client.post("/reversal/experiments", json=spec).status_code == 201
-    yield client.post(f"/reversal/experiments/{eid}/activate").json()["data"]
-    client.post(f"/reversal/experiments/{eid}/stop")
 
 
 def guarded_client(client, **settings: object):

@@ -207,3 +207,14 @@ def test_the_service_role_needs_no_ddl_rights(pg_url: str) -> None:
             conn.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM {role}'))
             conn.execute(text(f"DROP ROLE {role}"))
         owner.dispose()
+
+
+def test_the_migrate_command_says_what_is_wrong(tmp_path, capsys) -> None:
+    from experiments.__main__ import main
+
+    assert main(["migrate", "--url", "mysql://x/y"]) == 2
+    assert "unsupported database URL" in capsys.readouterr().err
+    assert main(["migrate", "--url", "postgresql+psycopg://postgres@127.0.0.1:1/none"]) == 1
+    assert "refused or did not answer" in capsys.readouterr().err
+    assert main(["migrate", "--url", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
+    assert f"revision {SCHEMA_VERSION}" in capsys.readouterr().out
