@@ -1,14 +1,30 @@
-"""Entry service: wiring only. Composes the two stage services and mounts the REST API."""
+"""Entry service: wiring only. Composes the two stage services, mounts the REST API and declares the native APIs."""
 
 from __future__ import annotations
 
-import bentoml
+from typing import Any, cast
 
+import bentoml
+from starlette.responses import Response
+
+from aifx.api import native
 from aifx.api.asgi import BoundedLabelsService
-from aifx.api.bootstrap import app, attach, build
+from aifx.api.bootstrap import NATIVE_GUARDS, app, attach, build
+from aifx.api.responses import (
+    BatchData,
+    CompareData,
+    ExperimentMetricsData,
+    ModelInfo,
+    ModelsData,
+    PredictionData,
+    SwitchData,
+)
+from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
 from runners.detector import ReversalDetector
 from runners.direction import DirectionClassifier
 from runners.inference import NO_TRACING
+
+ROUTES = native.ROUTES
 
 
 @bentoml.service(
@@ -23,7 +39,7 @@ from runners.inference import NO_TRACING
 )
 @bentoml.asgi_app(app, path="/")
 class ReversalEngine:
-    """The AIFX Reversal Engine: seed routes over Stage 1 and Stage 2 (called only when Stage 1 fires)."""
+    """The AIFX Reversal Engine: seed routes and native APIs over Stage 1 and Stage 2 (run where Stage 1 fires)."""
 
     detector = bentoml.depends(ReversalDetector)
     direction = bentoml.depends(DirectionClassifier)
@@ -35,3 +51,43 @@ class ReversalEngine:
     async def serve_routes(self) -> None:
         """Attach the registry, predictor and A/B tests to the routes; log what loaded once the stages answer."""
         attach(self.parts)
+
+    @bentoml.api(route=ROUTES["predict"], input_spec=PredictRequest, output_spec=PredictionData)
+    async def predict(self, ctx: bentoml.Context, **body: Any) -> PredictionData | Response:
+        """Predict a reversal signal from the latest candles (as POST /reversal/predict)."""
+        return await native.answer(ctx, lambda: native.predict(self.parts, PredictRequest.model_construct(**body)))
+
+    @bentoml.api(route=ROUTES["predict_batch"], input_spec=BatchRequest, output_spec=BatchData)
+    async def predict_batch(self, ctx: bentoml.Context, **body: Any) -> BatchData | Response:
+        """Many predict requests in one call; each item succeeds or fails on its own."""
+        return await native.answer(ctx, lambda: native.predict_batch(self.parts, BatchRequest.model_construct(**body)))
+
+    @bentoml.api(route=ROUTES["compare"], input_spec=CompareRequest, output_spec=CompareData)
+    async def compare(self, ctx: bentoml.Context, **body: Any) -> CompareData | Response:
+        """The same input through several versions, with consensus and disagreement."""
+        return await native.answer(ctx, lambda: native.compare(self.parts, CompareRequest.model_construct(**body)))
+
+    @bentoml.api(route=ROUTES["list_models"], output_spec=ModelsData)
+    async def list_models(self, ctx: bentoml.Context) -> ModelsData | Response:
+        """Active version, default, fallback order and every configured version with its metrics."""
+        return await native.answer(ctx, lambda: native.list_models(self.parts))
+
+    @bentoml.api(route=ROUTES["describe_model"], input_spec=native.VersionInput, output_spec=ModelInfo)
+    async def describe_model(self, ctx: bentoml.Context, version: str) -> ModelInfo | Response:
+        """One version: stages, threshold, features, window, label parameters, metrics."""
+        return await native.answer(ctx, lambda: native.describe_model(self.parts, version))
+
+    @bentoml.api(
+        route=ROUTES["experiment_metrics"], input_spec=native.ExperimentInput, output_spec=ExperimentMetricsData
+    )
+    async def experiment_metrics(self, ctx: bentoml.Context, experiment_id: str) -> ExperimentMetricsData | Response:
+        """Per-variant counts, outcomes and the B-vs-A tests of an experiment."""
+        return await native.answer(ctx, lambda: native.experiment_metrics(self.parts, experiment_id))
+
+    @bentoml.api(route=ROUTES["switch_model"], input_spec=native.VersionInput, output_spec=SwitchData)
+    async def switch_model(self, ctx: bentoml.Context, version: str) -> SwitchData | Response:
+        """Admin (bearer AIFX_ADMIN_TOKEN): make a version active in every worker."""
+        return await native.answer(ctx, lambda: native.switch_model(self.parts, ctx.request, version))
+
+
+cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(native.NativeGuards, **NATIVE_GUARDS)

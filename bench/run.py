@@ -92,11 +92,24 @@ def bench_service(scale: float, config: Path) -> tuple[list[RunResult], dict[str
             label = "service" if not runs or conc != 1 else "service (after burst)"
             runs.append(run_load(label, url, predict_bodies(int(n * scale), seed=conc), conc))
             print(runs[-1].row(), flush=True)
+        native = f"{base}/v1/predict"  # the BentoML-native API: same body, same prediction code
+        run_load("warm-up", native, predict_bodies(int(100 * scale), seed=8), 8)
+        for conc, n in ((64, 4000), (1, 1000)):
+            runs.append(run_load("native /v1/predict", native, predict_bodies(int(n * scale), seed=conc), conc))
+            print(runs[-1].row(), flush=True)
         rss = tree_rss_mb(proc.pid)
         batch = bench_batch(f"{base}/reversal/predict/batch", scale)
     finally:
         stop(proc)
     return runs, {"cold_start_s": round(cold, 2), "first_prediction_s": round(first, 2), "rss_mb": round(rss, 1)}, batch
+
+
+def native_vs_rest(runs: list[RunResult]) -> dict[str, float]:
+    """The native predict API over the REST route: c=64 throughput, c=1 p50 (both after the c=64 burst)."""
+    rest64 = next(r for r in runs if r.label == "service" and r.concurrency == 64)
+    rest1 = next(r for r in runs if r.label == "service (after burst)")
+    nat64, nat1 = (next(r for r in runs if r.label.startswith("native") and r.concurrency == c) for c in (64, 1))
+    return {"rps_c64": round(nat64.rps / rest64.rps, 3), "p50_c1": round(nat1.p50 / rest1.p50, 3)}
 
 
 def first_prediction_s(url: str, t0: float, timeout: float = 120.0) -> float:
@@ -157,12 +170,14 @@ def main() -> int:
         "service": {**svc, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in runs], "batch": batch},
         "baseline": {**base, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in base_runs]},
         "throughput_ratio_c32": round(c32.rps / b32.rps, 1) if b32.rps else None,
+        "native_vs_rest": native_vs_rest(runs),
     }
     print(f"\nbatch route: {batch}")
     print(f"service: cold start {svc['cold_start_s']} s to /readyz, {svc['first_prediction_s']} s to the first "
           f"prediction, RSS {svc['rss_mb']} MB; "
           f"baseline: cold start {base['cold_start_s']} s, RSS {base['rss_mb']} MB")  # fmt: skip
     print(f"throughput ratio at concurrency 32: {summary['throughput_ratio_c32']}x")
+    print(f"native API vs REST route: {summary['native_vs_rest']}")
     print(f"machine: {summary['machine']}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"

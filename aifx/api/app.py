@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from aifx import metrics
 from aifx.api import ab_tests as ab
-from aifx.api.asgi import BodyLimits, BodySizeLimit
+from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
 from aifx.api.data_routes import add_data_routes
@@ -32,7 +32,7 @@ from aifx.api.errors import (
     with_error_id,
 )
 from aifx.api.parts import Parts
-from aifx.api.ratelimit import RateLimit
+from aifx.api.ratelimit import RateLimit, TokenBuckets, buckets_of
 from aifx.api.responses import (
     BatchData,
     CompareData,
@@ -213,8 +213,14 @@ def _without_salt(experiment: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in experiment.items() if k != "salt"}
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app with the seed's routes; its parts are attached later as app.state.parts."""
+def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: ByteBudget | None = None) -> FastAPI:
+    """The FastAPI app with the seed's routes; its parts are attached later as app.state.parts.
+
+    buckets and budget: the rate limit and body budget shared with the native APIs (made here when absent).
+    """
+    limits = BodyLimits.of(settings)
+    if buckets is None:
+        buckets = buckets_of(settings.rate_limit_per_second, settings.rate_limit_burst)
     app = FastAPI(
         title="AIFX Reversal Engine",
         description="Two-stage forex reversal model (seed-compatible routes and envelope).",
@@ -223,8 +229,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
         responses=ERROR_RESPONSES,
     )
-    app.add_middleware(BodySizeLimit, limits=BodyLimits.of(settings))
-    app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.add_middleware(BodySizeLimit, limits=limits, budget=budget or ByteBudget(limits.budget))
+    app.add_middleware(RateLimit, buckets=buckets)
     app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
 

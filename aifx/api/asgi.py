@@ -25,7 +25,7 @@ from starlette.routing import Mount
 from aifx import metrics
 from aifx.api import context
 from aifx.api.errors import envelope
-from aifx.api.schemas import MAX_BATCH_ITEMS, MAX_CANDLES
+from aifx.api.schemas import MAX_BATCH_ITEMS, MAX_CANDLES, inline_schema
 
 if TYPE_CHECKING:
     from aifx.settings import Settings
@@ -35,8 +35,32 @@ UNMATCHED = "/{unmatched}"
 Scope = dict[str, Any]
 
 
-BATCH_PATH = "/reversal/predict/batch"
-PREDICT_PATHS = frozenset({"/reversal/predict", "/reversal/compare", "/predict"})
+# Routes of the native APIs (aifx/api/native.py): explicit, so that none takes over a seed route
+# (a method `predict` at its default route would answer the legacy `/predict`).
+NATIVE_ROUTES = {
+    "predict": "/v1/predict",
+    "predict_batch": "/v1/predict_batch",
+    "compare": "/v1/compare",
+    "list_models": "/v1/models",
+    "describe_model": "/v1/models/describe",
+    "experiment_metrics": "/v1/experiments/metrics",
+    "switch_model": "/v1/models/switch",
+}
+NATIVE_ERROR_STATUSES = {
+    400: "Bad input: `error` says what is wrong, `detail` lists each field",
+    401: "No admin token (admin APIs)",
+    403: "Wrong admin token, or a request from a web page of another site",
+    404: "Unknown version or experiment",
+    409: "Conflict with the service's state",
+    413: "Request body over the route's limit",
+    415: "Content-Type is not JSON",
+    422: "A value names something that does not exist (e.g. an unknown version in a body field)",
+    429: "Rate limit (Retry-After)",
+    500: "Internal error (the error id is in the message and the log)",
+    503: "A version or stage service is unavailable (Retry-After where known)",
+}
+BATCH_PATHS = frozenset({"/reversal/predict/batch", "/v1/predict_batch"})
+PREDICT_PATHS = frozenset({"/reversal/predict", "/reversal/compare", "/predict", "/v1/predict", "/v1/compare"})
 BUDGET_WAIT_SECONDS = 10.0
 
 
@@ -60,7 +84,7 @@ class BodyLimits:
 
     def route(self, path: str) -> tuple[int, str]:
         """The limit of the route at path and what to send instead of a larger body."""
-        if path == BATCH_PATH:
+        if path in BATCH_PATHS:
             return self.batch, f"send fewer items (at most {MAX_BATCH_ITEMS}) or fewer candles per item"
         if path in PREDICT_PATHS:
             return self.predict, (
@@ -136,15 +160,21 @@ class BodySizeLimit:
     about 62 x AIFX_BODY_BUDGET_BYTES plus the start-up footprint, whatever the concurrency.
     """
 
-    def __init__(self, app: Any, limits: BodyLimits | None = None, max_bytes: int | None = None) -> None:
-        """Per-route limits, or one max_bytes for every route (and a budget of 4 such bodies)."""
+    def __init__(
+        self,
+        app: Any,
+        limits: BodyLimits | None = None,
+        max_bytes: int | None = None,
+        budget: ByteBudget | None = None,
+    ) -> None:
+        """Per-route limits, or one max_bytes for every route (and a budget of 4 such bodies); a shared budget."""
         if limits is None:
             if max_bytes is None:
                 raise TypeError("BodySizeLimit needs limits or max_bytes")
             limits = BodyLimits(max_bytes, max_bytes, max_bytes, 4 * max_bytes)
         self.app = app
         self.limits = limits
-        self.budget = ByteBudget(limits.budget)
+        self.budget = budget if budget is not None else ByteBudget(limits.budget)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -309,7 +339,57 @@ class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]
         app = super().to_asgi(is_main=is_main)
         return TemplatedPaths(app, route_templates(app))
 
+    def schema(self) -> dict[str, Any]:
+        """/schema.json, which BentoML's clients decode answers by: native APIs keep their `null`s.
+
+        BentoML flattens `X | None` to `X`, and its client then fails on a null list (`ci95` of an
+        experiment without outcomes).
+        """
+        document = super().schema()
+        for route in document.get("routes", []):
+            api = self.apis.get(route.get("name", ""))
+            if api is not None and api.route in NATIVE_ROUTES.values():
+                route["input"] = inline_schema(api.input_spec)
+                route["output"] = inline_schema(api.output_spec, mode="serialization")
+        return document
+
     @property
     def openapi_spec(self) -> Any:
         """BentoML labels its document 3.0.2, but the FastAPI/pydantic schemas in it are OpenAPI 3.1."""
-        return attr.evolve(super().openapi_spec, openapi="3.1.0")
+        spec = attr.evolve(super().openapi_spec, openapi="3.1.0")
+        _document_native_apis(spec, self.apis)
+        return spec
+
+
+def _document_native_apis(spec: Any, apis: dict[str, Any]) -> None:
+    """The native APIs' bodies as pydantic states them (BentoML's flattened schemas drop `null`), and their
+    real error answers: `{"error", "request_id"}` (and `detail` for bad input) per status."""
+    spec.components.setdefault("schemas", {})["NativeError"] = NATIVE_ERROR
+    ref = {"schema": {"$ref": "#/components/schemas/NativeError"}}
+    errors = {
+        code: {"description": text, "content": {"application/json": ref}}
+        for code, text in NATIVE_ERROR_STATUSES.items()
+    }
+    for api in apis.values():
+        item = spec.paths.get(api.route)
+        if api.route not in NATIVE_ROUTES.values() or item is None or not isinstance(item.post, dict):
+            continue
+        body = {"schema": inline_schema(api.input_spec)}
+        item.post["requestBody"] = {"required": True, "content": {"application/json": body}}
+        answer = {"schema": inline_schema(api.output_spec, mode="serialization")}
+        item.post["responses"] = {
+            200: {"description": "Successful Response", "content": {"application/json": answer}},
+            **errors,
+        }
+
+
+NATIVE_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, in one line"},
+        "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "detail": {"type": "array", "items": {"type": "object"}, "description": "one entry per invalid field"},
+    },
+    "description": "Error answer of a native API (413, 429 and 503 from the guards also carry the seed envelope)",
+}

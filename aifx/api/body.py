@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from aifx.api.schemas import inline_schema
+
 M = TypeVar("M", bound=BaseModel)
 _MISSING = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
 
@@ -44,22 +46,4 @@ def _in_body(error: Any) -> dict[str, Any]:
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     """The `openapi_extra` that documents `model` as the JSON request body (schema inlined)."""
-    schema = model.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inline(schema, schema.pop("$defs", {}))}},
-        }
-    }
-
-
-def _inline(node: Any, defs: dict[str, Any]) -> Any:
-    """Replace local `$ref`s by their definitions (BentoML's spec builder drops unknown components)."""
-    if isinstance(node, dict):
-        ref = node.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return _inline(defs[ref.rsplit("/", 1)[1]], defs)
-        return {k: _inline(v, defs) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline(v, defs) for v in node]
-    return node
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}

@@ -9,10 +9,12 @@ from typing import Any
 
 from aifx.api.ab_tests import ABTests
 from aifx.api.app import create_app
+from aifx.api.asgi import ByteBudget
 from aifx.api.catalog import Catalog
 from aifx.api.context import get_logger
 from aifx.api.parts import Parts
 from aifx.api.predictor import Predictor
+from aifx.api.ratelimit import buckets_of
 from aifx.api.registry import VersionRegistry
 from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
@@ -23,7 +25,12 @@ from experiments.db import DatabaseOptions
 logger = get_logger("bentoml.aifx")
 STARTUP_WAIT_SECONDS = 120.0
 
-app = create_app(get_settings())
+_settings = get_settings()
+# One rate limit and one body budget per worker, whichever face (REST or native API) a request uses.
+_buckets = buckets_of(_settings.rate_limit_per_second, _settings.rate_limit_burst)
+_budget = ByteBudget(_settings.body_budget_bytes)
+app = create_app(_settings, _buckets, _budget)
+NATIVE_GUARDS = {"settings": _settings, "buckets": _buckets, "budget": _budget}  # NativeGuards' options
 
 
 def build(detector: Any, direction: Any, settings: Settings | None = None) -> Parts:

@@ -51,12 +51,18 @@ def client_key(scope: dict[str, Any]) -> str:
     return f"addr:{client[0]}"
 
 
+def buckets_of(rate: float, burst: int) -> TokenBuckets | None:
+    """The token buckets of a rate limit, or None when rate is 0 (off)."""
+    return TokenBuckets(rate, burst) if rate > 0 else None
+
+
 class RateLimit:
     """ASGI middleware over TokenBuckets (off when rate is 0)."""
 
-    def __init__(self, app: Any, rate: float, burst: int) -> None:
+    def __init__(self, app: Any, rate: float = 0.0, burst: int = 1, buckets: TokenBuckets | None = None) -> None:
+        """Buckets of rate and burst, or shared buckets (None when rate is 0: no limit)."""
         self.app = app
-        self.buckets = TokenBuckets(rate, burst) if rate > 0 else None
+        self.buckets = buckets if buckets is not None else (TokenBuckets(rate, burst) if rate > 0 else None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.buckets is None or scope["type"] != "http" or scope.get("path") in EXEMPT:

@@ -91,11 +91,17 @@ class Server:
             pass
 
 
-def start_server(model_store, workdir: Path, target: str = ".", **env: str) -> Server:
-    """Start `bentoml serve target` with the session's BENTOML_HOME and wait until it is ready."""
+def start_server(
+    model_store, workdir: Path, target: str = ".", *, from_source: bool | None = None, wait: bool = True, **env: str
+) -> Server:
+    """Start `bentoml serve target` with the session's BENTOML_HOME and wait until the engine is ready.
+
+    from_source: target is a service in this tree (default: only "."); wait=False returns at once
+    (a service other than the engine has no /health of its own).
+    """
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    from_source = target == "."
+    from_source = target == "." if from_source is None else from_source
     full_env = {
         **os.environ,
         **model_store.env,
@@ -124,6 +130,8 @@ def start_server(model_store, workdir: Path, target: str = ".", **env: str) -> S
             start_new_session=True,
         )
     server = Server(proc, port, log, full_env)
+    if not wait:
+        return server
     try:
         server.wait_ready()
     except BaseException:
