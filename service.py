@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from aifx.api import native
 from aifx.api.asgi import BoundedLabelsService
-from aifx.api.bootstrap import NATIVE_GUARDS, app, attach, build
+from aifx.api.bootstrap import NATIVE_GUARDS, app, attach, build, detach
 from aifx.api.responses import (
     BatchData,
     CompareData,
@@ -52,20 +52,25 @@ class ReversalEngine:
         """Attach the registry, predictor and A/B tests to the routes; log what loaded once the stages answer."""
         attach(self.parts)
 
+    @bentoml.on_shutdown
+    def flush_outcomes(self) -> None:
+        """SIGTERM: every queued evaluation row is written before the worker exits."""
+        detach(self.parts)
+
     @bentoml.api(route=ROUTES["predict"], input_spec=PredictRequest, output_spec=PredictionData)
     async def predict(self, ctx: bentoml.Context, **body: Any) -> PredictionData | Response:
         """Predict a reversal signal from the latest candles (as POST /reversal/predict)."""
-        return await native.answer(ctx, lambda: native.predict(self.parts, PredictRequest.model_construct(**body)))
+        return await native.answer(ctx, lambda: native.predict(self.parts, ctx.request, body))
 
     @bentoml.api(route=ROUTES["predict_batch"], input_spec=BatchRequest, output_spec=BatchData)
     async def predict_batch(self, ctx: bentoml.Context, **body: Any) -> BatchData | Response:
         """Many predict requests in one call; each item succeeds or fails on its own."""
-        return await native.answer(ctx, lambda: native.predict_batch(self.parts, BatchRequest.model_construct(**body)))
+        return await native.answer(ctx, lambda: native.predict_batch(self.parts, ctx.request, body))
 
     @bentoml.api(route=ROUTES["compare"], input_spec=CompareRequest, output_spec=CompareData)
     async def compare(self, ctx: bentoml.Context, **body: Any) -> CompareData | Response:
         """The same input through several versions, with consensus and disagreement."""
-        return await native.answer(ctx, lambda: native.compare(self.parts, CompareRequest.model_construct(**body)))
+        return await native.answer(ctx, lambda: native.compare(self.parts, body))
 
     @bentoml.api(route=ROUTES["list_models"], output_spec=ModelsData)
     async def list_models(self, ctx: bentoml.Context) -> ModelsData | Response:

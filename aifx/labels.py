@@ -11,6 +11,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import talib
 
+from aifx.trade import HIT, RESULT_CODES, TradeRule, outcomes, pip_size
+
+# The training candles are EUR/USD: BarrierParams.cost is the one pip added to the take profit, in price.
+LABEL_PIP = pip_size("EUR/USD")
+
 
 @dataclass(frozen=True)
 class SwingParams:
@@ -43,6 +48,16 @@ class BarrierParams:
     def to_dict(self) -> dict[str, object]:
         return {"scheme": "triple_barrier", **asdict(self)}
 
+    def trade_rule(self, cost_pips: float = 1.0) -> TradeRule:
+        """The same barriers as the one trade rule of aifx.trade (cost moves the take profit only)."""
+        return TradeRule(
+            take_profit_atr=self.take_profit_atr,
+            stop_loss_atr=self.stop_loss_atr,
+            horizon_bars=self.horizon_bars,
+            take_profit_extra_pips=self.cost / LABEL_PIP,
+            cost_pips=cost_pips,
+        )
+
 
 @dataclass(frozen=True)
 class StageLabels:
@@ -71,31 +86,14 @@ def swing_labels(high: np.ndarray, low: np.ndarray, p: SwingParams = SwingParams
 def barrier_outcomes(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, atr: np.ndarray, p: BarrierParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per bar, whether a long and a short opened at Close[t] win (NaN if undefined)."""
-    size = len(close)
-    long_win = np.full(size, np.nan)
-    short_win = np.full(size, np.nan)
-    for t in range(size - p.horizon_bars):
-        if not np.isfinite(atr[t]):
-            continue
-        long_win[t] = _first_touch(
-            high[t + 1 : t + 1 + p.horizon_bars] >= close[t] + p.take_profit_atr * atr[t] + p.cost,
-            low[t + 1 : t + 1 + p.horizon_bars] <= close[t] - p.stop_loss_atr * atr[t],
-        )
-        short_win[t] = _first_touch(
-            low[t + 1 : t + 1 + p.horizon_bars] <= close[t] - p.take_profit_atr * atr[t] - p.cost,
-            high[t + 1 : t + 1 + p.horizon_bars] >= close[t] + p.stop_loss_atr * atr[t],
-        )
-    return long_win, short_win
+    """Per bar, whether a long and a short opened at Close[t] reach take profit (NaN if undefined)."""
+    long_code, short_code = outcomes(high, low, close, atr, LABEL_PIP, p.trade_rule())
+    return _won(long_code), _won(short_code)
 
 
-def _first_touch(target: np.ndarray, stop: np.ndarray) -> float:
-    """1.0 if target is touched strictly before stop; a bar touching both is a loss."""
-    hit_t = np.flatnonzero(target)
-    if hit_t.size == 0:
-        return 0.0
-    hit_s = np.flatnonzero(stop)
-    return float(hit_s.size == 0 or hit_t[0] < hit_s[0])
+def _won(codes: np.ndarray) -> np.ndarray:
+    """1.0 for a hit; a stop or a timeout is a loss (0.0); NaN stays NaN."""
+    return np.where(np.isnan(codes), np.nan, (codes == RESULT_CODES[HIT]).astype(float))
 
 
 def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:

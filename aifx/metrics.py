@@ -8,6 +8,7 @@ from the configured set (anything else is "unknown"), reasons and stages from fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -57,7 +58,48 @@ TRAINING_BASE_RATE = Gauge(
 STAGE_RETRIES = Counter("aifx_stage_call_retries", "Stage calls retried after a transient failure", ["stage"])
 STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage calls that failed after every retry", ["stage"])
 
+# The outcome loop (aifx/api/outcome_log.py): evaluation rows, trusted candles, resolved bars, live figures.
+EVAL_DROP_REASONS = ("full", "database", "shadow")
+EVAL_DROPPED = Counter(
+    "aifx_evaluation_rows_dropped", "Evaluation-log rows or shadow decisions dropped, by reason", ["reason"]
+)
+EVAL_LOGGED = Counter("aifx_evaluation_bars_logged", "Bars written to the evaluation log (first writer of each)")
+CANDLE_CONFLICTS = Counter(
+    "aifx_candle_conflicts", "Trusted candles that differ from the stored one beyond the tolerance (first wins)"
+)
+RESOLVED = Counter("aifx_outcomes_resolved", "Logged bars resolved from later candles")
+EXPIRED = Counter("aifx_outcomes_expired", "Logged bars expired without covering candles")
+PENDING = Gauge("aifx_outcomes_pending", "Logged bars waiting for later candles", multiprocess_mode="livemostrecent")
+PENDING_AGE = Gauge(
+    "aifx_outcomes_pending_oldest_seconds",
+    "Age of the oldest pending bar (0 when none)",
+    multiprocess_mode="livemostrecent",
+)
+LIVE_HIT_RATE = Gauge(
+    "aifx_live_hit_rate",
+    "Share of a version's resolved long/short signals that reached take profit",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+LIVE_MEAN_PIPS = Gauge(
+    "aifx_live_mean_pips",
+    "Mean pips after cost per resolved signal of a version",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+LIVE_SIGNALS = Gauge(
+    "aifx_live_signals", "Resolved long/short signals of a version", ["version"], multiprocess_mode="livemostrecent"
+)
+WALKFORWARD_HIT_RATE = Gauge(
+    "aifx_walkforward_hit_rate",
+    "Share of the version's walk-forward backtest trades that reached take profit (model metadata)",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
 
+
+for _reason in EVAL_DROP_REASONS:
+    EVAL_DROPPED.labels(reason=_reason)
 for _reason in ERROR_REASONS:  # start every bounded series at 0 so rate() sees the first error
     ERRORS.labels(reason=_reason)
 for _stage in STAGES:
@@ -111,3 +153,27 @@ def set_base_rates(labels: MetricLabels, rates: Mapping[str, float]) -> None:
     """Publish each configured version's Stage 1 training base rate."""
     for version, rate in sorted(rates.items()):
         TRAINING_BASE_RATE.labels(version=labels.version(version)).set(rate)
+
+
+def count_evaluation_drop(reason: str, rows: int = 1) -> None:
+    """Evaluation rows dropped: the queue was full, the database failed, or a shadow score failed."""
+    EVAL_DROPPED.labels(reason=reason if reason in EVAL_DROP_REASONS else "database").inc(rows)
+
+
+def set_backlog(pending: int, oldest_age_s: float) -> None:
+    PENDING.set(pending)
+    PENDING_AGE.set(oldest_age_s)
+
+
+def set_live(labels: MetricLabels, version: str, live: Mapping[str, object]) -> None:
+    """Publish a version's live hit rate, mean pips and signal count (NaN while undefined)."""
+    name = labels.version(version)
+    for gauge, key in ((LIVE_HIT_RATE, "hit_rate"), (LIVE_MEAN_PIPS, "mean_pips"), (LIVE_SIGNALS, "signals")):
+        value = live.get(key)
+        gauge.labels(version=name).set(float(value) if isinstance(value, int | float) else math.nan)
+
+
+def set_walkforward_hit_rates(labels: MetricLabels, versions: Iterable[str], rates: Mapping[str, float]) -> None:
+    """Each configured version's walk-forward take-profit rate (NaN when its metadata has none)."""
+    for version in versions:
+        WALKFORWARD_HIT_RATE.labels(version=labels.version(version)).set(rates.get(version, math.nan))

@@ -65,8 +65,22 @@ class Settings(BaseSettings):
     # aifx/api/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
     # to ~125 MB: the 1 Gi API pod holds the arbiter and 2 workers (~230 MB each at rest) plus that twice.
     body_budget_bytes: int = Field(default=2_000_000, gt=0)
+    # The outcome loop (README "Outcomes"): every served prediction and every other loaded version's decision
+    # on the same bar are logged, then resolved from later candles of trusted sources.
+    outcomes: bool = True
+    # Versions scored beside the served one (default: every loaded version); AIFX_SHADOW_VERSIONS= (empty) for none.
+    shadow_versions: Annotated[tuple[str, ...] | None, NoDecode] = None
+    trade_cost_pips: float = Field(default=1.0, ge=0, le=100)
+    # Pairs beyond the built-in table (aifx/trade.py), as JSON: {"XAU/USD": 0.01}.
+    pip_sizes: dict[str, float] = Field(default_factory=dict)
+    # A pending bar without covering candles for this long is expired.
+    outcome_expiry_hours: float = Field(default=168.0, gt=0)
+    resolve_every_seconds: float = Field(default=2.0, gt=0)
+    # Two trusted sources whose prices of one candle differ by more than this share of the price conflict.
+    candle_tolerance: float = Field(default=1e-6, ge=0, le=0.01)
+    evaluation_queue_rows: int = Field(default=50_000, ge=100)
 
-    @field_validator("versions", mode="before")
+    @field_validator("versions", "shadow_versions", mode="before")
     @classmethod
     def _split_versions(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,11 +17,18 @@ def _candles():
     return load_candles_csv(DATA)
 
 
-def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> list[dict[str, object]]:
-    """`count` requests, each the 64 candles ending at a random bar."""
+def predict_bodies(
+    count: int, candles_per_request: int = 64, seed: int = 0, pair: str = "EUR/USD", distinct: bool = False
+) -> list[dict[str, object]]:
+    """`count` requests, each the 64 candles ending at a random bar (with distinct, every bar at most once)."""
     c = _candles()
     rng = np.random.default_rng(seed)
-    ends = rng.integers(candles_per_request, len(c), size=count)
+    if distinct:
+        if count > len(c) - candles_per_request:
+            raise ValueError(f"only {len(c) - candles_per_request} distinct bars")
+        ends = rng.permutation(np.arange(candles_per_request, len(c)))[:count]
+    else:
+        ends = rng.integers(candles_per_request, len(c), size=count)
     bodies: list[dict[str, object]] = []
     for end in ends.tolist():
         s = c.slice(end - candles_per_request, end)
@@ -32,7 +39,7 @@ def predict_bodies(count: int, candles_per_request: int = 64, seed: int = 0) -> 
                 s.low.tolist(), s.close.tolist(), strict=True,
             )
         ]  # fmt: skip
-        bodies.append({"pair": "EUR/USD", "timeframe": "1h", "data": data})
+        bodies.append({"pair": pair, "timeframe": "1h", "data": data})
     return bodies
 
 

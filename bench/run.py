@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,9 +81,11 @@ def bench_service(scale: float, config: Path) -> tuple[list[RunResult], dict[str
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
+    state = tempfile.mkdtemp(prefix="aifx-bench-")  # a fresh database: no bar is known before the run
     proc, cold = start([sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1",
                         "--timeout-keep-alive", "75"],
-                       f"{base}/readyz", env={"BENTOML_CONFIG": str(config)})  # fmt: skip
+                       f"{base}/readyz", env={"BENTOML_CONFIG": str(config),
+                                              "AIFX_DATABASE_URL": f"sqlite:///{state}/state.db"})  # fmt: skip
     try:
         url = f"{base}/reversal/predict"
         first = first_prediction_s(url, t0)
@@ -90,18 +93,29 @@ def bench_service(scale: float, config: Path) -> tuple[list[RunResult], dict[str
         runs: list[RunResult] = []
         for conc, n in ((1, 1000), (8, 2000), (32, 4000), (64, 4000), (1, 1000)):
             label = "service" if not runs or conc != 1 else "service (after burst)"
-            runs.append(run_load(label, url, predict_bodies(int(n * scale), seed=conc), conc))
+            runs.append(run_load(label, url, distinct_bodies(int(n * scale), len(runs)), conc))
             print(runs[-1].row(), flush=True)
         native = f"{base}/v1/predict"  # the BentoML-native API: same body, same prediction code
         run_load("warm-up", native, predict_bodies(int(100 * scale), seed=8), 8)
         for conc, n in ((64, 4000), (1, 1000)):
-            runs.append(run_load("native /v1/predict", native, predict_bodies(int(n * scale), seed=conc), conc))
+            runs.append(run_load("native /v1/predict", native, distinct_bodies(int(n * scale), len(runs)), conc))
             print(runs[-1].row(), flush=True)
         rss = tree_rss_mb(proc.pid)
         batch = bench_batch(f"{base}/reversal/predict/batch", scale)
     finally:
         stop(proc)
     return runs, {"cold_start_s": round(cold, 2), "first_prediction_s": round(first, 2), "rss_mb": round(rss, 1)}, batch
+
+
+PAIRS = ("EUR/USD", "GBP/USD", "AUD/USD", "NZD/USD", "USD/CAD", "EUR/GBP", "EUR/CHF", "AUD/NZD", "GBP/CHF")
+
+
+def distinct_bodies(count: int, run: int) -> list[dict[str, object]]:
+    """Every request about a different bar: distinct bars within a run, a pair of its own per run.
+
+    So the outcome loop scores every loaded version on every request (no bar is scored twice).
+    """
+    return predict_bodies(count, seed=run, pair=PAIRS[run % len(PAIRS)], distinct=True)
 
 
 def native_vs_rest(runs: list[RunResult]) -> dict[str, float]:
@@ -157,6 +171,8 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configuration.yaml", help="BENTOML_CONFIG for the service")
     args = ap.parse_args()
     scale = 0.1 if args.quick else 1.0
+    print("service runs: every request about a different bar (a pair per run), the outcome loop on: every other "
+          "loaded version scored beside the served one (AIFX_SHADOW_VERSIONS unset)", flush=True)  # fmt: skip
     print(HEADER, flush=True)
     runs, svc, batch = bench_service(scale, args.config.resolve())
     base_runs, base = bench_baseline(scale)

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
-# The Alembic head these tables match (experiments/migrations/versions); change both together.
-SCHEMA_VERSION = "0002"
+# The Alembic head these tables match (experiments/migrations/versions); change both together
+# (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
+SCHEMA_VERSION = "0003"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
 MAX_ABS_PIPS = 10_000  # a bigger |pips| is no realized result (the API and a CHECK refuse it)
 USER_ID_LEN = 256
 STATUSES = ("created", "active", "stopped")
 SIGNALS = ("long", "short", "hold")
+PAIR_LEN = 16
+TIMEFRAME_LEN = 8
+SOURCE_LEN = 32
+BAR_STATES = ("pending", "resolved", "expired")
+RESULTS = ("hit", "stop", "timeout")
 
 metadata = MetaData()
 
@@ -74,10 +83,15 @@ predictions = Table(
     Column("stage2_prob", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("idempotency_key", String(IDEMPOTENCY_KEY_LEN)),
+    # The bar the prediction is about (when it came with candles): its market outcome is that bar's resolution.
+    Column("pair", String(16)),
+    Column("timeframe", String(8)),
+    Column("bar_time", DateTime(timezone=True)),
     CheckConstraint("variant IN ('A', 'B')", name="ck_predictions_variant"),
     CheckConstraint("signal IN ('long', 'short', 'hold')", name="ck_predictions_signal"),
 )
 Index("ix_predictions_experiment_variant", predictions.c.experiment_id, predictions.c.variant)
+Index("ix_predictions_bar", predictions.c.pair, predictions.c.timeframe, predictions.c.bar_time)
 Index("ix_predictions_user", predictions.c.user_id)
 Index("ix_predictions_created", predictions.c.created_at)
 # A client retry with the same Idempotency-Key finds the first prediction instead of counting twice.
@@ -111,3 +125,70 @@ settings = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- evaluation log (migration 0003): every loaded version's decision on each bar, scored later --
+
+eval_bars = Table(
+    "eval_bars",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pair", String(PAIR_LEN), nullable=False),
+    Column("timeframe", String(TIMEFRAME_LEN), nullable=False),
+    Column("bar_time", DateTime(timezone=True), nullable=False),
+    Column("entry", Float, nullable=False),
+    Column("atr", Float, nullable=False),
+    Column("pip", Float, nullable=False),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    UniqueConstraint("pair", "timeframe", "bar_time", name="uq_eval_bars_bar"),
+    CheckConstraint("state IN ('pending', 'resolved', 'expired')", name="ck_eval_bars_state"),
+    CheckConstraint("entry > 0", name="ck_eval_bars_entry"),
+    CheckConstraint("atr > 0", name="ck_eval_bars_atr"),
+    CheckConstraint("pip > 0", name="ck_eval_bars_pip"),
+)
+# The resolution query: pending bars of one pair and timeframe in bar_time order.
+Index("ix_eval_bars_resolution", eval_bars.c.state, eval_bars.c.pair, eval_bars.c.timeframe, eval_bars.c.bar_time)
+Index("ix_eval_bars_created", eval_bars.c.created_at)
+
+eval_decisions = Table(
+    "eval_decisions",
+    metadata,
+    Column("bar_id", Integer, ForeignKey("eval_bars.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", String(ID_LEN), primary_key=True),
+    Column("signal", String(8), nullable=False),
+    Column("p_reversal", Float, nullable=False),
+    Column("p_long", Float),
+    Column("served", Integer, nullable=False, server_default=text("0")),
+    Column("result", String(8)),
+    Column("pips", Float),
+    Column("label_held", Boolean),
+    CheckConstraint("signal IN ('long', 'short', 'hold')", name="ck_eval_decisions_signal"),
+    CheckConstraint("p_reversal >= 0 AND p_reversal <= 1", name="ck_eval_decisions_p_reversal"),
+    CheckConstraint("p_long >= 0 AND p_long <= 1", name="ck_eval_decisions_p_long"),
+    CheckConstraint("served >= 0", name="ck_eval_decisions_served"),
+    CheckConstraint("result IN ('hit', 'stop', 'timeout')", name="ck_eval_decisions_result"),
+)
+# Live figures and paired comparisons read one version's decisions.
+Index("ix_eval_decisions_version", eval_decisions.c.version, eval_decisions.c.bar_id)
+
+market_candles = Table(
+    "market_candles",
+    metadata,
+    Column("pair", String(PAIR_LEN), primary_key=True),
+    Column("timeframe", String(TIMEFRAME_LEN), primary_key=True),
+    Column("ts", DateTime(timezone=True), primary_key=True),
+    Column("open", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("close", Float, nullable=False),
+    Column("source", String(SOURCE_LEN), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "high >= low AND high >= open AND high >= close AND low <= open AND low <= close",
+        name="ck_market_candles_ohlc",
+    ),
+    CheckConstraint("low > 0", name="ck_market_candles_positive"),
+)
+# Retention deletes candles by arrival, not by market time (a replay of old data is recent).
+Index("ix_market_candles_received", market_candles.c.received_at)

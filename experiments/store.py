@@ -36,7 +36,7 @@ from experiments import validation as v
 from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
 from experiments.errors import Conflict, Invalid, KeyReused, NotFound
 from experiments.metrics import experiment_metrics
-from experiments.records import experiment_dict, iso, outcome_dict, prediction_dict, utcnow
+from experiments.records import as_utc, experiment_dict, iso, outcome_dict, prediction_dict, utcnow
 from experiments.schema import experiments, outcomes, predictions, settings
 
 ACTIVE_VERSION_KEY = "active_version"
@@ -234,8 +234,11 @@ class ExperimentStore:
         stage1_prob: float | None = None,
         stage2_prob: float | None = None,
         idempotency_key: str | None = None,
+        bar: tuple[str, str, datetime] | None = None,
     ) -> str:
         """Persist a prediction served under the (active) experiment; returns its prediction_id.
+
+        bar: (pair, timeframe, bar time) the prediction is about; its market outcome is that bar's resolution.
 
         With an idempotency key, a retry (same key, same experiment and user) returns the first
         prediction's id instead of counting twice; the same key for another user is a Conflict.
@@ -257,6 +260,7 @@ class ExperimentStore:
             "stage2_prob": v.check_probability(stage2_prob, "stage2_prob", required=False),
             "created_at": utcnow(),
             "idempotency_key": key,
+            **_bar_columns(bar),
         }
         try:
             self._insert_prediction(values, experiment_id, variant, model_version)
@@ -402,3 +406,11 @@ def _check_open(experiment: Row[Any]) -> None:
             f"experiment {experiment.experiment_id!r} stopped at {iso(stopped)}; outcomes are accepted "
             f"for {hours:g} h after the stop"
         )
+
+
+def _bar_columns(bar: tuple[str, str, datetime] | None) -> dict[str, Any]:
+    """The prediction's bar columns (all None without a bar)."""
+    if bar is None:
+        return {"pair": None, "timeframe": None, "bar_time": None}
+    pair, timeframe, bar_time = bar
+    return {"pair": pair[:16], "timeframe": timeframe[:8], "bar_time": as_utc(bar_time)}

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from aifx.candles import Candles
 from aifx.labels import BarrierParams
 from aifx.versions import Scaler, VersionSpec
-from training.backtest import backtest
+from training.backtest import backtest, rule_text
 from training.dataset import Dataset
 from training.metrics import classification_report
 from training.model import fit, predict_proba
@@ -131,7 +131,7 @@ def evaluate(
     bars_all, sides_all = np.concatenate(signal_bars), np.concatenate(signal_sides)
     exits = BarrierParams()
     out["backtest"] = {
-        "rule": "one unit trade per signal at Close[t]; exit at TP 2.0xATR14, SL 1.0xATR14 or close after 12 bars",
+        "rule": rule_text(exits.trade_rule(), exits.atr_period),
         "costs": [backtest(candles, bars_all, sides_all, exits, c) for c in (1.0, 2.0)],
     }
     out["split"] = {

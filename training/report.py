@@ -42,13 +42,17 @@ def backtest_table(bt: dict[str, Any]) -> list[str]:
         "trades",
         "longs",
         "shorts",
-        "hit_rate",
+        "hits",
+        "stops",
+        "timeouts",
+        "take_profit_rate",
+        "positive_rate",
         "total_pips",
         "mean_pips",
         "max_drawdown_pips",
     )
     rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    rows += ["| " + " | ".join(_fmt(c[k]) for k in keys) + " |" for c in bt["costs"]]
+    rows += ["| " + " | ".join(_fmt(c.get(k)) for k in keys) + " |" for c in bt["costs"]]
     return [f"Rule: {bt['rule']}.", "", *rows]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -35,6 +36,7 @@ from experiments import Assignment, Conflict, ExperimentError, ExperimentStore, 
 
 logger = get_logger("bentoml.aifx.ab_tests")
 T = TypeVar("T")
+BarKey = tuple[str, str, datetime]  # (pair, timeframe, bar time) of a prediction's bar
 _REASONS = {404: "not_found", 409: "conflict", 422: "validation"}
 
 
@@ -95,15 +97,17 @@ class ABTests:
         experiment = await self.active.get()
         return assignment_for(experiment, user_id) if experiment is not None else None
 
-    async def record(self, assigned: Assignment, user_id: str, decision: Decision) -> dict[str, Any]:
+    async def record(
+        self, assigned: Assignment, user_id: str, decision: Decision, bar: BarKey | None = None
+    ) -> dict[str, Any]:
         """Commit one served prediction; the response fields, or {} when the experiment has just ended."""
-        out = (await self.record_many({0: (assigned, user_id, decision)}, batch=False))[0]
+        out = (await self.record_many({0: (assigned, user_id, decision, bar)}, batch=False))[0]
         if isinstance(out, ApiError):
             raise out
         return out
 
     async def record_many(
-        self, items: dict[int, tuple[Assignment, str, Decision]], batch: bool = True
+        self, items: dict[int, tuple[Assignment, str, Decision, BarKey | None]], batch: bool = True
     ) -> dict[int, dict[str, Any] | ApiError]:
         """Commit several served predictions (one transaction each) in one worker thread, by item key.
 
@@ -118,12 +122,14 @@ class ABTests:
         out = await anyio.to_thread.run_sync(self._record_all, [(*items[k], idem[k]) for k in keys])
         return dict(zip(keys, out, strict=True))
 
-    def _record_all(self, items: list[tuple[Assignment, str, Decision, str | None]]) -> list[dict[str, Any] | ApiError]:
+    def _record_all(
+        self, items: list[tuple[Assignment, str, Decision, BarKey | None, str | None]]
+    ) -> list[dict[str, Any] | ApiError]:
         """Blocking: record each prediction; a failure is returned in its place."""
         out: list[dict[str, Any] | ApiError] = []
-        for assigned, user_id, decision, key in items:
+        for assigned, user_id, decision, bar, key in items:
             try:
-                out.append(self._record_one(assigned, user_id, decision, key))
+                out.append(self._record_one(assigned, user_id, decision, key, bar))
             except DataError as exc:
                 out.append(rejected(exc, "the prediction was not recorded"))
             except SQLAlchemyError as exc:
@@ -133,7 +139,7 @@ class ABTests:
         return out
 
     def _record_one(
-        self, assigned: Assignment, user_id: str, decision: Decision, key: str | None = None
+        self, assigned: Assignment, user_id: str, decision: Decision, key: str | None = None, bar: BarKey | None = None
     ) -> dict[str, Any]:
         """Blocking: commit one prediction; {} when the experiment is no longer active."""
         try:
@@ -147,6 +153,7 @@ class ABTests:
                 decision.stage1_prob,
                 decision.stage2_prob,
                 idempotency_key=key,
+                bar=bar,
             )
         except KeyReused:
             raise

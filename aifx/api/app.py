@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -31,10 +34,12 @@ from aifx.api.errors import (
     ok,
     with_error_id,
 )
+from aifx.api.inputs import to_candles
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets, buckets_of
 from aifx.api.responses import (
     BatchData,
+    CandlesData,
     CompareData,
     Envelope,
     ExperimentData,
@@ -50,6 +55,7 @@ from aifx.api.responses import (
 )
 from aifx.api.schemas import (
     BatchRequest,
+    CandlesRequest,
     CompareRequest,
     ExperimentCreate,
     LegacyPredictRequest,
@@ -57,6 +63,7 @@ from aifx.api.schemas import (
     PredictRequest,
 )
 from aifx.settings import Settings
+from aifx.trade import UnknownPair, normalise_pair, pip_size
 from experiments.schema import ID_LEN
 
 logger = get_logger("bentoml.aifx.api")
@@ -113,6 +120,13 @@ def check_outcome(settings: Settings, authorization: str | None) -> None:
         )
     if not _matches(given, tokens):
         raise Forbidden("outcome route: the bearer token is neither AIFX_OUTCOME_TOKEN nor AIFX_ADMIN_TOKEN")
+
+
+def is_trusted(settings: Settings, authorization: str | None) -> bool:
+    """True when the caller presents the outcome or admin token: its candles may resolve outcomes."""
+    given = _bearer(authorization)
+    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
+    return bool(tokens) and given is not None and _matches(given, tokens)
 
 
 def is_admin(settings: Settings, authorization: str | None) -> bool:
@@ -247,9 +261,15 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         openapi_extra=openapi_body(PredictRequest),
         dependencies=JSON_ONLY,
     )
-    async def predict(body: Annotated[PredictRequest, json_body(PredictRequest)], request: Request) -> JSONResponse:
-        """Predict a reversal signal from the latest candles (or precomputed features)."""
-        return ok(await parts(request).predictor.predict(body))
+    async def predict(
+        body: Annotated[PredictRequest, json_body(PredictRequest)], request: Request, authorization: AdminAuth = None
+    ) -> JSONResponse:
+        """Predict a reversal signal from the latest candles (or precomputed features).
+
+        A long or short from candles carries `trade` (the levels its outcome is scored by). With the
+        outcome (or admin) token the request's candles also resolve earlier bars (README "Outcomes").
+        """
+        return ok(await parts(request).predictor.predict(body, is_trusted(settings, authorization)))
 
     @app.post(
         "/reversal/predict/batch",
@@ -258,9 +278,11 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         openapi_extra=openapi_body(BatchRequest),
         dependencies=JSON_ONLY,
     )
-    async def predict_batch(body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request) -> JSONResponse:
+    async def predict_batch(
+        body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request, authorization: AdminAuth = None
+    ) -> JSONResponse:
         """Many predict requests in one call; each item succeeds or fails on its own."""
-        return ok(await parts(request).predictor.predict_many(body.items))
+        return ok(await parts(request).predictor.predict_many(body.items, is_trusted(settings, authorization)))
 
     @app.post(
         "/reversal/compare",
@@ -274,14 +296,27 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         return ok(await parts(request).predictor.compare(body))
 
     @app.get("/reversal/models", response_model=Envelope[ModelsData], tags=["models"])
-    async def list_models(request: Request) -> JSONResponse:
-        """Active version, default, fallback order and every configured version with its metrics."""
-        return ok(await parts(request).registry.models())
+    async def list_models(request: Request, live: Annotated[LiveFilters, Query()]) -> JSONResponse:
+        """Active version, default, fallback order and every configured version with its metrics and `live` block."""
+        return ok(await models_with_live(parts(request), live))
 
     @app.get("/reversal/models/{version}", response_model=Envelope[ModelInfo], tags=["models"])
-    async def get_model(version: Version, request: Request) -> JSONResponse:
-        """One version: stages, threshold, features, window, label parameters, metrics."""
-        return ok(await parts(request).registry.model(version))
+    async def get_model(version: Version, request: Request, live: Annotated[LiveFilters, Query()]) -> JSONResponse:
+        """One version: stages, threshold, features, window, label parameters, metrics, `live` block."""
+        return ok(await model_with_live(parts(request), version, live))
+
+    @app.post(
+        "/reversal/candles",
+        response_model=Envelope[CandlesData],
+        tags=["outcomes"],
+        openapi_extra=openapi_body(CandlesRequest),
+        dependencies=outcome_guard(settings),
+    )
+    async def post_candles(
+        body: Annotated[CandlesRequest, json_body(CandlesRequest)], request: Request
+    ) -> JSONResponse:
+        """Closed candles from a trusted source (outcome or admin token): they resolve logged bars' outcomes."""
+        return ok(await add_candles(parts(request), body))
 
     admin = admin_guard(settings)
 
@@ -312,6 +347,57 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         return ok(await parts(request).predictor.predict_legacy(body))
 
     return app
+
+
+class LiveFilters(BaseModel):
+    """Filters of the `live` block: pair, timeframe, bars since a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair: str | None = Field(default=None, max_length=32)
+    timeframe: str | None = Field(default=None, max_length=8)
+    since: datetime | None = Field(default=None, description="ISO-8601; bars at or after this time")
+
+
+async def models_with_live(p: Parts, filters: LiveFilters | None = None) -> dict[str, Any]:
+    """GET /reversal/models with each version's `live` block (left out when the database does not answer)."""
+    data = await p.registry.models()
+    blocks = await _live(p, [m["version"] for m in data["versions"]], filters or LiveFilters())
+    return {**data, "versions": [m | ({"live": blocks[m["version"]]} if blocks else {}) for m in data["versions"]]}
+
+
+async def model_with_live(p: Parts, version: str, filters: LiveFilters | None = None) -> dict[str, Any]:
+    """GET /reversal/models/{version} with its `live` block."""
+    data = await p.registry.model(version)
+    blocks = await _live(p, [version], filters or LiveFilters())
+    return data | ({"live": blocks[version]} if blocks else {})
+
+
+async def _live(p: Parts, versions: list[str], f: LiveFilters) -> dict[str, dict[str, Any]]:
+    if p.outcomes is None:
+        return {}
+    since = f.since.replace(tzinfo=f.since.tzinfo or UTC) if f.since else None
+    try:
+        return await p.outcomes.live(versions, f.pair, f.timeframe, since)
+    except UnknownPair as exc:
+        raise ApiError(f"pair: {exc}", status=422) from None
+    except SQLAlchemyError as exc:
+        logger.warning("live figures unavailable: %s", type(exc).__name__)
+        return {}
+
+
+async def add_candles(p: Parts, body: CandlesRequest) -> dict[str, Any]:
+    """Store trusted candles and resolve what they cover; the counts of new, duplicate and conflicting ones."""
+    if p.outcomes is None:
+        raise ApiError("the outcome loop is off (AIFX_OUTCOMES=false): candles are not stored", status=409,
+                       reason="conflict")  # fmt: skip
+    try:
+        pip_size(body.pair, p.registry.settings.pip_sizes)
+    except UnknownPair as exc:
+        raise ApiError(f"pair: {exc}; the service reads extra pip sizes from AIFX_PIP_SIZES", status=422) from None
+    counts = await p.outcomes.add_candles(body.pair, body.timeframe, to_candles(body.data))
+    keys = ("inserted", "duplicates", "conflicts")
+    return {"pair": normalise_pair(body.pair), "timeframe": body.timeframe, **{k: int(counts.get(k, 0)) for k in keys}}
 
 
 def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -> None:

@@ -60,7 +60,9 @@ NATIVE_ERROR_STATUSES = {
     503: "A version or stage service is unavailable (Retry-After where known)",
 }
 BATCH_PATHS = frozenset({"/reversal/predict/batch", "/v1/predict_batch"})
-PREDICT_PATHS = frozenset({"/reversal/predict", "/reversal/compare", "/predict", "/v1/predict", "/v1/compare"})
+PREDICT_PATHS = frozenset(
+    {"/reversal/predict", "/reversal/compare", "/predict", "/v1/predict", "/v1/compare", "/reversal/candles"}
+)
 BUDGET_WAIT_SECONDS = 10.0
 
 

@@ -7,11 +7,14 @@ import gc
 from datetime import timedelta
 from typing import Any
 
+from bentoml import server_context
+
 from aifx.api.ab_tests import ABTests
 from aifx.api.app import create_app
 from aifx.api.asgi import ByteBudget
 from aifx.api.catalog import Catalog
 from aifx.api.context import get_logger
+from aifx.api.outcome_log import OutcomeLog
 from aifx.api.parts import Parts
 from aifx.api.predictor import Predictor
 from aifx.api.ratelimit import buckets_of
@@ -19,7 +22,7 @@ from aifx.api.registry import VersionRegistry
 from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.settings import Settings, get_settings
-from experiments import ExperimentStore
+from experiments import EvaluationStore, ExperimentStore
 from experiments.db import DatabaseOptions
 
 logger = get_logger("bentoml.aifx")
@@ -49,8 +52,20 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
         store.set_active_version,
     )
     ab = ABTests(store, SharedState("active experiment", store.active_experiment, ttl, timeout))
+    outcomes = outcome_log(settings, catalog, store)
     _log_catalog(settings, catalog)
-    return Parts(registry, Predictor(registry, detect, classify, ab), ab)
+    return Parts(registry, Predictor(registry, detect, classify, ab, outcomes), ab, outcomes)
+
+
+def outcome_log(settings: Settings, catalog: Catalog, store: ExperimentStore) -> OutcomeLog | None:
+    """The outcome loop's log over the experiment store's database (None with AIFX_OUTCOMES=false)."""
+    if not settings.outcomes:
+        return None
+
+    def label_params() -> dict[str, Any]:
+        return {v: e.spec.label_params for v, e in catalog.entries.items() if e.spec is not None}
+
+    return OutcomeLog(settings, EvaluationStore(store), label_params)
 
 
 def database_options(settings: Settings) -> DatabaseOptions:
@@ -73,7 +88,17 @@ def attach(parts: Parts) -> None:
     loop = asyncio.get_running_loop()
     loop.create_task(report_when_ready(parts.registry))
     if parts.registry.settings.retention_days:
-        loop.create_task(purge_periodically(parts.ab, parts.registry.settings.retention_days))
+        loop.create_task(purge_periodically(parts, parts.registry.settings.retention_days))
+    if parts.outcomes is not None and server_context.worker_index in (None, 1):
+        # One resolver per pod: the database keeps the first resolution, and one writer avoids lock waits.
+        registry = parts.registry
+        loop.create_task(parts.outcomes.run(registry.catalog.order, registry.labels))
+
+
+def detach(parts: Parts) -> None:
+    """Shutdown (SIGTERM): write every queued evaluation row before the worker exits."""
+    if parts.outcomes is not None and not parts.outcomes.close():
+        logger.warning("shutdown: evaluation rows were left unwritten after the timeout")
 
 
 async def report_when_ready(registry: VersionRegistry, wait: float = STARTUP_WAIT_SECONDS) -> None:
@@ -101,13 +126,17 @@ async def report_when_ready(registry: VersionRegistry, wait: float = STARTUP_WAI
     (logger.info if avail.loaded and not avail.failed else logger.warning)("\n".join(lines))
 
 
-async def purge_periodically(ab: ABTests, days: int, every_s: float = 3600.0) -> None:
-    """Delete stored predictions older than the retention period, hourly (each worker; idempotent)."""
+async def purge_periodically(parts: Parts, days: int, every_s: float = 3600.0) -> None:
+    """Delete stored predictions and evaluation rows older than the retention period, hourly (idempotent)."""
     while True:
         try:
-            deleted = await asyncio.to_thread(ab.store.purge_predictions, timedelta(days=days))
+            deleted = await asyncio.to_thread(parts.ab.store.purge_predictions, timedelta(days=days))
             if deleted:
                 logger.info("retention: deleted %d predictions older than %d days", deleted, days)
+            if parts.outcomes is not None:
+                purged = await asyncio.to_thread(parts.outcomes.store.purge, timedelta(days=days))
+                if any(purged.values()):
+                    logger.info("retention: deleted %s of the evaluation log older than %d days", purged, days)
         except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
             logger.warning("retention purge failed: %s", type(exc).__name__)
         await asyncio.sleep(every_s)

@@ -42,6 +42,15 @@ class VersionEntry:
             return None
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
+    @property
+    def walkforward_hit_rate(self) -> float | None:
+        """Share of the walk-forward backtest's trades (cost 1 pip) that reached take profit, if recorded."""
+        try:
+            value = self.metadata["metrics"]["backtest"]["costs"][0]["take_profit_rate"]
+        except (KeyError, TypeError, IndexError):
+            return None
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -74,6 +83,11 @@ class Catalog:
     def base_rates(self) -> dict[str, float]:
         """Stage 1 base rate per configured version that records one."""
         rates = {v: self.entries[v].base_rate for v in self.order}
+        return {v: r for v, r in rates.items() if r is not None}
+
+    def walkforward_hit_rates(self) -> dict[str, float]:
+        """Walk-forward take-profit rate per configured version that records one."""
+        rates = {v: self.entries[v].walkforward_hit_rate for v in self.order}
         return {v: r for v, r in rates.items() if r is not None}
 
 

@@ -19,7 +19,14 @@ from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
 from aifx.api import ab_tests as ab
-from aifx.api.app import check_admin, check_json_content_type, check_same_site
+from aifx.api.app import (
+    check_admin,
+    check_json_content_type,
+    check_same_site,
+    is_trusted,
+    model_with_live,
+    models_with_live,
+)
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
@@ -75,29 +82,38 @@ def out(model: type[M], data: Any) -> M:
     return _sparse(model).model_validate(data)
 
 
-async def predict(parts: Parts, body: PredictRequest) -> PredictionData:
-    """The predict route's answer for the same body."""
-    return out(PredictionData, await parts.predictor.predict(body))
+# BentoML hands an API its validated input's fields; model_construct() puts them back together unvalidated.
 
 
-async def predict_batch(parts: Parts, body: BatchRequest) -> BatchData:
+async def predict(parts: Parts, request: Request, fields: dict[str, Any]) -> PredictionData:
+    """The predict route's answer for the same body (and the same outcome token)."""
+    body = PredictRequest.model_construct(**fields)
+    return out(PredictionData, await parts.predictor.predict(body, _trusted(parts, request)))
+
+
+async def predict_batch(parts: Parts, request: Request, fields: dict[str, Any]) -> BatchData:
     """The batch route's answer for the same items."""
-    return out(BatchData, await parts.predictor.predict_many(body.items))
+    body = BatchRequest.model_construct(**fields)
+    return out(BatchData, await parts.predictor.predict_many(body.items, _trusted(parts, request)))
 
 
-async def compare(parts: Parts, body: CompareRequest) -> CompareData:
+def _trusted(parts: Parts, request: Request) -> bool:
+    return is_trusted(parts.registry.settings, request.headers.get("authorization"))
+
+
+async def compare(parts: Parts, fields: dict[str, Any]) -> CompareData:
     """The compare route's answer for the same body."""
-    return out(CompareData, await parts.predictor.compare(body))
+    return out(CompareData, await parts.predictor.compare(CompareRequest.model_construct(**fields)))
 
 
 async def list_models(parts: Parts) -> ModelsData:
     """GET /reversal/models."""
-    return out(ModelsData, await parts.registry.models())
+    return out(ModelsData, await models_with_live(parts))
 
 
 async def describe_model(parts: Parts, version: str) -> ModelInfo:
     """GET /reversal/models/{version}."""
-    return out(ModelInfo, await parts.registry.model(version))
+    return out(ModelInfo, await model_with_live(parts, version))
 
 
 async def experiment_metrics(parts: Parts, experiment_id: str) -> ExperimentMetricsData:

@@ -1,10 +1,11 @@
-"""What the routes use: the version registry, the predictor and the A/B tests."""
+"""What the routes use: the version registry, the predictor, the A/B tests and the outcome log."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from aifx.api.ab_tests import ABTests
+from aifx.api.outcome_log import OutcomeLog
 from aifx.api.predictor import Predictor
 from aifx.api.registry import VersionRegistry
 
@@ -16,3 +17,4 @@ class Parts:
     registry: VersionRegistry
     predictor: Predictor
     ab: ABTests
+    outcomes: OutcomeLog | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,11 @@ from aifx.api.errors import (
     now_iso,
     with_error_id,
 )
+from aifx.api.outcome_log import Bar, OutcomeLog
 from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
 from aifx.api.stage_client import StageClient
+from aifx.candles import Candles
 from aifx.versions import VersionSpec
 from aifx.wire import Window
 from experiments import Assignment
@@ -51,11 +54,19 @@ class Prepared:
 class Predictor:
     """Runs the two stages for the predict, batch, compare and legacy routes."""
 
-    def __init__(self, registry: VersionRegistry, detect: StageClient, classify: StageClient, ab: ABTests) -> None:
+    def __init__(
+        self,
+        registry: VersionRegistry,
+        detect: StageClient,
+        classify: StageClient,
+        ab: ABTests,
+        outcomes: OutcomeLog | None = None,
+    ) -> None:
         self.registry = registry
         self.detect = detect
         self.classify = classify
         self.ab = ab
+        self.outcomes = outcomes
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
@@ -65,11 +76,12 @@ class Predictor:
             raise failed
         return [d for d in out if isinstance(d, sig.Decision)]
 
-    async def score_each(self, batch: Sequence[Prepared]) -> list[sig.Decision | ApiError]:
+    async def score_each(self, batch: Sequence[Prepared], served: int | None = None) -> list[sig.Decision | ApiError]:
         """Each window's decision, or the error of a window whose model output is not a probability.
 
         Stage calls are coalesced across requests, so each window's output is checked on its own:
-        one window's NaN fails only the request it belongs to, never reaches the metrics.
+        one window's NaN fails only the request it belongs to, never reaches the metrics. Only the
+        first `served` windows (default all) are served predictions; the rest are shadow scores.
         """
         if not batch:
             return []
@@ -93,18 +105,18 @@ class Predictor:
                 decisions[i] = sig.with_stage2(p1[i], prob2) if ok else invalid_output(2, batch[i].version, prob2)
         out = [d for d in decisions if d is not None]
         labels = self.registry.labels
-        for p, d in zip(batch, out, strict=True):
+        for p, d in zip(batch[:served], out[:served], strict=True):
             if isinstance(d, sig.Decision):
                 metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
         return out
 
-    async def prepare(self, req: PredictRequest, assigned: Assignment | None = None) -> Prepared:
+    async def prepare(self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None) -> Prepared:
         """The request's window for its version: the experiment's variant, the explicit one or the active one."""
         if assigned is None:
             version, entry = await self.registry.resolve(req.version)
         else:
             version, entry = await self._resolve_variant(assigned)
-        return window(req, version, entry)
+        return window(req, version, entry, candles)
 
     async def _resolve_variant(self, assigned: Assignment) -> tuple[str, VersionEntry]:
         """The assigned variant's version, or a 503 that names the experiment (no silent fallback)."""
@@ -115,20 +127,67 @@ class Predictor:
                 f"experiment {assigned.experiment_id} serves this user variant {assigned.variant}: {exc.message}"
             ) from None
 
-    async def predict(self, req: PredictRequest) -> dict[str, Any]:
-        """One prediction (under an active experiment: the user's variant, committed before answering)."""
+    async def predict(self, req: PredictRequest, trusted: bool = False) -> dict[str, Any]:
+        """One prediction (under an active experiment: the user's variant, committed before answering).
+
+        Every other loaded version is scored on the same candles in the same stage calls (once per bar)
+        and logged for the outcome loop; trusted (outcome or admin token) requests also give their candles.
+        """
         assigned = await self.ab.assign(req.user_id, req.version)
-        prepared = await self.prepare(req, assigned)
-        (decision,) = await self.score([prepared])
-        data = prediction_data(req.pair, req.timeframe, prepared.version, decision)
+        candles = _candles(req)
+        job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
+        scored = await self.score_each([job.served, *job.shadows], served=1)
+        decision = scored[0]
+        if isinstance(decision, ApiError):
+            raise decision
+        data = self._answer(req, job, decision, scored[1:])
         if assigned is not None:
-            data |= await self.ab.record(assigned, req.user_id or "", decision)
+            data |= await self.ab.record(assigned, req.user_id or "", decision, _bar_of(job))
         return data
 
-    async def predict_many(self, items: Sequence[PredictRequest | InvalidItem]) -> dict[str, Any]:
-        """Many predictions: each item succeeds or fails on its own."""
+    async def _job(self, req: PredictRequest, served: Prepared, candles: Candles | None, trusted: bool) -> Job:
+        """The served window and the shadow windows of the request's bar (none without candles or a known pair)."""
+        log = self.outcomes
+        if log is None or candles is None:
+            return Job(served)
+        if trusted:
+            log.trust(req.pair, req.timeframe, candles, "predict")
+        bar = log.bar(req.pair, req.timeframe, candles)
+        if bar is None:
+            return Job(served)
+        loaded = [v for v, _ in await self.registry.loaded_entries()]
+        shadows = []
+        entries = dict(await self.registry.loaded_entries())
+        for version in log.shadow_versions(bar, served.version, loaded):
+            try:
+                shadows.append(window(req, version, entries[version], candles))
+            except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
+                metrics.count_evaluation_drop("shadow")
+        return Job(served, bar, shadows)
+
+    def _answer(
+        self, req: PredictRequest, job: Job, decision: sig.Decision, shadows: Sequence[sig.Decision | ApiError]
+    ) -> dict[str, Any]:
+        """The seed's prediction object (with `trade` for a long or short) after logging the bar's decisions."""
+        data = prediction_data(req.pair, req.timeframe, job.served.version, decision)
+        if job.bar is None or self.outcomes is None:
+            return data
+        logged = [(job.served.version, decision, 1)]
+        for p, d in zip(job.shadows, shadows, strict=True):
+            if isinstance(d, sig.Decision):
+                logged.append((p.version, d, 0))
+            else:
+                metrics.count_evaluation_drop("shadow")
+        self.outcomes.log(job.bar, logged)
+        levels = self.outcomes.trade(job.bar, decision.signal)
+        return data | {"trade": levels} if levels is not None else data
+
+    async def predict_many(
+        self, items: Sequence[PredictRequest | InvalidItem], trusted: bool = False
+    ) -> dict[str, Any]:
+        """Many predictions: each item succeeds or fails on its own (shadow scoring and logging as predict)."""
         results: list[dict[str, Any] | None] = [None] * len(items)
-        ready: list[tuple[int, PredictRequest, Prepared]] = []
+        ready: list[tuple[int, PredictRequest, Job]] = []
         assigned: dict[int, Assignment] = {}
         for i, req in enumerate(items):
             if isinstance(req, InvalidItem):  # validated with the body; only its message was kept
@@ -137,31 +196,37 @@ class Predictor:
                 continue
             try:
                 variant = await self.ab.assign(req.user_id, req.version)
-                ready.append((i, req, await self.prepare(req, variant)))
+                candles = _candles(req)
+                ready.append(
+                    (i, req, await self._job(req, await self.prepare(req, variant, candles), candles, trusted))
+                )
                 if variant is not None:
                     assigned[i] = variant
             except ApiError as exc:
                 metrics.count_error(exc.reason)
                 results[i] = _failed(i, exc.message)
-        scored = await self.score_each([p for _, _, p in ready])
-        served: list[tuple[tuple[int, PredictRequest, Prepared], sig.Decision]] = []
-        for (i, req, p), d in zip(ready, scored, strict=True):
+        jobs = [job for _, _, job in ready]
+        flat = await self.score_each([j.served for j in jobs] + [p for j in jobs for p in j.shadows], served=len(jobs))
+        shadow_out = iter(flat[len(jobs) :])
+        served: list[tuple[tuple[int, PredictRequest, Job], sig.Decision]] = []
+        for (i, req, job), d in zip(ready, flat[: len(jobs)], strict=True):
+            own_shadows = [next(shadow_out) for _ in job.shadows]
             if isinstance(d, ApiError):
                 metrics.count_error(d.reason)
                 results[i] = _failed(i, d.message)
             else:
-                served.append(((i, req, p), d))
+                served.append(((i, req, job), d))
+                job.answer = self._answer(req, job, d, own_shadows)
         recorded = await self.ab.record_many(
-            {i: (assigned[i], req.user_id or "", d) for (i, req, _), d in served if i in assigned}
+            {i: (assigned[i], req.user_id or "", d, _bar_of(job)) for (i, req, job), d in served if i in assigned}
         )
-        for (i, req, p), d in served:
+        for (i, _req, job), _d in served:
             extra = recorded.get(i, {})
             if isinstance(extra, ApiError):
                 metrics.count_error(extra.reason)
                 results[i] = _failed(i, extra.message)
             else:
-                data = prediction_data(req.pair, req.timeframe, p.version, d) | extra
-                results[i] = {"success": True, "data": data, "error": None}
+                results[i] = {"success": True, "data": (job.answer or {}) | extra, "error": None}
         return {"results": results}
 
     async def compare(self, req: CompareRequest) -> dict[str, Any]:
@@ -204,6 +269,26 @@ class Predictor:
             "model_version": prepared.version,
         }
         return {"prediction": d.signal, "confidence": d.confidence, "factors": factors}
+
+
+@dataclass
+class Job:
+    """A request's served window, its bar and the shadow windows scored with it."""
+
+    served: Prepared
+    bar: Bar | None = None
+    shadows: list[Prepared] = field(default_factory=list)
+    answer: dict[str, Any] | None = None
+
+
+def _candles(req: _Inputs) -> Candles | None:
+    """The request's candles (validated once for every version), or None when features are sent."""
+    return None if req.features else inputs.to_candles(req.data or [])
+
+
+def _bar_of(job: Job) -> tuple[str, str, datetime] | None:
+    """(pair, timeframe, bar time) an experiment prediction is about, for its market outcome."""
+    return job.bar.key if job.bar is not None else None
 
 
 def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None) -> Prepared:

@@ -61,6 +61,7 @@ class VersionRegistry:
         self._write_active = write_active
         self.labels = metrics.MetricLabels(catalog.order)
         metrics.set_base_rates(self.labels, catalog.base_rates())
+        metrics.set_walkforward_hit_rates(self.labels, catalog.order, catalog.walkforward_hit_rates())
         self._avail = Availability()
         self._avail_lock = asyncio.Lock()
         self._stages_answered = False

@@ -35,6 +35,15 @@ class Factors(Body):
     direction_source: str | None = Field(default=None, description="'stage 2 model' or the no-Stage-2 rule")
 
 
+class TradeLevels(Body):
+    """The trade the service scores a long or short by (aifx/trade.py): opened at the close of the bar."""
+
+    entry: float = Field(description="close of the request's last candle")
+    take_profit: float = Field(description="entry +- (2 x ATR14 + 1 pip)")
+    stop_loss: float = Field(description="entry -+ 1 x ATR14; a bar touching both levels is a stop")
+    horizon_bars: int = Field(description="otherwise closed at the close of this many bars later")
+
+
 class PredictionData(Body):
     pair: str
     timeframe: str
@@ -48,6 +57,9 @@ class PredictionData(Body):
     prediction_id: str | None = Field(default=None, description="only under an active experiment (with a user id)")
     experiment_id: str | None = Field(default=None, description="only under an active experiment")
     variant: Variant | None = Field(default=None, description="only under an active experiment")
+    trade: TradeLevels | None = Field(
+        default=None, description="long or short from candles of a known pair: the levels the outcome is scored by"
+    )
 
 
 class BatchResult(Body):
@@ -111,6 +123,22 @@ class StagesInfo(Body):
     stage2: StageInfo
 
 
+class LiveStats(Body):
+    """A version's figures over resolved bars of the evaluation log (README "Outcomes")."""
+
+    resolved: int = Field(description="bars logged for the version and resolved from later candles")
+    pending: int
+    expired: int
+    signals: int = Field(description="resolved bars where the version said long or short")
+    hit_rate: float | None = Field(description="share of those signals that reached take profit")
+    mean_pips: float | None = Field(description="per signal, after cost")
+    stage1_precision: float | None
+    stage1_recall: float | None
+    brier: float | None = Field(description="Stage 1 probability against the version's own realized label")
+    labelled: int = Field(description="resolved bars where the version's own Stage 1 label is defined")
+    filters: dict[str, str | None]
+
+
 class ModelInfo(Body):
     version: str
     name: str
@@ -126,6 +154,9 @@ class ModelInfo(Body):
     metrics: dict[str, dict[str, Any]] = Field(
         description="stage -> the training report (walk-forward folds and overall, with base rates and split)"
     )
+    live: LiveStats | None = Field(
+        default=None, description="figures over bars resolved since serving (absent when the outcome loop is off)"
+    )
 
 
 class ModelsData(Body):
@@ -133,6 +164,14 @@ class ModelsData(Body):
     default: str
     fallback_order: list[str]
     versions: list[ModelInfo]
+
+
+class CandlesData(Body):
+    pair: str
+    timeframe: str
+    inserted: int = Field(description="candles not stored before")
+    duplicates: int = Field(description="candles already stored with the same prices")
+    conflicts: int = Field(description="candles stored before with other prices (the first stored wins)")
 
 
 class SwitchData(Body):
@@ -165,10 +204,18 @@ class ExperimentList(Body):
 
 
 class OutcomeStats(Body):
+    """Pips clients posted per prediction (the seed's outcomes; a hit is pips > 0)."""
+
     count: int
     hit_rate: float | None
     mean_pips: float | None
     total_pips: float
+
+
+class MarketOutcomeStats(OutcomeStats):
+    """The version's trade on each long/short prediction's bar, resolved from later candles (a hit: take profit)."""
+
+    source: Literal["market"]
 
 
 class VariantMetrics(Body):
@@ -176,6 +223,7 @@ class VariantMetrics(Body):
     signals: dict[Signal, int]
     avg_confidence: float | None
     outcomes: OutcomeStats
+    market_outcomes: MarketOutcomeStats
 
 
 class VariantData(Body):
@@ -230,6 +278,7 @@ class ExperimentMetricsData(Body):
     active: bool
     variants: dict[Variant, VariantData]
     comparison: Comparison
+    market_comparison: Comparison = Field(description="the same tests over market outcomes (fixed horizon)")
 
 
 class OutcomeData(Body):

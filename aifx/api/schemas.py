@@ -188,6 +188,16 @@ class CompareRequest(_Inputs):
     versions: list[str] | None = Field(default=None, max_length=16, description="default: every loaded version")
 
 
+class CandlesRequest(BaseModel):
+    """POST /reversal/candles: closed bars from a trusted source (a backend posts each one)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    pair: str = Field(min_length=1, max_length=32, examples=["EUR/USD"])
+    timeframe: str = Field(min_length=1, max_length=8, examples=["1h"])
+    data: list[CandleIn] = Field(min_length=1, max_length=MAX_CANDLES, description="closed candles, oldest first")
+
+
 class ExperimentCreate(BaseModel):
     """POST /reversal/experiments (the seed's fields; traffic_split is the share of users sent to B)."""
 

@@ -45,7 +45,7 @@ def test_every_route_names_its_2xx_body(document):
                 component = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
-    assert len({p for _, p in named}) == 14  # the seed's routes and the admin erasure route
+    assert len({p for _, p in named}) == 15  # the seed's routes, the admin erasure route and POST candles
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 

@@ -26,7 +26,16 @@ REQUIRED_PANELS = {
     "Confidence": "aifx_confidence",
     "Active version": "aifx_active_version",
     "Stage call retries and failures": "aifx_stage_call_retries_total",
+    # The "Outcomes (live)" row (issue 12 item 6).
+    "Live hit rate vs walk-forward": "aifx_walkforward_hit_rate",
+    "Live mean pips per signal": "aifx_live_mean_pips",
+    "Live signals": "aifx_live_signals",
+    "Pending backlog": "aifx_outcomes_pending_oldest_seconds",
+    "Bars logged, resolved and expired": "aifx_outcomes_resolved_total",
+    "Evaluation rows dropped by reason": "sum by (reason) (rate(aifx_evaluation_rows_dropped_total",
+    "Candle conflicts": "aifx_candle_conflicts_total",
 }
+OUTCOME_ROW = "Outcomes (live)"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,7 @@ def test_identity_and_variables(dashboard: dict[str, Any]) -> None:
 
 
 def test_required_panels_and_their_queries(dashboard: dict[str, Any]) -> None:
-    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dashboard_panels()}
+    exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in dashboard_panels()}
     for title, needle in REQUIRED_PANELS.items():
         assert needle in exprs[title], title
     heatmap = next(p for p in dashboard_panels() if p["type"] == "heatmap")
@@ -61,8 +70,29 @@ def test_panels_are_well_formed(dashboard: dict[str, Any]) -> None:
         }
         assert not area & cells, f"{p['title']} overlaps another panel"
         cells |= area
+        if p["type"] == "row":  # a section header: no query of its own
+            assert (grid["x"], grid["w"], grid["h"]) == (0, 24, 1) and p["title"], p["title"]
+            continue
         assert p["datasource"]["uid"] == "${datasource}" and p["description"]
         assert p["targets"] and all(t["expr"] and t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+
+
+def test_outcome_row_holds_the_outcome_panels(dashboard: dict[str, Any]) -> None:
+    """The panels between the "Outcomes (live)" row and the next row (or the end) read the outcome loop's metrics."""
+    panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == OUTCOME_ROW)
+    assert not panels[start]["collapsed"] and panels[start]["panels"] == []
+    section = []
+    for p in panels[start + 1 :]:
+        if p["type"] == "row":
+            break
+        section.append(p)
+    exprs = " ".join(t["expr"] for p in section for t in p["targets"])
+    for name in ("aifx_live_hit_rate", "aifx_walkforward_hit_rate", "aifx_live_mean_pips", "aifx_live_signals",
+                 "aifx_outcomes_pending", "aifx_outcomes_pending_oldest_seconds", "aifx_outcomes_resolved_total",
+                 "aifx_outcomes_expired_total", "aifx_evaluation_bars_logged_total",
+                 "aifx_evaluation_rows_dropped_total", "aifx_candle_conflicts_total"):  # fmt: skip
+        assert name in exprs, name
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

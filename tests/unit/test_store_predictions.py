@@ -154,7 +154,8 @@ def test_metrics_shape_and_values(active: ExperimentStore) -> None:
             active.record_outcome(pid, pips)
     m = active.metrics(EID)
     json.dumps(m, allow_nan=False)
-    assert set(m) == {"experiment_id", "name", "description", "status", "active", "variants", "comparison"}
+    assert set(m) == {"experiment_id", "name", "description", "status", "active", "variants", "comparison",
+                      "market_comparison"}  # fmt: skip
     assert (m["experiment_id"], m["status"], m["active"]) == (EID, "active", True)
     a, b = m["variants"]["A"], m["variants"]["B"]
     assert set(a) == {"model_version", "traffic_split", "metrics"}
@@ -170,6 +171,9 @@ def test_metrics_shape_and_values(active: ExperimentStore) -> None:
         {"count": 4, "hit_rate": 0.5, "mean_pips": 0.75, "total_pips": 3.0}
     )
     assert m["comparison"] == compare([5.0, -2.0], [3.0, 1.0, -1.0, 0.0])
+    assert a["metrics"]["market_outcomes"] == {  # none of these predictions named its bar
+        "count": 0, "hit_rate": None, "mean_pips": None, "total_pips": 0.0, "source": "market",
+    }  # fmt: skip
 
 
 def test_metrics_keep_working_after_stop(active: ExperimentStore) -> None:

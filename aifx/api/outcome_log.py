@@ -1,0 +1,257 @@
+"""The outcome loop: log what every version said about each bar, store trusted candles, resolve outcomes.
+
+Rows go through a bounded write-behind queue (experiments.writebehind): a prediction never waits
+for the database, a full queue or a failing database drops rows (counted), and shutdown flushes
+what is queued. Each worker resolves covered bars every AIFX_RESOLVE_EVERY_SECONDS; the database
+keeps the first resolution of a bar, so workers racing on one bar agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from aifx import metrics, outcomes, trade
+from aifx import signal as sig
+from aifx.api.context import get_logger
+from aifx.candles import Candles
+from aifx.settings import Settings
+from experiments import records
+from experiments.evaluation import EvaluationStore
+from experiments.writebehind import WriteBehind
+
+logger = get_logger("bentoml.aifx.outcomes")
+HORIZON = trade.TradeRule().horizon_bars
+LOOKBACK = 16  # candles at and before a bar that labels may look at (v3.0 swing points: 6)
+RESOLVE_LIMIT = 2_000
+SCORED_BARS = 50_000  # bars this worker remembers having scored (LRU)
+_TIMEFRAME = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+@dataclass(frozen=True, slots=True)
+class CandleRows:
+    """Trusted candles waiting for the write-behind queue."""
+
+    pair: str
+    timeframe: str
+    candles: tuple[records.Candle, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """The bar a request is about: its key and the facts stored with it."""
+
+    pair: str
+    timeframe: str
+    time: datetime
+    facts: outcomes.BarFacts
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        return (self.pair, self.timeframe, self.time)
+
+
+class OutcomeLog:
+    """The entry worker's side of the outcome loop."""
+
+    def __init__(self, settings: Settings, store: EvaluationStore, label_params: Callable[[], Mapping[str, Any]]):
+        self.settings = settings
+        self.store = store
+        self.rule = trade.TradeRule(cost_pips=settings.trade_cost_pips)
+        self.label_params = label_params
+        self.writer: WriteBehind[records.BarLog | CandleRows] = WriteBehind(
+            self._write, capacity=settings.evaluation_queue_rows, on_drop=metrics.count_evaluation_drop,
+            name="evaluation-log",
+        )  # fmt: skip
+        self._scored: OrderedDict[tuple[str, str, datetime], frozenset[str]] = OrderedDict()
+        self._kick = asyncio.Event()
+
+    # -- request path ----------------------------------------------------------------------------
+
+    def bar(self, pair: str, timeframe: str, candles: Candles) -> Bar | None:
+        """The request's bar with its entry, ATR14 and pip, or None when it cannot be scored (unknown pair, ...)."""
+        facts = outcomes.bar_facts(pair, candles.high, candles.low, candles.close, self.settings.pip_sizes)
+        if facts is None:
+            return None
+        stamp = candles.timestamp[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+        return Bar(trade.normalise_pair(pair), timeframe.strip()[:8], stamp, facts)
+
+    def shadow_versions(self, bar: Bar, served: str, loaded: Sequence[str]) -> list[str]:
+        """Versions to score beside the served one on this bar: each version once per bar and worker."""
+        wanted = [v for v in loaded if v != served]
+        if self.settings.shadow_versions is not None:
+            wanted = [v for v in wanted if v in self.settings.shadow_versions]
+        done = self._scored.get(bar.key, frozenset())
+        todo = [v for v in wanted if v not in done]
+        self._scored[bar.key] = done | {served, *todo}
+        self._scored.move_to_end(bar.key)
+        while len(self._scored) > SCORED_BARS:
+            self._scored.popitem(last=False)
+        return todo
+
+    def log(self, bar: Bar, decisions: Sequence[tuple[str, sig.Decision, int]]) -> None:
+        """Queue the decisions made on a bar: (version, decision, served 1 or shadow 0); never blocks."""
+        rows = tuple(records.Decision(v, d.signal, d.stage1_prob, d.stage2_prob, served) for v, d, served in decisions)
+        f = bar.facts
+        self.writer.put(records.BarLog(bar.pair, bar.timeframe, bar.time, f.entry, f.atr, f.pip, rows))
+
+    def trade(self, bar: Bar | None, signal: str) -> dict[str, Any] | None:
+        """The `trade` block of a long or short answer (None for a hold or an unscorable bar)."""
+        levels = outcomes.trade_levels(signal, bar.facts, self.rule) if bar is not None else None
+        return levels.to_dict() if levels is not None else None
+
+    def trust(self, pair: str, timeframe: str, candles: Candles, source: str) -> None:
+        """Queue candles from a trusted request (outcome or admin token) for the resolution."""
+        self.writer.put(CandleRows(trade.normalise_pair(pair), timeframe.strip()[:8], to_records(candles), source))
+
+    # -- candles route -----------------------------------------------------------------------------
+
+    async def add_candles(self, pair: str, timeframe: str, candles: Candles) -> dict[str, Any]:
+        """Store candles posted to /reversal/candles now (the answer reports what was new) and resolve."""
+        counts = await asyncio.to_thread(
+            self.store.add_candles, trade.normalise_pair(pair), timeframe.strip()[:8], to_records(candles),
+            "candles_route", self.settings.candle_tolerance,
+        )  # fmt: skip
+        self._count_conflicts(pair, timeframe, counts)
+        self._kick.set()
+        return counts
+
+    async def live(
+        self, versions: Sequence[str], pair: str | None, timeframe: str | None, since: datetime | None
+    ) -> dict[str, dict[str, Any]]:
+        """Each version's live block (README "Outcomes") in one worker thread."""
+        pair = trade.normalise_pair(pair) if pair else None
+        filters = {"pair": pair, "timeframe": timeframe, "since": since.isoformat() if since else None}
+
+        def read() -> dict[str, dict[str, Any]]:
+            return {v: live_block(self.store.live(v, pair, timeframe, since), filters) for v in versions}
+
+        return await asyncio.to_thread(read)
+
+    def publish_live(self, versions: Sequence[str], labels: metrics.MetricLabels) -> None:
+        """Refresh the live gauges of every version (the resolver's worker)."""
+        for version in versions:
+            metrics.set_live(labels, version, self.store.live(version))
+
+    # -- background ------------------------------------------------------------------------------
+
+    def _write(self, rows: list[records.BarLog | CandleRows]) -> None:
+        """The write-behind batch: candles first (so a bar and its covering candles resolve together), then bars."""
+        for group in _candle_groups([r for r in rows if isinstance(r, CandleRows)]):
+            counts = self.store.add_candles(*group, self.settings.candle_tolerance)
+            self._count_conflicts(group[0], group[1], counts)
+        bars = [r for r in rows if isinstance(r, records.BarLog)]
+        if bars:
+            metrics.EVAL_LOGGED.inc(self.store.log(bars)["bars"])
+
+    def _count_conflicts(self, pair: str, timeframe: str, counts: Mapping[str, Any]) -> None:
+        conflicts = int(counts.get("conflicts", 0))
+        if conflicts:
+            metrics.CANDLE_CONFLICTS.inc(conflicts)
+            times = ", ".join(str(t) for t in list(counts.get("conflict_times", []))[:3])
+            logger.warning("candles of %s %s conflict with stored ones (first wins): %d at %s",
+                           pair, timeframe, conflicts, times)  # fmt: skip
+
+    async def run(self, versions: Sequence[str] = (), labels: metrics.MetricLabels | None = None) -> None:
+        """Resolve covered bars, expire old ones and refresh the backlog and live gauges, forever."""
+        first = True
+        while True:
+            try:
+                resolved = await asyncio.to_thread(self.resolve_due)
+                if (resolved or first) and labels is not None:
+                    await asyncio.to_thread(self.publish_live, versions, labels)
+                    first = False
+            except Exception as exc:  # noqa: BLE001 - the database may be down: try again next time
+                logger.warning("outcome resolution failed: %s", type(exc).__name__)
+            try:
+                async with asyncio.timeout(self.settings.resolve_every_seconds):
+                    await self._kick.wait()
+            except TimeoutError:
+                pass
+            self._kick.clear()
+
+    def resolve_due(self) -> int:
+        """One pass: flush queued rows, resolve what is covered, expire the stale; bars resolved."""
+        self.writer.flush()
+        resolved = 0
+        while True:
+            pending = self.store.resolvable(timedelta(hours=1), HORIZON, RESOLVE_LIMIT, before=LOOKBACK)
+            if not pending:
+                break
+            params = self.label_params()
+            resolved += self.store.write_results(r for bar in pending for r in resolutions(bar, params, self.rule))
+            if len(pending) < RESOLVE_LIMIT:
+                break
+        metrics.RESOLVED.inc(resolved)
+        expiry = datetime.now(UTC) - timedelta(hours=self.settings.outcome_expiry_hours)
+        metrics.EXPIRED.inc(self.store.expire(expiry))
+        count, oldest = self.store.pending_backlog()
+        metrics.set_backlog(count, (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
+        return resolved
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Flush every queued row (SIGTERM); False if rows were left after timeout seconds."""
+        return self.writer.close(timeout)
+
+
+LIVE_FIELDS = ("resolved", "pending", "expired", "signals", "hit_rate", "mean_pips", "stage1_precision",
+               "stage1_recall", "brier", "labelled")  # fmt: skip
+
+
+def live_block(figures: Mapping[str, Any], filters: dict[str, str | None]) -> dict[str, Any]:
+    """The `live` block of a model from the store's figures."""
+    return {**{k: figures.get(k) for k in LIVE_FIELDS}, "filters": filters}
+
+
+def resolutions(
+    bar: records.PendingBar, label_params: Mapping[str, Any], rule: trade.TradeRule
+) -> list[records.Resolution]:
+    """What each logged version's decision on a covered bar earned (pure; the same function as offline)."""
+    facts = outcomes.BarFacts(bar.entry, bar.atr, bar.pip)
+    after = _bars(bar.after)
+    own = bool(bar.before.ts) and bar.before.ts[-1] == bar.bar_time  # the bar's own candle is stored
+    before = _bars(bar.before) if own else outcomes.Bars(np.empty(0), np.empty(0), np.empty(0))
+    decided = [(d.version, d.signal) for d in bar.decisions]
+    return [
+        records.Resolution(bar.id, o.version, o.result, o.pips, o.label)
+        for o in outcomes.resolve(facts, decided, label_params, before, after, rule)
+    ]
+
+
+def _bars(series: records.CandleSeries) -> outcomes.Bars:
+    return outcomes.Bars(np.asarray(series.high), np.asarray(series.low), np.asarray(series.close))
+
+
+def to_records(candles: Candles) -> tuple[records.Candle, ...]:
+    """Candle arrays as the store's records (UTC times)."""
+    times = candles.timestamp.astype("datetime64[us]").astype(datetime)
+    return tuple(
+        records.Candle(t.replace(tzinfo=UTC), float(o), float(h), float(lo), float(c))
+        for t, o, h, lo, c in zip(times, candles.open, candles.high, candles.low, candles.close, strict=True)
+    )
+
+
+def _candle_groups(rows: list[CandleRows]) -> list[tuple[str, str, list[records.Candle], str]]:
+    """Queued candle rows merged per (pair, timeframe, source), each candle once (the first queued wins)."""
+    groups: dict[tuple[str, str, str], dict[datetime, records.Candle]] = {}
+    for r in rows:
+        seen = groups.setdefault((r.pair, r.timeframe, r.source), {})
+        for c in r.candles:
+            seen.setdefault(c.ts, c)
+    return [(pair, tf, sorted(c.values(), key=lambda c: c.ts), src) for (pair, tf, src), c in groups.items()]
+
+
+def timeframe_seconds(timeframe: str) -> float:
+    """ "1h" -> 3600; NaN for a timeframe this does not parse."""
+    text = timeframe.strip().lower()
+    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in _TIMEFRAME:
+        return int(text[:-1]) * _TIMEFRAME[text[-1]]
+    return math.nan

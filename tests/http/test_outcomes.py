@@ -1,0 +1,223 @@
+"""Issue 12 in-process: trade levels, the evaluation log with shadow scores, candles from trusted sources,
+outcomes equal to an offline computation with the same function, live figures and experiments' market outcomes."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from aifx import outcomes, trade
+from aifx.settings import Settings
+from experiments.schema import eval_bars, eval_decisions, market_candles
+
+pytestmark = pytest.mark.http
+
+TOKEN = "outcome-token-for-the-http-tests-0123456789"
+RULE = trade.TradeRule()
+
+
+def parts():
+    from aifx.api.bootstrap import app
+
+    return app.state.parts
+
+
+_PAIRS = ["GBP/USD", "AUD/USD", "NZD/USD", "USD/CAD", "EUR/GBP", "EUR/CHF", "AUD/NZD", "GBP/CHF", "EUR/AUD"]
+
+
+def pair() -> str:
+    """A pair of its own for each test (the session database is shared): any known pair takes EUR/USD prices."""
+    return _PAIRS.pop()
+
+
+def bar_time(candles, i: int) -> datetime:
+    return candles.timestamp[i].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+
+
+def stored(p: str) -> dict[datetime, dict]:
+    """Bars of pair p: {bar_time: {"bar": row, "decisions": {version: row}}} after flushing the queue."""
+    parts().outcomes.writer.flush()
+    engine = parts().ab.store.engine
+    with engine.connect() as conn:
+        bars = conn.execute(select(eval_bars).where(eval_bars.c.pair == p)).all()
+        out = {}
+        for b in bars:
+            rows = conn.execute(select(eval_decisions).where(eval_decisions.c.bar_id == b.id)).all()
+            t = b.bar_time if b.bar_time.tzinfo else b.bar_time.replace(tzinfo=UTC)
+            out[t] = {"bar": b, "decisions": {r.version: r for r in rows}}
+    return out
+
+
+def candle_count(p: str) -> int:
+    parts().outcomes.writer.flush()
+    with parts().ab.store.engine.connect() as conn:
+        return len(conn.execute(select(market_candles.c.ts).where(market_candles.c.pair == p)).all())
+
+
+def predict(client, p: str, candle_json, stop: int, **extra):
+    r = client.post("/reversal/predict", json={"pair": p, "timeframe": "1h", "data": candle_json(stop, 64), **extra})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def test_a_long_or_short_carries_the_levels_it_is_scored_by(client, candles, candle_json):
+    p = pair()
+    data = predict(client, p, candle_json, 2_000, version="v2.9")  # threshold 0: always long or short
+    c = candles.slice(2_000 - 64, 2_000)
+    atr = outcomes.request_atr(c.high, c.low, c.close)
+    entry = float(c.close[-1])
+    sign = 1 if data["signal"] == "long" else -1
+    expected = {"entry": entry, "take_profit": entry + sign * (2 * atr + 0.0001), "stop_loss": entry - sign * atr}
+    assert data["trade"]["horizon_bars"] == 12
+    assert all(abs(data["trade"][k] - v) <= 1e-12 for k, v in expected.items()), (data["trade"], expected)
+    features = {"pair": p, "timeframe": "1h", "features": [[0.0] * 12] * 30, "version": "v2.9"}
+    r = client.post("/reversal/predict", json=features)
+    assert r.status_code == 200 and "trade" not in r.json()["data"]  # no candles: no entry, no ATR
+
+
+def test_every_loaded_version_is_logged_once_per_bar(client, candles, candle_json):
+    p = pair()
+    first = predict(client, p, candle_json, 2_100)
+    again = predict(client, p, candle_json, 2_100)
+    assert (first["signal"], first["stage1_prob"]) == (again["signal"], again["stage1_prob"])
+    compared = client.post("/reversal/compare", json={"pair": p, "timeframe": "1h", "data": candle_json(2_100, 64)})
+    bars = stored(p)
+    (row,) = bars.values()
+    assert bar_time(candles, 2_099) in bars
+    decisions = row["decisions"]
+    assert {v: d.served for v, d in decisions.items()} == {"v3.1": 2, "v3.0": 0, "v2.9": 0}
+    for version, d in decisions.items():  # shadow scores are what the version says on these candles
+        assert d.signal == compared.json()["data"]["predictions"][version]["signal"]
+        assert d.p_reversal == pytest.approx(compared.json()["data"]["predictions"][version]["stage1_prob"], abs=1e-7)
+    assert row["bar"].entry == float(candles.close[2_099]) and row["bar"].state == "pending"
+
+
+def test_anonymous_candles_resolve_nothing_posted_candles_resolve_as_offline(client, candles, candle_json):
+    p = pair()
+    stops = list(range(2_200, 2_240))
+    for stop in stops:
+        predict(client, p, candle_json, stop)
+    assert candle_count(p) == 0  # anonymous requests never give their candles
+    parts().outcomes.resolve_due()
+    assert {b["bar"].state for b in stored(p).values()} == {"pending"}
+    body = {"pair": p, "timeframe": "1h", "data": candle_json(stops[-1] + 12, 120)}
+    r = client.post("/reversal/candles", json=body)
+    assert r.status_code == 200 and r.json()["data"]["inserted"] == 120, r.text
+    parts().outcomes.resolve_due()
+    bars = stored(p)
+    assert {b["bar"].state for b in bars.values()} == {"resolved"} and len(bars) == len(stops)
+    mismatches = []
+    for stop in stops:
+        t = stop - 1
+        bar = bars[bar_time(candles, t)]
+        entry, atr, pip = bar["bar"].entry, bar["bar"].atr, bar["bar"].pip
+        h, lo, c = candles.high[t + 1 : t + 13], candles.low[t + 1 : t + 13], candles.close[t + 1 : t + 13]
+        for version, d in bar["decisions"].items():
+            if d.signal == "hold":
+                expected = (None, None)
+            else:
+                r1 = trade.resolve(d.signal, entry, atr, h, lo, c, pip, RULE)
+                expected = (r1.result, r1.pips)
+            if (
+                d.result != expected[0]
+                or (d.pips is None) != (expected[1] is None)
+                or (d.pips is not None and abs(d.pips - expected[1]) > 1e-9)
+            ):
+                mismatches.append((t, version, d.result, d.pips, expected))
+            sides = [trade.resolve(s, entry, atr, h, lo, c, pip, RULE).result for s in ("long", "short")]
+            if version in ("v3.1", "v2.9") and d.label_held != ("hit" in sides):
+                mismatches.append((t, version, "label", d.label_held))
+    assert mismatches == []
+    again = client.post("/reversal/candles", json=body).json()["data"]
+    assert again == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 120, "conflicts": 0}
+
+
+def test_live_block_matches_the_resolved_bars(client, candles, candle_json):
+    p = pair()
+    for stop in range(2_400, 2_430):
+        predict(client, p, candle_json, stop)
+    client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": candle_json(2_450, 100)})
+    parts().outcomes.resolve_due()
+    bars = stored(p)
+    r = client.get("/reversal/models/v3.1", params={"pair": p, "timeframe": "1h"})
+    assert r.status_code == 200, r.text
+    live = r.json()["data"]["live"]
+    signals = [b["decisions"]["v3.1"] for b in bars.values() if b["decisions"]["v3.1"].signal != "hold"]
+    assert live["resolved"] == 30 and live["pending"] == 0 and live["signals"] == len(signals)
+    if signals:
+        assert live["hit_rate"] == pytest.approx(sum(d.result == "hit" for d in signals) / len(signals))
+        assert live["mean_pips"] == pytest.approx(np.mean([d.pips for d in signals]))
+    probs = [(b["decisions"]["v3.1"].p_reversal, b["decisions"]["v3.1"].label_held) for b in bars.values()]
+    assert live["brier"] == pytest.approx(np.mean([(pr - float(lab)) ** 2 for pr, lab in probs]))
+    assert live["filters"] == {"pair": p, "timeframe": "1h", "since": None}
+    listed = client.get("/reversal/models", params={"pair": p}).json()["data"]["versions"]
+    assert {m["version"]: m["live"]["resolved"] for m in listed} == {"v3.1": 30, "v3.0": 30, "v2.9": 30}
+    assert client.get("/reversal/models/v3.1", params={"pair": "XXX/YYY"}).json()["data"]["live"]["resolved"] == 0
+    assert client.get("/reversal/models/v3.1", params={"pair": "not a pair"}).status_code == 422
+    assert client.get("/reversal/models/v3.1", params={"since": "yesterday"}).status_code == 422
+
+
+def test_candles_route_refuses_unknown_pairs_and_counts_conflicts(client, candle_json):
+    p = pair()
+    r = client.post("/reversal/candles", json={"pair": "ABC/XYZ", "timeframe": "1h", "data": candle_json(900, 5)})
+    assert r.status_code == 422 and "ABC/XYZ" in r.json()["error"] and "AIFX_PIP_SIZES" in r.json()["error"]
+    rows = candle_json(900, 5)
+    assert client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": rows}).status_code == 200
+    moved = [{**c, "close": c["close"] * 1.001, "high": c["high"] * 1.002} for c in rows[:2]]
+    r = client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": moved})
+    assert r.json()["data"] == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 0, "conflicts": 2}
+    r = client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": []})
+    assert r.status_code == 422 and "data" in r.json()["error"]
+
+
+def test_experiments_get_market_outcomes_by_themselves(client, candles, candle_json, experiment):
+    p, eid = pair(), experiment["experiment_id"]
+    served = [predict(client, p, candle_json, 2_600 + i, user_id=f"market-user-{i}") for i in range(20)]
+    client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": candle_json(2_640, 80)})
+    parts().outcomes.resolve_due()
+    variants = client.get(f"/reversal/experiments/{eid}/metrics").json()["data"]["variants"]
+    for v in ("A", "B"):
+        trades = [s for s in served if s["variant"] == v and s["signal"] != "hold"]
+        market = variants[v]["metrics"]["market_outcomes"]
+        assert market["count"] == len(trades) and market["source"] == "market"
+        assert variants[v]["metrics"]["outcomes"]["count"] == 0  # no client posted pips
+
+
+@pytest.fixture
+def trusting(client):
+    """An app that knows the outcome token, over the session's parts."""
+    from starlette.testclient import TestClient
+
+    from aifx.api import app as app_module
+    from aifx.api.bootstrap import app
+
+    trusted_app = app_module.create_app(Settings(outcome_token=TOKEN, versions=("v3.1", "v3.0", "v2.9")))
+    trusted_app.state.parts = app.state.parts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with TestClient(trusted_app) as c:
+            yield c
+
+
+def test_predictions_with_the_outcome_token_give_their_candles(trusting, candles, candle_json):
+    p = pair()
+    body = {"pair": p, "timeframe": "1h", "data": candle_json(2_800, 64)}
+    assert trusting.post("/reversal/predict", json=body).status_code == 200
+    assert candle_count(p) == 0
+    wrong = trusting.post("/reversal/predict", json=body, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 200 and candle_count(p) == 0
+    for stop in range(2_800, 2_814):  # a backend predicting bar by bar for its users, with the token
+        body = {"pair": p, "timeframe": "1h", "data": candle_json(stop, 64)}
+        assert (
+            trusting.post("/reversal/predict", json=body, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+            == 200
+        )
+    assert candle_count(p) == 64 + 13
+    parts().outcomes.resolve_due()
+    states = {t: b["bar"].state for t, b in stored(p).items()}
+    assert states[bar_time(candles, 2_799)] == "resolved"  # 13 later candles arrived through predictions
+    assert states[bar_time(candles, 2_812)] == "pending"
