@@ -56,6 +56,8 @@ class ExperimentStore:
         self._pid = os.getpid()
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._attempts = 0  # schema attempts so far, and the error of the last one that failed
+        self._failure: Exception | None = None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -68,18 +70,33 @@ class ExperimentStore:
         return self._engine
 
     def ensure_schema(self) -> None:
-        """Migrate (auto_migrate) or check the schema, once per store; retried after a failure."""
+        """Migrate (auto_migrate) or check the schema, once per store; retried after a failure.
+
+        A thread that waited while another attempt failed gets that failure at once instead of
+        queueing its own attempt: with a database that does not answer, each attempt costs the
+        connect timeout, and callers (requests, the write-behind queue, the resolver) would wait in line.
+        """
         if self._ready:
             return
         from experiments import migrate  # Alembic, loaded only by a process that uses the database
 
+        seen = self._attempts
         with self._ready_lock:
-            if not self._ready:
+            if self._ready:
+                return
+            if self._attempts != seen and self._failure is not None:
+                raise self._failure.with_traceback(None)
+            try:
                 if self.auto_migrate:
                     migrate.upgrade(self.engine)
                 else:
                     migrate.check(self.engine)
-                self._ready = True
+            except Exception as exc:
+                self._failure = exc
+                raise
+            finally:
+                self._attempts += 1
+            self._ready, self._failure = True, None
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

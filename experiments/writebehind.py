@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+LOG_EVERY_S = 30.0  # while writes keep failing, one warning per interval
 
 
 class WriteBehind(Generic[T]):
@@ -45,6 +46,7 @@ class WriteBehind(Generic[T]):
         self._wake = threading.Event()
         self._closed = False
         self._stop = threading.Event()
+        self._logged_at, self._unlogged = -LOG_EVERY_S, 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -100,7 +102,11 @@ class WriteBehind(Generic[T]):
         try:
             self._write_batch(batch)
         except Exception as exc:  # the database is down or refused the batch: drop it, keep going
-            log.warning("write-behind: dropped %d rows, the write failed: %s", n, exc)
+            self._unlogged += n
+            now = time.monotonic()
+            if now - self._logged_at >= LOG_EVERY_S:  # one line per interval while the database is down
+                log.warning("write-behind: dropped %d rows, the write failed: %s", self._unlogged, exc)
+                self._logged_at, self._unlogged = now, 0
             self._dropped("database", n)
         finally:
             with self._lock:

@@ -35,6 +35,7 @@ from aifx.api.errors import (
     with_error_id,
 )
 from aifx.api.inputs import to_candles
+from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets, buckets_of
 from aifx.api.responses import (
@@ -381,7 +382,7 @@ async def _live(p: Parts, versions: list[str], f: LiveFilters) -> dict[str, dict
         return await p.outcomes.live(versions, f.pair, f.timeframe, since)
     except UnknownPair as exc:
         raise ApiError(f"pair: {exc}", status=422) from None
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, DatabaseResting) as exc:  # the models answer without their live figures
         logger.warning("live figures unavailable: %s", type(exc).__name__)
         return {}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class OutcomeLog:
             name="evaluation-log",
         )  # fmt: skip
         self._scored: OrderedDict[tuple[str, str, datetime], frozenset[str]] = OrderedDict()
+        self.backoff = Backoff()
         self._kick = asyncio.Event()
 
     # -- request path ----------------------------------------------------------------------------
@@ -132,7 +135,8 @@ class OutcomeLog:
         filters = {"pair": pair, "timeframe": timeframe, "since": since.isoformat() if since else None}
 
         def read() -> dict[str, dict[str, Any]]:
-            return {v: live_block(self.store.live(v, pair, timeframe, since), filters) for v in versions}
+            with self.backoff:
+                return {v: live_block(self.store.live(v, pair, timeframe, since), filters) for v in versions}
 
         return await asyncio.to_thread(read)
 
@@ -144,7 +148,15 @@ class OutcomeLog:
     # -- background ------------------------------------------------------------------------------
 
     def _write(self, rows: list[records.BarLog | CandleRows]) -> None:
-        """The write-behind batch: candles first (so a bar and its covering candles resolve together), then bars."""
+        """The write-behind batch: candles first (so a bar and its covering candles resolve together), then bars.
+
+        After a failure the database is left alone for a growing pause (rows meanwhile are dropped and
+        counted): retrying four times a second would keep request threads waiting behind our attempts.
+        """
+        with self.backoff:
+            self._write_rows(rows)
+
+    def _write_rows(self, rows: list[records.BarLog | CandleRows]) -> None:
         for group in _candle_groups([r for r in rows if isinstance(r, CandleRows)]):
             counts = self.store.add_candles(*group, self.settings.candle_tolerance)
             self._count_conflicts(group[0], group[1], counts)
@@ -169,6 +181,8 @@ class OutcomeLog:
                 if (resolved or first) and labels is not None:
                     await asyncio.to_thread(self.publish_live, versions, labels)
                     first = False
+            except DatabaseResting:
+                pass
             except Exception as exc:  # noqa: BLE001 - the database may be down: try again next time
                 logger.warning("outcome resolution failed: %s", type(exc).__name__)
             try:
@@ -181,6 +195,10 @@ class OutcomeLog:
     def resolve_due(self) -> int:
         """One pass: flush queued rows, resolve what is covered, expire the stale; bars resolved."""
         self.writer.flush()
+        with self.backoff:
+            return self._resolve()
+
+    def _resolve(self) -> int:
         resolved = 0
         while True:
             pending = self.store.resolvable(timedelta(hours=1), HORIZON, RESOLVE_LIMIT, before=LOOKBACK)
@@ -200,6 +218,32 @@ class OutcomeLog:
     def close(self, timeout: float = 10.0) -> bool:
         """Flush every queued row (SIGTERM); False if rows were left after timeout seconds."""
         return self.writer.close(timeout)
+
+
+class DatabaseResting(RuntimeError):
+    """The database failed recently: background work waits before trying it again."""
+
+
+class Backoff:
+    """A context that refuses to run while a pause after failures lasts (1 s, doubling up to 30 s)."""
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 30.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self._pause, self._until = 0.0, 0.0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._until:
+                raise DatabaseResting(f"the database failed; next try in {self._until - time.monotonic():.1f} s")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        with self._lock:
+            if kind is None:
+                self._pause = 0.0
+            elif not issubclass(kind, DatabaseResting):
+                self._pause = min(self.max_s, max(self.first_s, 2 * self._pause))
+                self._until = time.monotonic() + self._pause
 
 
 LIVE_FIELDS = ("resolved", "pending", "expired", "signals", "hit_rate", "mean_pips", "stage1_precision",

@@ -155,10 +155,12 @@ class Predictor:
         bar = log.bar(req.pair, req.timeframe, candles)
         if bar is None:
             return Job(served)
-        loaded = [v for v, _ in await self.registry.loaded_entries()]
+        try:
+            entries = dict(await self.registry.loaded_entries())
+        except ApiError:  # nothing else serves now: log the served decision alone
+            return Job(served, bar)
         shadows = []
-        entries = dict(await self.registry.loaded_entries())
-        for version in log.shadow_versions(bar, served.version, loaded):
+        for version in log.shadow_versions(bar, served.version, list(entries)):
             try:
                 shadows.append(window(req, version, entries[version], candles))
             except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
