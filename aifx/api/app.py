@@ -55,6 +55,7 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import (
+    TIMEFRAME_PATTERN,
     BatchRequest,
     CandlesRequest,
     CompareRequest,
@@ -356,7 +357,7 @@ class LiveFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pair: str | None = Field(default=None, max_length=32)
-    timeframe: str | None = Field(default=None, max_length=8)
+    timeframe: str | None = Field(default=None, pattern=TIMEFRAME_PATTERN)
     since: datetime | None = Field(default=None, description="ISO-8601; bars at or after this time")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from aifx.api.context import get_logger
 from aifx.candles import Candles
 from aifx.settings import Settings
 from experiments import records
+from experiments.errors import Invalid
 from experiments.evaluation import EvaluationStore
 from experiments.writebehind import WriteBehind
 
@@ -34,6 +36,7 @@ HORIZON = trade.TradeRule().horizon_bars
 LOOKBACK = 16  # candles at and before a bar that labels may look at (v3.0 swing points: 6)
 RESOLVE_LIMIT = 2_000
 SCORED_BARS = 50_000  # bars this worker remembers having scored (LRU)
+_TIMEFRAME_RE = re.compile(r"[A-Za-z0-9]{1,8}")
 _TIMEFRAME = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 
 
@@ -81,11 +84,13 @@ class OutcomeLog:
 
     def bar(self, pair: str, timeframe: str, candles: Candles) -> Bar | None:
         """The request's bar with its entry, ATR14 and pip, or None when it cannot be scored (unknown pair, ...)."""
+        if not _TIMEFRAME_RE.fullmatch(timeframe.strip()):
+            return None  # the log keys bars by a plain timeframe such as 1h
         facts = outcomes.bar_facts(pair, candles.high, candles.low, candles.close, self.settings.pip_sizes)
         if facts is None:
             return None
         stamp = candles.timestamp[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-        return Bar(trade.normalise_pair(pair), timeframe.strip()[:8], stamp, facts)
+        return Bar(trade.normalise_pair(pair), timeframe.strip(), stamp, facts)
 
     def shadow_versions(self, bar: Bar, served: str, loaded: Sequence[str]) -> list[str]:
         """Versions to score beside the served one on this bar: each version once per bar and worker."""
@@ -111,16 +116,16 @@ class OutcomeLog:
         levels = outcomes.trade_levels(signal, bar.facts, self.rule) if bar is not None else None
         return levels.to_dict() if levels is not None else None
 
-    def trust(self, pair: str, timeframe: str, candles: Candles, source: str) -> None:
-        """Queue candles from a trusted request (outcome or admin token) for the resolution."""
-        self.writer.put(CandleRows(trade.normalise_pair(pair), timeframe.strip()[:8], to_records(candles), source))
+    def trust(self, bar: Bar, candles: Candles, source: str) -> None:
+        """Queue the candles of a trusted request (outcome or admin token) about a scorable bar."""
+        self.writer.put(CandleRows(bar.pair, bar.timeframe, to_records(candles), source))
 
     # -- candles route -----------------------------------------------------------------------------
 
     async def add_candles(self, pair: str, timeframe: str, candles: Candles) -> dict[str, Any]:
         """Store candles posted to /reversal/candles now (the answer reports what was new) and resolve."""
         counts = await asyncio.to_thread(
-            self.store.add_candles, trade.normalise_pair(pair), timeframe.strip()[:8], to_records(candles),
+            self.store.add_candles, trade.normalise_pair(pair), timeframe.strip(), to_records(candles),
             "candles_route", self.settings.candle_tolerance,
         )  # fmt: skip
         self._count_conflicts(pair, timeframe, counts)
@@ -158,7 +163,12 @@ class OutcomeLog:
 
     def _write_rows(self, rows: list[records.BarLog | CandleRows]) -> None:
         for group in _candle_groups([r for r in rows if isinstance(r, CandleRows)]):
-            counts = self.store.add_candles(*group, self.settings.candle_tolerance)
+            try:
+                counts = self.store.add_candles(*group, self.settings.candle_tolerance)
+            except Invalid as exc:  # one source's bad candles must not cost the rest of the batch
+                logger.warning("trusted candles of %s %s refused: %s", group[0], group[1], exc)
+                metrics.count_evaluation_drop("database", len(group[2]))
+                continue
             self._count_conflicts(group[0], group[1], counts)
         bars = [r for r in rows if isinstance(r, records.BarLog)]
         if bars:

@@ -150,11 +150,11 @@ class Predictor:
         log = self.outcomes
         if log is None or candles is None:
             return Job(served)
-        if trusted:
-            log.trust(req.pair, req.timeframe, candles, "predict")
         bar = log.bar(req.pair, req.timeframe, candles)
         if bar is None:
             return Job(served)
+        if trusted:
+            log.trust(bar, candles, "predict")
         try:
             entries = dict(await self.registry.loaded_entries())
         except ApiError:  # nothing else serves now: log the served decision alone

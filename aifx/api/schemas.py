@@ -38,6 +38,7 @@ MAX_FEATURES = 64
 # other requests share. A new unbounded feature (e.g. raw volume) must revisit this.
 FEATURE_LIMIT = 10_000.0
 USER_ID_LEN = 128
+TIMEFRAME_PATTERN = r"^[A-Za-z0-9]{1,8}$"  # what the evaluation log stores (experiments.evaluation)
 
 _NEED_INPUT = (
     "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "
@@ -194,7 +195,7 @@ class CandlesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     pair: str = Field(min_length=1, max_length=32, examples=["EUR/USD"])
-    timeframe: str = Field(min_length=1, max_length=8, examples=["1h"])
+    timeframe: str = Field(pattern=TIMEFRAME_PATTERN, examples=["1h"], description="1-8 letters and digits")
     data: list[CandleIn] = Field(min_length=1, max_length=MAX_CANDLES, description="closed candles, oldest first")
 
 

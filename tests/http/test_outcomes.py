@@ -221,3 +221,32 @@ def test_predictions_with_the_outcome_token_give_their_candles(trusting, candles
     states = {t: b["bar"].state for t, b in stored(p).items()}
     assert states[bar_time(candles, 2_799)] == "resolved"  # 13 later candles arrived through predictions
     assert states[bar_time(candles, 2_812)] == "pending"
+
+
+@pytest.mark.parametrize("timeframe", ["1 h", "h-1", "123456789", "é"])
+def test_bad_timeframes_are_422_on_the_candles_route_and_the_live_filter(client, candle_json, timeframe):
+    r = client.post("/reversal/candles", json={"pair": "EUR/USD", "timeframe": timeframe, "data": candle_json(900, 5)})
+    assert r.status_code == 422 and "timeframe" in r.json()["error"], r.text
+    r = client.get("/reversal/models/v3.1", params={"timeframe": timeframe})
+    assert r.status_code == 422 and "timeframe" in r.json()["error"], r.text
+
+
+def test_a_trusted_predict_about_an_unscorable_bar_is_served_and_stores_nothing(trusting, candle_json):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for pair, timeframe in (("zz", "1h"), ("EUR/USD", "1 h"), ("ABC/XYZ", "1h")):
+        body = {"pair": pair, "timeframe": timeframe, "data": candle_json(3_000, 64)}
+        r = trusting.post("/reversal/predict", json=body, headers=auth)
+        assert r.status_code == 200 and "trade" not in r.json()["data"], r.text
+    assert candle_count("ABC/XYZ") == 0 and stored("ABC/XYZ") == {}
+
+
+def test_one_source_of_bad_candles_costs_no_other_row_of_its_batch(client, candles):
+    from aifx.api.outcome_log import CandleRows
+    from experiments import records
+
+    p = pair()
+    bad = CandleRows(p, "1 h", (records.Candle(bar_time(candles, 10), 1.1, 1.2, 1.0, 1.1),), "predict")
+    good = records.BarLog(p, "1h", bar_time(candles, 20), 1.1, 0.001, 0.0001,
+                          (records.Decision("v3.1", "long", 0.7, 0.8, 1),))  # fmt: skip
+    parts().outcomes._write([bad, good])
+    assert list(stored(p)) == [bar_time(candles, 20)]
