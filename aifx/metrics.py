@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from aifx.promotion import state_gauge
+
 UNKNOWN = "unknown"
 ERROR_REASONS = (
     "validation",
@@ -96,6 +98,33 @@ WALKFORWARD_HIT_RATE = Gauge(
     ["version"],
     multiprocess_mode="livemostrecent",
 )
+# Input drift against training (aifx/drift.py): each entry worker keeps its own rolling windows per
+# (pair, timeframe, version) and sets, per version and feature (the version's features plus
+# `stage1_probability`), the largest PSI over its windows with enough rows. `livemax` exports the largest
+# value over the live workers: a pair drifting in either worker's traffic shows, and a dead worker's
+# values leave with it. Labels: configured versions with a reference x their own feature names.
+FEATURE_DRIFT = Gauge(
+    "aifx_feature_drift_psi",
+    "PSI of recent served inputs against the version's training reference, per feature and for the Stage 1 "
+    "output (max over pair/timeframe windows with enough rows, aifx/drift.py MIN_ROWS; 0 when none has)",
+    ["version", "feature"],
+    multiprocess_mode="livemax",
+)
+
+# Paired comparisons of the active version (a) with each other loaded version (b), set by the promoter's
+# worker: 1 for the current state, 0 for the others (aifx/paired.py STATES), so alerts match state="...".
+COMPARISON_STATE = Gauge(
+    "aifx_comparison_state",
+    "State of the paired always-valid comparison of version b against the active version a",
+    ["a", "b", "state"],
+    multiprocess_mode="livemostrecent",
+)
+# Sample-ratio mismatch of the active experiment's user split (chi-square p-value; alert below 0.001).
+SRM_P_VALUE = Gauge(
+    "aifx_experiment_srm_p_value",
+    "Chi-square p-value of the active experiment's users per variant against its traffic split",
+    multiprocess_mode="livemostrecent",
+)
 
 
 for _reason in EVAL_DROP_REASONS:
@@ -177,3 +206,28 @@ def set_walkforward_hit_rates(labels: MetricLabels, versions: Iterable[str], rat
     """Each configured version's walk-forward take-profit rate (NaN when its metadata has none)."""
     for version in versions:
         WALKFORWARD_HIT_RATE.labels(version=labels.version(version)).set(rates.get(version, math.nan))
+
+
+def set_feature_drift(labels: MetricLabels, version: str, names: Iterable[str], psi: Mapping[str, float]) -> None:
+    """Publish a version's PSI per feature (`names`: its features and stage1_probability; 0 for a name
+    without a value, i.e. no window with enough rows)."""
+    name = labels.version(version)
+    for feature in names:
+        FEATURE_DRIFT.labels(version=name, feature=feature).set(psi.get(feature, 0.0))
+
+
+def set_comparison_states(states: Mapping[tuple[str, str], str]) -> None:
+    """Publish each (a, b) comparison's state as 1 and its other states as 0 (labels: loaded versions only).
+
+    Pairs published before and gone now (another active version) drop to 0: multiprocess files keep a
+    series once written, so clearing the in-process children would leave their last value behind.
+    """
+    values = state_gauge(states)
+    for key in _PUBLISHED_STATES - values.keys():
+        COMPARISON_STATE.labels(*key).set(0.0)
+    for (a, b, state), value in values.items():
+        COMPARISON_STATE.labels(a=a, b=b, state=state).set(value)
+    _PUBLISHED_STATES.update(values)
+
+
+_PUBLISHED_STATES: set[tuple[str, str, str]] = set()

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     # Two trusted sources whose prices of one candle differ by more than this share of the price conflict.
     candle_tolerance: float = Field(default=1e-6, ge=0, le=0.01)
     evaluation_queue_rows: int = Field(default=50_000, ge=100)
+    # Paired comparisons and the promotion policy (README "Deciding between versions"): the always-valid
+    # interval's error level, the smallest difference in R per bar worth acting on, the guardrails.
+    comparison_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    comparison_min_effect_r: float = Field(default=0.05, gt=0, le=10)
+    guardrail_max_drawdown_r: float = Field(default=100.0, gt=0)
+    guardrail_max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    guardrail_max_psi: float = Field(default=0.25, gt=0)
+    promotion_every_seconds: float = Field(default=60.0, gt=0)
+    # Input drift (aifx/drift.py): each entry worker recomputes the PSI of its changed windows this often,
+    # off the request path, and sets aifx_feature_drift_psi; 0 turns drift monitoring off.
+    drift_every_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator("versions", "shadow_versions", mode="before")
     @classmethod

@@ -4,7 +4,8 @@ The store contract (written by model_store_import, read by the services):
 - model `aifx-<version>-stage1` and, when trained, `aifx-<version>-stage2`
   (labels: project=aifx, version=<version>, stage=1|2);
 - each holds `model.keras`, its TFLite conversion `model.tflite` (what the services run)
-  and `scaler.json` ({"features", "mean", "scale"});
+  and `scaler.json` ({"features", "mean", "scale"}); Stage 1 also `drift.json` (the training
+  reference of input drift, aifx/drift.py) when the importer had one (older entries have none);
 - stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics;
 - each stage's metadata holds `checksums`: {file name: sha256 hex} of the files above, recorded at
   import and verified when a stage service loads the model (`verify_checksums`, `check_scaler`).
@@ -25,6 +26,7 @@ DISPLAY_NAMES = {"v3.0": "Swing Point Detector", "v3.1": "Profitable Reversal De
 MODEL_FILE = "model.keras"
 LITE_FILE = "model.tflite"
 SCALER_FILE = "scaler.json"
+DRIFT_FILE = "drift.json"  # Stage 1 only: the training reference of input drift (aifx/drift.py), when imported with one
 CHECKSUMS_KEY = "checksums"  # stage metadata: {file name: sha256 hex}
 
 

@@ -1,11 +1,13 @@
 """A/B experiments between model versions (assignment, persistence, metrics, outcome statistics) and the
-evaluation log (every version's decision per bar, trusted candles, outcomes) with its write-behind queue."""
+evaluation log (every version's decision per bar, trusted candles, outcomes) with its write-behind queue, and
+promotion policies with their audit trail."""
 
 from experiments.assignment import BUCKETS, assign_variant, bucket
 from experiments.db import DEFAULT_DATABASE_URL, ENV_DATABASE_URL, default_database_url
 from experiments.errors import Conflict, ExperimentError, Invalid, KeyReused, NotFound, SchemaMismatch
 from experiments.evaluation import EvaluationStore
 from experiments.framework import ABTestingFramework, Assignment, assignment_for
+from experiments.promotion import PromotionStore
 from experiments.records import BarLog, Candle, CandleSeries, Decision, PendingBar, Resolution, StoredDecision
 from experiments.schema import SCHEMA_VERSION
 from experiments.stats import compare, two_proportion_z_test, welch_t_test
@@ -31,6 +33,7 @@ __all__ = [
     "KeyReused",
     "NotFound",
     "PendingBar",
+    "PromotionStore",
     "Resolution",
     "SCHEMA_VERSION",
     "SchemaMismatch",

@@ -285,8 +285,12 @@ class EvaluationStore:
         timeframe: str | None = None,
         since: datetime | None = None,
         limit: int = 100_000,
+        logged_since: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Resolved bars on which both versions decided, in bar_time order (the first `limit`)."""
+        """Resolved bars on which both versions decided, in bar_time order (the first `limit`).
+
+        since: bars at or after this bar time; logged_since: bars first logged at or after this time.
+        """
         da, db = eval_decisions.alias("a"), eval_decisions.alias("b")
         bars = eval_bars.c
         fields = ("signal", "result", "pips", "p_reversal", "label_held")
@@ -298,6 +302,7 @@ class EvaluationStore:
                 .join(db, and_(db.c.bar_id == bars.id, db.c.version == b))
             )
             .where(bars.state == "resolved", *_bar_filters(pair, timeframe, since))
+            .where(*([bars.created_at >= as_utc(logged_since)] if logged_since is not None else []))
             .order_by(bars.bar_time, bars.pair, bars.timeframe)
             .limit(limit)
         )  # fmt: skip

@@ -81,6 +81,19 @@ def _market_aggregates(conn: Connection, experiment_id: str) -> dict[str, dict[s
     return out
 
 
+def user_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
+    """{variant: distinct users with a recorded prediction} (the sample-ratio-mismatch check's counts)."""
+    p = predictions.c
+    stmt = (
+        select(p.variant, func.count(func.distinct(p.user_id)))
+        .where(p.experiment_id == experiment_id)
+        .group_by(p.variant)
+    )
+    out = dict.fromkeys(VARIANTS, 0)
+    out.update({variant: int(n) for variant, n in conn.execute(stmt)})
+    return out
+
+
 def _outcome_block(outs: dict[str, Any]) -> dict[str, Any]:
     n = outs["count"]
     return {

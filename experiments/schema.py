@@ -21,7 +21,7 @@ from sqlalchemy import (
 
 # The Alembic head these tables match (experiments/migrations/versions); change both together
 # (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
-SCHEMA_VERSION = "0003"
+SCHEMA_VERSION = "0004"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
 MAX_ABS_PIPS = 10_000  # a bigger |pips| is no realized result (the API and a CHECK refuse it)
@@ -33,6 +33,11 @@ TIMEFRAME_LEN = 8
 SOURCE_LEN = 32
 BAR_STATES = ("pending", "resolved", "expired")
 RESULTS = ("hit", "stop", "timeout")
+POLICY_MODES = ("off", "recommend", "auto")
+DECISION_ACTIONS = ("recommend", "switch", "rollback", "confirm")
+MAX_POLICY_R = 1_000_000  # min_effect_r and max_drawdown_r lie in (0, MAX_POLICY_R]: the bound also refuses NaN
+MAX_PROBATION_BARS = 100_000_000
+STATE_LEN = 64
 
 metadata = MetaData()
 
@@ -192,3 +197,66 @@ market_candles = Table(
 )
 # Retention deletes candles by arrival, not by market time (a replay of old data is recent).
 Index("ix_market_candles_received", market_candles.c.received_at)
+
+# -- promotion policy (migration 0004): a challenger against the active version, its audit trail --
+
+# One row per challenger (several may be watched at once); the probation columns are set together by
+# an automatic switch (the version it replaced, when, from which bar) and cleared by its end.
+promotion_policy = Table(
+    "promotion_policy",
+    metadata,
+    Column("challenger", String(ID_LEN), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("min_effect_r", Float, nullable=False),
+    Column("max_drawdown_r", Float, nullable=False),
+    Column("probation_bars", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("probation_from_version", String(ID_LEN)),
+    Column("probation_started_at", DateTime(timezone=True)),
+    Column("probation_start_bar", DateTime(timezone=True)),
+    CheckConstraint("mode IN ('off', 'recommend', 'auto')", name="ck_promotion_policy_mode"),
+    CheckConstraint(f"min_effect_r > 0 AND min_effect_r <= {MAX_POLICY_R}", name="ck_promotion_policy_min_effect"),
+    CheckConstraint(
+        f"max_drawdown_r > 0 AND max_drawdown_r <= {MAX_POLICY_R}", name="ck_promotion_policy_max_drawdown"
+    ),
+    CheckConstraint(
+        f"probation_bars >= 0 AND probation_bars <= {MAX_PROBATION_BARS}", name="ck_promotion_policy_probation_bars"
+    ),
+    CheckConstraint(
+        "(probation_from_version IS NULL AND probation_started_at IS NULL AND probation_start_bar IS NULL)"
+        " OR (probation_from_version IS NOT NULL AND probation_started_at IS NOT NULL"
+        " AND probation_start_bar IS NOT NULL AND probation_from_version <> challenger)",
+        name="ck_promotion_policy_probation",
+    ),
+)
+
+# Audit trail: every recommendation, switch, rollback and confirmation, with the figures behind it.
+promotion_decisions = Table(
+    "promotion_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("challenger", String(ID_LEN), nullable=False),
+    Column("incumbent", String(ID_LEN), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("state", String(STATE_LEN), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("figures", Text, nullable=False),  # a JSON object
+    CheckConstraint("action IN ('recommend', 'switch', 'rollback', 'confirm')", name="ck_promotion_decisions_action"),
+    CheckConstraint("mode IN ('off', 'recommend', 'auto')", name="ck_promotion_decisions_mode"),
+)
+Index("ix_promotion_decisions_at", promotion_decisions.c.at)
+Index("ix_promotion_decisions_challenger", promotion_decisions.c.challenger, promotion_decisions.c.at)
+
+# Leases: at most one holder per name across workers and replicas; an expired lease (a crashed
+# holder) is taken over by the next caller.
+promotion_lease = Table(
+    "promotion_lease",
+    metadata,
+    Column("name", String(ID_LEN), primary_key=True),
+    Column("holder", String(ID_LEN), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("expires_at > acquired_at", name="ck_promotion_lease_expiry"),
+)

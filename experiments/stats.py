@@ -176,4 +176,7 @@ def compare_moments(
         "alpha": alpha,
         "winner": winner,
         "reason": reason,
+        # valid when read once at a size fixed in advance; re-read on growing data it finds false winners
+        # (docs/statistics.md): the paired view's always-valid state is the one to act on
+        "method": "fixed_horizon",
     }

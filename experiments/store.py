@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from experiments import validation as v
 from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
 from experiments.errors import Conflict, Invalid, KeyReused, NotFound
-from experiments.metrics import experiment_metrics
+from experiments.metrics import experiment_metrics, user_counts
 from experiments.records import as_utc, experiment_dict, iso, outcome_dict, prediction_dict, utcnow
 from experiments.schema import experiments, outcomes, predictions, settings
 
@@ -237,6 +237,11 @@ class ExperimentStore:
         with self._read(snapshot=True) as conn:
             exp = experiment_dict(self._row(conn, experiment_id))
             return experiment_metrics(conn, exp, min_samples, alpha)
+
+    def variant_users(self, experiment_id: str) -> tuple[dict[str, Any], dict[str, int]]:
+        """An experiment and its distinct users per variant (the sample-ratio-mismatch check's input)."""
+        with self._read(snapshot=True) as conn:
+            return experiment_dict(self._row(conn, experiment_id)), user_counts(conn, experiment_id)
 
     # -- predictions and outcomes ------------------------------------------------------------
 

@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
 
+from aifx.candles import Candles
+from aifx.drift import Reference, build_reference
 from aifx.versions import (
     CHECKSUMS_KEY,
+    DRIFT_FILE,
     LITE_FILE,
     MODEL_FILE,
     SCALER_FILE,
@@ -29,11 +33,14 @@ def write_version(
     scaler: Scaler,
     stage_files: dict[int, Path],
     extra: dict[str, Any] | None = None,
+    reference: Reference | None = None,
 ) -> dict[int, str]:
     """Create a store entry per stage (Stage 2 optional); returns stage -> tag.
 
     Each stage's metadata records the sha256 of the files written (`checksums`), which the stage
-    services verify before loading the model.
+    services verify before loading the model. `reference` (the training rows' drift reference,
+    aifx/drift.py) is written beside Stage 1's scaler as `drift.json`; without one the version
+    exports no drift.
     """
     if 1 not in stage_files:
         raise ValueError(f"{spec.version}: a version needs a Stage 1 model")
@@ -41,12 +48,16 @@ def write_version(
         check_scaler(scaler, spec)
     except ValueError as exc:
         raise ValueError(f"{spec.version}: {exc}") from exc
+    if reference is not None and reference.features != spec.features:
+        raise ValueError(f"{spec.version}: the drift reference's features differ from the version's")
     meta = {**spec.to_metadata(), **(extra or {})}
     meta["stages"] = sorted(stage_files)
     scaler_bytes = json.dumps(scaler.to_json()).encode()
     tags = {}
     for stage, src in sorted(stage_files.items()):
         files = {MODEL_FILE: Path(src).read_bytes(), LITE_FILE: keras_to_tflite(Path(src)), SCALER_FILE: scaler_bytes}
+        if stage == 1 and reference is not None:
+            files[DRIFT_FILE] = json.dumps(reference.to_json()).encode()
         labels = {"project": "aifx", "version": spec.version, "stage": str(stage)}
         stage_meta = {
             **meta,
@@ -71,11 +82,23 @@ def _stage_metrics(meta: dict[str, Any], stage: int) -> dict[str, Any]:
 
 
 def import_artifacts(artifact_dir: str | Path) -> dict[int, str]:
-    """Import a training CLI output folder (stage1.keras, stage2.keras?, scaler.json, metadata.json)."""
+    """Import a training CLI output folder (stage1.keras, stage2.keras?, scaler.json, metadata.json, drift.json?)."""
     folder = Path(artifact_dir)
     meta = json.loads((folder / ARTIFACT_METADATA).read_text())
     spec = VersionSpec.from_metadata(meta)
     scaler = Scaler.from_json(json.loads((folder / SCALER_FILE).read_text()))
     stages = {s: folder / f"stage{s}.keras" for s in (1, 2) if (folder / f"stage{s}.keras").is_file()}
     extra = {k: v for k, v in meta.items() if k not in spec.to_metadata()}
-    return write_version(spec, scaler, stages, extra)
+    drift = folder / DRIFT_FILE  # folders trained before drift references existed have none
+    reference = Reference.from_json(json.loads(drift.read_text())) if drift.is_file() else None
+    return write_version(spec, scaler, stages, extra, reference)
+
+
+def stage1_reference(candles: Candles, spec: VersionSpec, scaler: Scaler, stage1: Any) -> Reference:
+    """The drift reference of a Keras Stage 1 model over candles: the last row of every training-style
+    window (aifx.features.sample_windows, as served) and the model's probability on it."""
+    from aifx.features import sample_windows
+
+    x, _ = sample_windows(candles, spec.features, spec.window)
+    probs = stage1.predict(scaler.transform(x).astype(np.float32), batch_size=1024, verbose=0).reshape(-1)
+    return build_reference(spec.features, x[:, -1, :], probs)

@@ -12,7 +12,7 @@ import numpy as np
 
 from aifx.features import FEATURES
 from aifx.versions import Scaler, VersionSpec
-from model_store_import.importer import write_version
+from model_store_import.importer import stage1_reference, write_version
 
 SEED_FILES = {
     "stage1": "reversal_detector_stage1.h5",
@@ -21,10 +21,18 @@ SEED_FILES = {
     "features": "selected_features.json",
     "metadata": "stage1_metadata.json",
 }
+# The seed's models were trained on the bundled EUR/USD 1h candles: the drift reference is computed on them.
+REFERENCE_CSV = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.csv"
 
 
-def import_seed_folder(folder: str | Path, version: str, prefix: str = "") -> dict[int, str]:
-    """Convert a seed folder (e.g. prefix 'profitable_' for v3.1) into store entries."""
+def import_seed_folder(
+    folder: str | Path, version: str, prefix: str = "", reference_csv: str | Path | None = REFERENCE_CSV
+) -> dict[int, str]:
+    """Convert a seed folder (e.g. prefix 'profitable_' for v3.1) into store entries.
+
+    The seed holds no training rows, so the drift reference (aifx/drift.py) is the seed Stage 1 model
+    over the candles of `reference_csv` (default: the bundled data it was trained on; None: no reference).
+    """
     import keras
 
     folder = Path(folder)
@@ -47,7 +55,13 @@ def import_seed_folder(folder: str | Path, version: str, prefix: str = "") -> di
             stage2 = keras.models.load_model(paths["stage2"], compile=False)
             stage_files[2] = _to_keras(stage2, Path(tmp) / "stage2.keras")
         extra = {"source": f"seed folder {folder.name} ({prefix or 'no prefix'})", "seed_metadata": meta}
-        return write_version(spec, scaler, stage_files, extra)
+        reference = None
+        if reference_csv is not None:
+            from training.candles_csv import load_candles_csv
+
+            reference = stage1_reference(load_candles_csv(reference_csv), spec, scaler, stage1)
+            extra["drift_reference"] = {"source": Path(reference_csv).name, "rows": reference.rows}
+        return write_version(spec, scaler, stage_files, extra, reference)
 
 
 def _feature_list(path: Path) -> tuple[str, ...]:

@@ -19,6 +19,8 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # prometheus_client picks its value class at import: give in-process tests a multiprocess dir too.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aifx-prom-"))
+# Input drift gauges recomputed twice a second (default 10 s) so tests read them without waiting.
+os.environ.setdefault("AIFX_DRIFT_EVERY_SECONDS", "0.5")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "data" / "FOREX_EURUSD_1H_ASK.csv"
@@ -57,12 +59,13 @@ def _point_bentoml_at(home: Path) -> None:
 
 def train_versions(workdir: Path) -> None:
     """Train tiny models for v3.0, v3.1 (both stages) and v2.9 (Stage 1 only) and import them."""
+    from aifx.drift import build_reference
     from aifx.features import sample_windows
     from aifx.labels import barrier_labels, swing_labels
     from aifx.versions import Scaler, VersionSpec, default_spec
     from model_store_import.importer import write_version
     from training.candles_csv import load_candles_csv
-    from training.model import fit
+    from training.model import fit, predict_proba
 
     candles = load_candles_csv(DATA_FILE).slice(0, TRAIN_BARS)
     for version in ("v3.0", "v3.1"):
@@ -81,15 +84,16 @@ def train_versions(workdir: Path) -> None:
         m1 = fit(xs[ok1], y1[ok1], seed=1, epochs=1)
         files[1] = workdir / f"{version}-stage1.keras"
         m1.save(files[1])
+        reference = build_reference(spec.features, x[ok1][:, -1, :], predict_proba(m1, xs[ok1]))  # input drift
         m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1)
         files[2] = workdir / f"{version}-stage2.keras"
         m2.save(files[2])
         overall = {"model": {"base_rate": float(np.nanmean(y1))}}  # the training CLI's layout
         metrics = {"stage1": {"overall": overall, "split": "none (test fixture)"}}
-        write_version(spec, scaler, files, {"metrics": metrics, "source": "tests/conftest.py"})
+        write_version(spec, scaler, files, {"metrics": metrics, "source": "tests/conftest.py"}, reference)
         if version == "v3.1":
             lite = VersionSpec(NO_STAGE2_VERSION, spec.features, spec.window, 0.0, spec.label_params, "Lite")
-            write_version(lite, scaler, {1: files[1]}, {"source": "tests/conftest.py (no stage 2)"})
+            write_version(lite, scaler, {1: files[1]}, {"source": "tests/conftest.py (no stage 2)"}, reference)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from aifx.candles import Candles
-from aifx.versions import SCALER_FILE, Scaler, VersionSpec
+from aifx.drift import build_reference
+from aifx.versions import DRIFT_FILE, SCALER_FILE, Scaler, VersionSpec
 from model_store_import.importer import ARTIFACT_METADATA
 from training.dataset import build_dataset
 from training.evaluate import Log, evaluate
-from training.model import fit
+from training.model import fit, predict_proba
 
 SCORES_FILE = "evaluation_scores.json"
 
@@ -62,6 +63,10 @@ def train_version(
     log(f"[{spec.version}] final Stage 1 on {len(ds.y1)} samples")
     stage1 = fit(scaler.transform(ds.x), ds.y1, seed, epochs, verbose=2)
     stage1.save(out / "stage1.keras")
+    # Input drift reference: the unscaled features of each training sample's own bar (the window's last
+    # row, what serving appends per prediction) and the final Stage 1's probability on the sample.
+    reference = build_reference(spec.features, ds.x[:, -1, :], predict_proba(stage1, scaler.transform(ds.x)))
+    (out / DRIFT_FILE).write_text(json.dumps(reference.to_json()))
     pos = (ds.y1 == 1) & ~np.isnan(ds.y2)
     log(f"[{spec.version}] final Stage 2 on {int(pos.sum())} Stage-1 positives")
     stage2 = fit(scaler.transform(ds.x[pos]), ds.y2[pos], seed + 1, epochs, verbose=2)

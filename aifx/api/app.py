@@ -34,6 +34,8 @@ from aifx.api.errors import (
     ok,
     with_error_id,
 )
+from aifx.api.evaluation_routes import add_evaluation_routes
+from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
 from aifx.api.inputs import to_candles
 from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
@@ -334,6 +336,7 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
 
     _add_experiment_routes(app, settings, admin)
     add_data_routes(app, admin, parts)
+    add_evaluation_routes(app, admin, parts)
 
     @app.post(
         "/predict",
@@ -451,8 +454,9 @@ def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -
         tags=["experiments"],
     )
     async def experiment_metrics(experiment_id: ExperimentId, request: Request) -> JSONResponse:
-        """Per-variant count, signals, avg_confidence and outcomes, plus the B-vs-A tests and winner."""
-        return ok(_without_salt(await ab.metrics(parts(request).ab, experiment_id)))
+        """Per-variant count, signals, avg_confidence and outcomes, the B-vs-A tests and winner (fixed horizon),
+        the sample-ratio-mismatch check and, with the outcome loop, the paired always-valid view."""
+        return ok(_without_salt(await metrics_with_paired(parts(request), experiment_id)))
 
     @app.post(
         "/reversal/predictions/{prediction_id}/outcome",

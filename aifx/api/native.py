@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
-from aifx.api import ab_tests as ab
 from aifx.api.app import (
     check_admin,
     check_json_content_type,
@@ -30,6 +29,7 @@ from aifx.api.app import (
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
+from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets
 from aifx.api.responses import (
@@ -118,7 +118,7 @@ async def describe_model(parts: Parts, version: str) -> ModelInfo:
 
 async def experiment_metrics(parts: Parts, experiment_id: str) -> ExperimentMetricsData:
     """GET /reversal/experiments/{id}/metrics (without the salt)."""
-    data = await ab.metrics(parts.ab, experiment_id)
+    data = await metrics_with_paired(parts, experiment_id)
     return out(ExperimentMetricsData, {k: v for k, v in data.items() if k != "salt"})
 
 

@@ -1,4 +1,4 @@
-"""What the routes use: the version registry, the predictor, the A/B tests and the outcome log."""
+"""What the routes use: the version registry, the predictor, the A/B tests, the outcome log and the promoter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aifx.api.ab_tests import ABTests
 from aifx.api.outcome_log import OutcomeLog
 from aifx.api.predictor import Predictor
+from aifx.api.promoter import Promoter
 from aifx.api.registry import VersionRegistry
 
 
@@ -18,3 +19,4 @@ class Parts:
     predictor: Predictor
     ab: ABTests
     outcomes: OutcomeLog | None = None
+    promoter: Promoter | None = None

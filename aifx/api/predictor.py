@@ -29,6 +29,8 @@ from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
 from aifx.api.stage_client import StageClient
 from aifx.candles import Candles
+from aifx.drift import DriftWindows
+from aifx.promotion import Tally
 from aifx.versions import VersionSpec
 from aifx.wire import Window
 from experiments import Assignment
@@ -44,6 +46,8 @@ class Prepared:
     entry: VersionEntry
     rows: np.ndarray
     closes: np.ndarray | None = None
+    pair: str = ""  # the request's pair and timeframe: the input-drift window it counts in
+    timeframe: str = ""
 
     @property
     def spec(self) -> VersionSpec:
@@ -61,12 +65,15 @@ class Predictor:
         classify: StageClient,
         ab: ABTests,
         outcomes: OutcomeLog | None = None,
+        drift: DriftWindows | None = None,
     ) -> None:
         self.registry = registry
         self.detect = detect
         self.classify = classify
         self.ab = ab
         self.outcomes = outcomes
+        self.drift = drift  # input drift windows (aifx/drift.py); PSI is computed off the request path
+        self.health = Tally()  # scored and failed windows per version, read by the promoter
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
@@ -86,6 +93,16 @@ class Predictor:
         if not batch:
             return []
         rid = context.current() or ""
+        try:
+            return await self._score_each(batch, rid, served)
+        except Exception:
+            for p in batch:  # the stage call failed for every version in it (a promotion guardrail)
+                self.health.record(p.version, False)
+            raise
+
+    async def _score_each(
+        self, batch: Sequence[Prepared], rid: str, served: int | None
+    ) -> list[sig.Decision | ApiError]:
         p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
         decisions: list[sig.Decision | ApiError | None] = [None] * len(batch)
         need2 = []
@@ -104,10 +121,14 @@ class Predictor:
                 ok = _is_probability(prob2)
                 decisions[i] = sig.with_stage2(p1[i], prob2) if ok else invalid_output(2, batch[i].version, prob2)
         out = [d for d in decisions if d is not None]
+        for p, d in zip(batch, out, strict=True):
+            self.health.record(p.version, isinstance(d, sig.Decision))
         labels = self.registry.labels
         for p, d in zip(batch[:served], out[:served], strict=True):
             if isinstance(d, sig.Decision):
                 metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
+                if self.drift is not None:  # one row copy into the (pair, timeframe, version) ring buffer
+                    self.drift.add(p.pair, p.timeframe, p.version, p.rows[-1], d.stage1_prob)
         return out
 
     async def prepare(self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None) -> Prepared:
@@ -298,10 +319,10 @@ def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None)
     spec = entry.spec
     assert spec is not None
     if req.features:
-        return Prepared(version, entry, inputs.feature_rows(req.features, spec))
+        return Prepared(version, entry, inputs.feature_rows(req.features, spec), None, req.pair, req.timeframe)
     if candles is None:
         candles = inputs.to_candles(req.data or [])
-    return Prepared(version, entry, inputs.candle_rows(candles, spec), candles.close)
+    return Prepared(version, entry, inputs.candle_rows(candles, spec), candles.close, req.pair, req.timeframe)
 
 
 def prediction_data(pair: str, timeframe: str, version: str, d: sig.Decision) -> dict[str, Any]:

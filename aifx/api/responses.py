@@ -268,6 +268,9 @@ class Comparison(Body):
     alpha: float
     winner: Variant | None
     reason: str
+    method: Literal["fixed_horizon"] = Field(
+        default="fixed_horizon", description="valid read once at a size fixed in advance (docs/statistics.md)"
+    )
 
 
 class ExperimentMetricsData(Body):
@@ -279,6 +282,10 @@ class ExperimentMetricsData(Body):
     variants: dict[Variant, VariantData]
     comparison: Comparison
     market_comparison: Comparison = Field(description="the same tests over market outcomes (fixed horizon)")
+    srm: SrmCheck | None = Field(default=None, description="sample-ratio mismatch of the user split")
+    paired: PairedComparison | None = Field(
+        default=None, description="variant B's version against A's on the same bars (always-valid; outcome loop on)"
+    )
 
 
 class OutcomeData(Body):
@@ -296,3 +303,136 @@ class OutcomeData(Body):
 class UserDataDeleted(Body):
     user_id: str
     deleted: int = Field(description="stored predictions (with their outcomes) deleted")
+
+
+ComparisonState = Literal["collecting", "b_better", "a_better", "no_meaningful_difference", "guardrail_breach"]
+
+
+class FixedHorizonTests(Body):
+    """Naive tests of the paired R series, valid only when read once at a size set in advance."""
+
+    welch_t: float | None
+    welch_df: float | None
+    welch_p: float | None
+    paired_t: float | None
+    paired_p: float | None
+    nw_z: float | None
+    nw_p: float | None
+    note: str
+
+
+class ConfidenceSequence(Body):
+    """Always-valid interval of the mean R difference per bar (b - a), from block means."""
+
+    low: float | None
+    high: float | None
+    blocks: int
+    block_bars: int
+    alpha: float
+    expected_bars: int
+    min_blocks: int
+
+
+class BothSignalled(Body):
+    both_signalled: int = Field(description="bars where both versions traded (descriptive hit rates)")
+    hit_rate_a: float | None
+    hit_rate_b: float | None
+
+
+class Stage1Scores(Body):
+    n: int
+    base_rate: float | None
+    brier: float | None
+    pr_auc: float | None
+
+
+class PairedStage1(Body):
+    a: Stage1Scores
+    b: Stage1Scores
+
+
+class PairedDrawdown(Body):
+    a: float
+    b: float
+
+
+class ComparisonFilters(Body):
+    pair: str | None
+    timeframe: str | None
+    since: str | None = Field(description="bars at or after this bar time")
+    logged_since: str | None = Field(description="bars first logged at or after this time (probation)")
+    window_days: int = Field(description="bars logged within this many days are read (the retention period)")
+
+
+class PairedComparison(Body):
+    """Version b against version a on the bars both were scored on (README "Deciding between versions")."""
+
+    a: str
+    b: str
+    filters: ComparisonFilters
+    series: int = Field(description="(pair, timeframe) series among the bars; blocks span 2 x 12 bars of each")
+    n_bars: int
+    mean_r_a: float | None
+    mean_r_b: float | None
+    mean_diff: float | None = Field(description="mean of r_b - r_a per bar, in R (pips after cost / ATR in pips)")
+    nw_se: float | None = Field(description="Newey-West standard error of mean_diff (lag nw_lag)")
+    nw_lag: int
+    fixed_horizon: FixedHorizonTests
+    confidence_sequence: ConfidenceSequence
+    hit_rates: BothSignalled
+    stage1: PairedStage1
+    max_drawdown_r: PairedDrawdown
+    min_effect: float
+    state: ComparisonState
+    guardrails: list[str] = Field(
+        description="guardrails version b breaks now (state guardrail_breach when any): its drawdown here; the "
+        "promoter also checks its stage error rate and input drift"
+    )
+
+
+class PromotionPolicy(Body):
+    challenger: str
+    mode: Literal["off", "recommend", "auto"]
+    min_effect_r: float
+    max_drawdown_r: float
+    probation_bars: int
+    updated_at: str
+    probation_from_version: str | None = Field(default=None, description="the version an automatic switch replaced")
+    probation_started_at: str | None = None
+    probation_start_bar: str | None = None
+
+
+class PolicyList(Body):
+    policies: list[PromotionPolicy]
+
+
+class Decision(Body):
+    """One audit row: a recommendation, switch, rollback or confirmation, with the figures behind it."""
+
+    id: int
+    at: str
+    action: Literal["recommend", "switch", "rollback", "confirm"]
+    challenger: str
+    incumbent: str
+    mode: Literal["off", "recommend", "auto"]
+    state: str
+    reason: str
+    figures: dict[str, Any]
+
+
+class DecisionList(Body):
+    decisions: list[Decision]
+
+
+class SrmCheck(Body):
+    """Sample-ratio mismatch: users per variant against the traffic split (chi-square, flagged below threshold)."""
+
+    users: dict[Variant, int]
+    chi2: float | None
+    p_value: float | None
+    flagged: bool
+    threshold: float
+    total: int
+
+
+ExperimentMetricsData.model_rebuild()

@@ -45,7 +45,9 @@ def test_every_route_names_its_2xx_body(document):
                 component = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
-    assert len({p for _, p in named}) == 15  # the seed's routes, the admin erasure route and POST candles
+    # the seed's routes, the admin erasure route, POST candles, and issue 13's evaluation, promotion
+    # (list, and put/delete by version) and decisions routes
+    assert len({p for _, p in named}) == 19
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 

@@ -14,6 +14,7 @@ import pytest
 
 from aifx.versions import (
     CHECKSUMS_KEY,
+    DRIFT_FILE,
     LITE_FILE,
     MODEL_FILE,
     SCALER_FILE,
@@ -129,7 +130,7 @@ def _load(folder: Path, meta: dict[str, Any]):
 def test_import_records_the_sha256_of_every_stored_file(stage1_copy) -> None:
     folder, meta = stage1_copy
     assert meta[CHECKSUMS_KEY] == {
-        n: sha256_hex((folder / n).read_bytes()) for n in (MODEL_FILE, LITE_FILE, SCALER_FILE)
+        n: sha256_hex((folder / n).read_bytes()) for n in (MODEL_FILE, LITE_FILE, SCALER_FILE, DRIFT_FILE)
     }
     stage = _load(folder, meta)
     assert stage.status() == {"stage": 1, "loaded": ["v3.0", "v3.1"], "failed": {}}

@@ -1,0 +1,58 @@
+"""Import the test-only version `v9.1` ("always long") into the BentoML store named by BENTOML_HOME.
+
+Stage 1 and Stage 2 are real Keras models whose weights are zero and whose output bias is +8, so
+P(reversal) and P(long) are both sigmoid(8) ~ 0.9997 whatever the window: the version signals long on
+every bar. On candles with a planted upward drift (tests/integration/test_promotion_live.py) going
+long is better than any version that also goes short or holds, by construction, and on a planted
+downward drift it loses on every bar. It goes through the real importer (TFLite conversion, checksums).
+
+Run: BENTOML_HOME=... python tests/integration/always_long.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = "v9.1"
+
+
+def constant_model(window: int, n_features: int, bias: float):
+    """A Keras model over (window x features) that outputs sigmoid(bias) for every input."""
+    import keras
+    import numpy as np
+
+    inputs = keras.Input(shape=(window, n_features), name="window")
+    x = keras.layers.Flatten()(inputs)
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="zeros", name="prob")(x)
+    model = keras.Model(inputs, out)
+    layer = model.get_layer("prob")
+    layer.set_weights([layer.get_weights()[0], np.array([bias], dtype="float32")])
+    return model
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from aifx.features import sample_windows
+    from aifx.versions import Scaler, VersionSpec, default_spec
+    from model_store_import.importer import write_version
+    from training.candles_csv import load_candles_csv
+
+    base = default_spec("v3.1")
+    spec = VersionSpec(VERSION, base.features, base.window, 0.5, base.label_params, "Always long (test only)")
+    candles = load_candles_csv(ROOT / "data" / "FOREX_EURUSD_1H_ASK.csv").slice(0, 2000)
+    x, _ = sample_windows(candles, spec.features, spec.window)
+    scaler = Scaler.fit(spec.features, x.reshape(-1, x.shape[-1]))
+    with tempfile.TemporaryDirectory() as work:
+        files = {}
+        for stage in (1, 2):
+            files[stage] = Path(work) / f"stage{stage}.keras"
+            constant_model(spec.window, len(spec.features), 8.0).save(files[stage])
+        tags = write_version(spec, scaler, files, {"source": "tests/integration/always_long.py"})
+    print(tags)
+
+
+if __name__ == "__main__":
+    main()
