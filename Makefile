@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-VERSIONS := v3.0 v3.1
+VERSIONS := v3.0 v3.1 v3.2
 ARTIFACTS := artifacts
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install models train report serve test test-unit lint bench clean
+.PHONY: install models train search report serve test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ models: install
 
 train: install
 	for v in $(VERSIONS); do $(BIN)/python -m training --version $$v --out $(ARTIFACTS)/$$v || exit 1; done
+
+# v3.2's Transformer size, chosen before the first walk-forward test block; writes training/v32_search.json.
+search: install
+	$(BIN)/python -m training.search
 
 report: install
 	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs

@@ -32,6 +32,12 @@ class Bars:
     def range(self) -> np.ndarray:
         return self.c.high - self.c.low
 
+    @cached_property
+    def hour_angle(self) -> np.ndarray:
+        """The bar's UTC hour of day as an angle (0 .. 2 pi)."""
+        hours = self.c.timestamp.astype("datetime64[h]").astype(np.int64) % 24
+        return 2.0 * np.pi * hours.astype(np.float64) / 24.0
+
 
 FeatureFn = Callable[[Bars], np.ndarray]
 
@@ -117,6 +123,19 @@ def _adx14(b: Bars) -> np.ndarray:
     return talib.ADX(c.high, c.low, c.close, timeperiod=14) / 100.0
 
 
+def _atr_ratio_5_20(b: Bars) -> np.ndarray:
+    c = b.c
+    return _safe_div(talib.ATR(c.high, c.low, c.close, timeperiod=5), talib.ATR(c.high, c.low, c.close, timeperiod=20))
+
+
+def _hour_sin(b: Bars) -> np.ndarray:
+    return np.sin(b.hour_angle)
+
+
+def _hour_cos(b: Bars) -> np.ndarray:
+    return np.cos(b.hour_angle)
+
+
 FEATURES: dict[str, FeatureFn] = {
     "ret_1": _log_return(1),
     "ret_3": _log_return(3),
@@ -136,6 +155,10 @@ FEATURES: dict[str, FeatureFn] = {
     "willr14": _willr14,
     "cci20": _cci20,
     "adx14": _adx14,
+    "ret_24": _log_return(24),
+    "atr_ratio_5_20": _atr_ratio_5_20,
+    "hour_sin": _hour_sin,
+    "hour_cos": _hour_cos,
 }
 
 # v3.0 "swing point": where the bar sits in its recent range, plus oscillators.
@@ -148,7 +171,13 @@ V31_FEATURES = (
     "ret_1", "ret_3", "ret_12", "range_atr", "body_ratio", "upper_wick",
     "lower_wick", "rsi14", "stoch_k", "bb_pctb", "macd_hist_atr", "dist_sma20_atr",
 )  # fmt: skip
-FEATURE_SETS: dict[str, tuple[str, ...]] = {"v3.0": V30_FEATURES, "v3.1": V31_FEATURES}
+# v3.2 "transformer": v3.1's per-bar features plus what attention over 20 bars cannot rebuild from them:
+# a 24-bar return (context beyond the window), short against longer volatility (ATR 5 / ATR 20: the
+# barriers are ATR-scaled, so whether one is hit depends on volatility expanding or contracting) and
+# the UTC hour as a point on a circle (FX volatility follows the Asian, London and New York sessions).
+# Chosen before any evaluation; no warm-up beyond v3.1's (MACD's 33 bars), so both need 53 candles.
+V32_FEATURES = (*V31_FEATURES, "ret_24", "atr_ratio_5_20", "hour_sin", "hour_cos")
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"v3.0": V30_FEATURES, "v3.1": V31_FEATURES, "v3.2": V32_FEATURES}
 
 
 def compute_features(candles: Candles, names: Sequence[str]) -> np.ndarray:

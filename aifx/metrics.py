@@ -57,6 +57,13 @@ TRAINING_BASE_RATE = Gauge(
     ["version"],
     multiprocess_mode="livemostrecent",
 )
+# Served predictions whose pair or timeframe the version was not trained on (aifx/domain.py); versions
+# without a recorded domain are never counted. Labels: configured versions.
+OUT_OF_DOMAIN = Counter(
+    "aifx_out_of_domain",
+    "Served predictions whose pair or timeframe is outside the version's training domain",
+    ["version"],
+)
 STAGE_RETRIES = Counter("aifx_stage_call_retries", "Stage calls retried after a transient failure", ["stage"])
 STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage calls that failed after every retry", ["stage"])
 
@@ -160,6 +167,17 @@ def observe_prediction(labels: MetricLabels, version: str, signal: str, stage1_p
     PREDICTIONS.labels(version=v, signal=signal if signal in ("long", "short", "hold") else UNKNOWN).inc()
     STAGE1_PROBABILITY.labels(version=v).observe(stage1_prob)
     CONFIDENCE.labels(version=v).observe(confidence)
+
+
+def count_out_of_domain(labels: MetricLabels, version: str) -> None:
+    """Count one served prediction outside its version's training domain."""
+    OUT_OF_DOMAIN.labels(version=labels.version(version)).inc()
+
+
+def start_out_of_domain(labels: MetricLabels) -> None:
+    """Create every configured version's series at 0, so rate() sees the first out-of-domain request."""
+    for v in sorted(labels.versions):
+        OUT_OF_DOMAIN.labels(version=v)
 
 
 def count_error(reason: str) -> None:

@@ -6,6 +6,9 @@ The store contract (written by model_store_import, read by the services):
 - each holds `model.keras`, its TFLite conversion `model.tflite` (what the services run)
   and `scaler.json` ({"features", "mean", "scale"}); Stage 1 also `drift.json` (the training
   reference of input drift, aifx/drift.py) when the importer had one (older entries have none);
+- a stage may hold `calibration.json` (aifx/calibration.py: identity, Platt or isotonic map applied to
+  the network's output when serving; its metadata `calibration` says which and why); entries without
+  one serve raw probabilities;
 - stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics;
 - each stage's metadata holds `checksums`: {file name: sha256 hex} of the files above, recorded at
   import and verified when a stage service loads the model (`verify_checksums`, `check_scaler`).
@@ -21,11 +24,16 @@ from typing import Any
 
 import numpy as np
 
-KNOWN_VERSIONS = ("v3.0", "v3.1")
-DISPLAY_NAMES = {"v3.0": "Swing Point Detector", "v3.1": "Profitable Reversal Detector"}
+KNOWN_VERSIONS = ("v3.0", "v3.1", "v3.2")
+DISPLAY_NAMES = {
+    "v3.0": "Swing Point Detector",
+    "v3.1": "Profitable Reversal Detector",
+    "v3.2": "Transformer Reversal Detector",
+}
 MODEL_FILE = "model.keras"
 LITE_FILE = "model.tflite"
 SCALER_FILE = "scaler.json"
+CALIBRATION_FILE = "calibration.json"  # each stage: its probability calibration map (aifx/calibration.py)
 DRIFT_FILE = "drift.json"  # Stage 1 only: the training reference of input drift (aifx/drift.py), when imported with one
 CHECKSUMS_KEY = "checksums"  # stage metadata: {file name: sha256 hex}
 
@@ -76,6 +84,8 @@ class VersionSpec:
     threshold: float = 0.5
     label_params: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    architecture: str = "conv1d"  # the training network (training/model.py); serving runs any as TFLite
+    model_size: dict[str, int] = field(default_factory=dict)  # the architecture's size; empty: its defaults
 
     @property
     def min_candles(self) -> int:
@@ -94,6 +104,8 @@ class VersionSpec:
             "min_candles": self.min_candles,
             "threshold": self.threshold,
             "label_params": self.label_params,
+            "architecture": self.architecture,
+            "model_size": self.model_size,
         }
 
     @classmethod
@@ -105,6 +117,8 @@ class VersionSpec:
             threshold=float(meta.get("threshold", 0.5)),
             label_params=dict(meta.get("label_params", {})),
             name=str(meta.get("name", "")),
+            architecture=str(meta.get("architecture", "conv1d")),  # entries from before v3.2 are all conv1d
+            model_size={str(k): int(v) for k, v in (meta.get("model_size") or {}).items()},
         )
 
 
@@ -170,11 +184,13 @@ def check_scaler(scaler: Scaler, spec: VersionSpec) -> None:
 
 
 def default_spec(version: str, window: int = 20) -> VersionSpec:
-    """The built-in feature set and labels for v3.0 / v3.1."""
+    """The built-in feature set, labels and network of v3.0 / v3.1 / v3.2 (v3.2: v3.1's labels, a Transformer)."""
     from aifx.features import FEATURE_SETS
     from aifx.labels import BarrierParams, SwingParams
 
     if version not in FEATURE_SETS:
         raise KeyError(f"unknown version {version!r}; built-in versions: {', '.join(FEATURE_SETS)}")
     params = SwingParams() if version == "v3.0" else BarrierParams()
-    return VersionSpec(version, FEATURE_SETS[version], window, 0.5, params.to_dict(), DISPLAY_NAMES[version])
+    architecture = "transformer" if version == "v3.2" else "conv1d"
+    name = DISPLAY_NAMES[version]
+    return VersionSpec(version, FEATURE_SETS[version], window, 0.5, params.to_dict(), name, architecture=architecture)

@@ -77,14 +77,16 @@ def machine() -> dict[str, object]:
             "python": platform.python_version(), "os": platform.platform()}  # fmt: skip
 
 
-def bench_service(scale: float, config: Path) -> tuple[list[RunResult], dict[str, float], dict[str, object]]:
+def bench_service(
+    scale: float, config: Path, extra_env: dict[str, str]
+) -> tuple[list[RunResult], dict[str, float], dict[str, object]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     state = tempfile.mkdtemp(prefix="aifx-bench-")  # a fresh database: no bar is known before the run
     proc, cold = start([sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1",
                         "--timeout-keep-alive", "75"],
-                       f"{base}/readyz", env={"BENTOML_CONFIG": str(config),
+                       f"{base}/readyz", env={"BENTOML_CONFIG": str(config), **extra_env,
                                               "AIFX_DATABASE_URL": f"sqlite:///{state}/state.db"})  # fmt: skip
     try:
         url = f"{base}/reversal/predict"
@@ -169,12 +171,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (smoke run)")
     ap.add_argument("--config", type=Path, default=ROOT / "configuration.yaml", help="BENTOML_CONFIG for the service")
+    ap.add_argument("--env", action="append", default=[], help="NAME=value for the service (repeatable), e.g. "
+                    "AIFX_VERSIONS=v3.2,v3.1,v3.0")  # fmt: skip
     args = ap.parse_args()
+    extra_env = dict(e.split("=", 1) for e in args.env)
     scale = 0.1 if args.quick else 1.0
-    print("service runs: every request about a different bar (a pair per run), the outcome loop on: every other "
-          "loaded version scored beside the served one (AIFX_SHADOW_VERSIONS unset)", flush=True)  # fmt: skip
+    shadow = f"AIFX_SHADOW_VERSIONS={extra_env['AIFX_SHADOW_VERSIONS']}" if "AIFX_SHADOW_VERSIONS" in extra_env else (
+        "every other loaded version scored beside the served one (AIFX_SHADOW_VERSIONS unset)")  # fmt: skip
+    print(f"service runs: every request about a different bar (a pair per run), the outcome loop on: {shadow}; "
+          f"server environment: {extra_env or 'defaults'}", flush=True)  # fmt: skip
     print(HEADER, flush=True)
-    runs, svc, batch = bench_service(scale, args.config.resolve())
+    runs, svc, batch = bench_service(scale, args.config.resolve(), extra_env)
     base_runs, base = bench_baseline(scale)
     c32 = next(r for r in runs if r.concurrency == 32)
     b32 = next(r for r in base_runs if r.concurrency == 32)
@@ -182,6 +189,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
         "config": str(args.config),
+        "env": extra_env,
         "machine": machine(),
         "service": {**svc, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in runs], "batch": batch},
         "baseline": {**base, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in base_runs]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import bentoml
@@ -9,7 +10,7 @@ import bentoml
 from aifx.settings import get_settings
 from aifx.wire import StageBatch
 from runners.inference import STAGE_SERVICE_CONFIG, Probabilities, StageModels
-from runners.models import declare_models
+from runners.models import declare_models, stored_model
 
 VERSIONS = get_settings().versions
 
@@ -23,14 +24,20 @@ class ReversalDetector:
 
     def __init__(self) -> None:
         self.stage = StageModels.load(1, VERSIONS, self.model_refs)
+        self.find = functools.partial(stored_model, stage=1)
 
     # async: the compiled model call (well under 1 ms per coalesced batch) costs less than a thread hop.
     @bentoml.api
     async def detect(self, batches: list[StageBatch]) -> Probabilities:
         """P(reversal) per window, batches in order."""
+        if self.stage.lacks(batches):  # a version imported after the start: loaded once, off the event loop
+            await self.stage.ensure([b.version for b in batches], self.find)
         return self.stage.predict(batches)
 
     @bentoml.api
-    def status(self) -> dict:
-        """Which versions loaded, and why the others did not."""
+    async def status(self, versions: list[str] | None = None) -> dict:
+        """Which versions loaded, and why the others did not; first loads any of `versions` (configured, imported
+        since the start: the entry names them after a reload) this worker lacks."""
+        if versions:
+            await self.stage.ensure(versions, self.find)
         return self.stage.status()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import bentoml
 from bentoml.exceptions import NotFound
@@ -25,6 +25,15 @@ def in_store(version: str, stage: int) -> bool:
     except NotFound:
         return False
     return True
+
+
+def stored_model(version: str, stage: int) -> Any | None:
+    """The store's latest model of a version's stage, or None: how a version imported after the start is found
+    (it has no class-scope reference, so `bentoml build` does not pack it; build again to ship it)."""
+    try:
+        return bentoml.models.get(model_name(version, stage))
+    except NotFound:
+        return None
 
 
 def declare_models(stage: int, versions: Sequence[str]) -> Callable[[T], T]:

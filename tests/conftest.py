@@ -1,15 +1,15 @@
-"""Shared fixtures: a temporary BentoML home with small, quickly trained v3.0 / v3.1 models.
+"""Shared fixtures: a temporary BentoML home with small, quickly trained v3.0 / v3.1 / v3.2 models.
 
-The store holds v3.1 and v3.0 (both stages) and `v2.9` (Stage 1 only, threshold 0, so it
-always fires and exercises the no-Stage-2 direction rule). Integration servers reuse the
-same BENTOML_HOME through the environment.
+The store holds v3.1, v3.0 and v3.2 (a tiny Transformer; all three both stages) and `v2.9` (Stage 1
+only, threshold 0, so it always fires and exercises the no-Stage-2 direction rule). Integration
+servers reuse the same BENTOML_HOME through the environment.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,11 @@ os.environ.setdefault("AIFX_DRIFT_EVERY_SECONDS", "0.5")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "data" / "FOREX_EURUSD_1H_ASK.csv"
-TEST_VERSIONS = "v3.1,v3.0,v2.9"
+TEST_VERSIONS = "v3.1,v3.0,v2.9,v3.2"  # v3.1 first: the default version; v3.2 last: fallbacks stay as they were
 NO_STAGE2_VERSION = "v2.9"
 TRAIN_BARS = 3000  # train on the first bars only; tests predict anywhere in the file
+DOMAIN = {"pairs": ["EUR/USD"], "timeframes": ["1h"]}  # the training data's (v2.9 records none: its domain is unknown)
+TINY_TRANSFORMER = {"d_model": 8, "heads": 2, "blocks": 1, "ff": 16}
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def _point_bentoml_at(home: Path) -> None:
 
 
 def train_versions(workdir: Path) -> None:
-    """Train tiny models for v3.0, v3.1 (both stages) and v2.9 (Stage 1 only) and import them."""
+    """Train tiny models for v3.0, v3.1, v3.2 (both stages) and v2.9 (Stage 1 only) and import them."""
+    from aifx.calibration import Calibration
     from aifx.drift import build_reference
     from aifx.features import sample_windows
     from aifx.labels import barrier_labels, swing_labels
@@ -67,9 +70,17 @@ def train_versions(workdir: Path) -> None:
     from training.candles_csv import load_candles_csv
     from training.model import fit, predict_proba
 
+    # Fixed, mild maps (Platt, isotonic) so the parity test goes through calibration: a map fitted to a one-epoch
+    # model could move every window below the 0.5 threshold and leave the fired branch untested. v2.9 has none.
+    maps = {
+        1: Calibration("platt", a=1.3, b=0.1),
+        2: Calibration("isotonic", x=(0.0, 0.3, 0.5, 0.7, 1.0), y=(0.05, 0.2, 0.45, 0.7, 0.9)),
+    }
     candles = load_candles_csv(DATA_FILE).slice(0, TRAIN_BARS)
-    for version in ("v3.0", "v3.1"):
+    for version in ("v3.0", "v3.1", "v3.2"):
         spec = default_spec(version)
+        if spec.architecture == "transformer":
+            spec = replace(spec, model_size=TINY_TRANSFORMER)
         x, ends = sample_windows(candles, spec.features, spec.window)
         if version == "v3.0":
             labels = swing_labels(candles.high, candles.low)
@@ -81,16 +92,17 @@ def train_versions(workdir: Path) -> None:
         ok1 = ~np.isnan(y1)
         ok2 = ~np.isnan(y2)
         files = {}
-        m1 = fit(xs[ok1], y1[ok1], seed=1, epochs=1)
+        m1 = fit(xs[ok1], y1[ok1], seed=1, epochs=1, architecture=spec.architecture, size=spec.model_size)
         files[1] = workdir / f"{version}-stage1.keras"
         m1.save(files[1])
-        reference = build_reference(spec.features, x[ok1][:, -1, :], predict_proba(m1, xs[ok1]))  # input drift
-        m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1)
+        reference = build_reference(spec.features, x[ok1][:, -1, :], maps[1](predict_proba(m1, xs[ok1])))  # as served
+        m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1, architecture=spec.architecture, size=spec.model_size)
         files[2] = workdir / f"{version}-stage2.keras"
         m2.save(files[2])
         overall = {"model": {"base_rate": float(np.nanmean(y1))}}  # the training CLI's layout
         metrics = {"stage1": {"overall": overall, "split": "none (test fixture)"}}
-        write_version(spec, scaler, files, {"metrics": metrics, "source": "tests/conftest.py"}, reference)
+        extra = {"metrics": metrics, "source": "tests/conftest.py", "domain": DOMAIN}
+        write_version(spec, scaler, files, extra, reference, maps)
         if version == "v3.1":
             lite = VersionSpec(NO_STAGE2_VERSION, spec.features, spec.window, 0.0, spec.label_params, "Lite")
             write_version(lite, scaler, {1: files[1]}, {"source": "tests/conftest.py (no stage 2)"}, reference)

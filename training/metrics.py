@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
 
 
-def classification_report(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float | int]:
-    """Base rate, precision, recall, F1, PR-AUC, lift and the confusion counts."""
+def classification_report(y: np.ndarray, score: np.ndarray, threshold: float | np.ndarray) -> dict[str, float | int]:
+    """Base rate, precision, recall, F1, PR-AUC, lift and the confusion counts (threshold: one, or one per sample)."""
     y = y.astype(int)
     pred = (score >= threshold).astype(int)
     base = float(y.mean()) if len(y) else 0.0

@@ -5,17 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from aifx.calibration import IDENTITY_MAP, Calibration
 from aifx.candles import Candles
+from aifx.domain import BUNDLED_DATA_DOMAIN, Domain
 from aifx.drift import build_reference
 from aifx.versions import DRIFT_FILE, SCALER_FILE, Scaler, VersionSpec
-from model_store_import.importer import ARTIFACT_METADATA
-from training.dataset import build_dataset
-from training.evaluate import Log, evaluate
+from model_store_import.importer import ARTIFACT_CALIBRATION, ARTIFACT_METADATA
+from training import calibration as cal
+from training.dataset import Dataset, build_dataset
+from training.evaluate import Log, calibration_split, evaluate
 from training.model import fit, predict_proba
 
 SCORES_FILE = "evaluation_scores.json"
@@ -40,6 +45,60 @@ def _split_scores(metrics: dict[str, object]) -> dict[str, object]:
     return scores
 
 
+@dataclass(frozen=True)
+class FinalStage:
+    """A served stage: its network and its calibration map."""
+
+    model: Any
+    calibration: Calibration
+
+
+def _evaluated(metrics: dict[str, object], stage: int) -> dict[str, Any] | None:
+    """The walk-forward's calibration block of a stage (None without an evaluation)."""
+    return metrics[f"stage{stage}"]["calibration"] if metrics else None  # type: ignore[index]
+
+
+def _validation_brier(evaluated: dict[str, Any] | None) -> dict[str, float] | None:
+    """Pooled calibration-block Brier score before and after calibration, from the walk-forward."""
+    if not evaluated:
+        return None
+    v = evaluated["validation"]
+    return {"before": v["brier_before"], "after": v["brier_after"]}
+
+
+def _final_stage(
+    ds: Dataset,
+    spec: VersionSpec,
+    scaler: Scaler,
+    rows: np.ndarray,
+    y: np.ndarray,
+    evaluated: dict[str, Any] | None,
+    seed: int,
+    epochs: int,
+) -> tuple[FinalStage, dict[str, object]]:
+    """The served network and map of one stage, by the procedure every fold used, and its metadata block.
+
+    With calibration kept, the network fits all but the last CAL_SHARE of the rows (purged by the label
+    horizon) and the map is chosen and fitted on the network's own outputs there: pooled out-of-fold
+    outputs would come from other, smaller networks than the served one. Without it, the network fits
+    every row and the map is the identity.
+    """
+    kept = bool(evaluated and evaluated["kept"])
+    fit_rows, calib = calibration_split(ds.bars, rows, ds.horizon) if kept else (rows, rows[:0])
+    model = fit(scaler.transform(ds.x[fit_rows]), y[fit_rows], seed, epochs, verbose=2, architecture=spec.architecture,
+                size=spec.model_size)  # fmt: skip
+    choice = cal.choose(predict_proba(model, scaler.transform(ds.x[calib])), y[calib]) if kept else None
+    calibration = choice.calibration if choice else IDENTITY_MAP
+    block: dict[str, object] = {
+        "method": calibration.method,
+        "kept": kept,
+        "brier_validation": _validation_brier(evaluated),
+        "fit_rows": int(len(fit_rows)),
+        "calibration_rows": int(len(calib)),
+    }
+    return FinalStage(model, calibration), block
+
+
 def train_version(
     candles: Candles,
     spec: VersionSpec,
@@ -50,8 +109,9 @@ def train_version(
     epochs: int = 12,
     seed: int = 42,
     log: Log = print,
+    domain: Domain = BUNDLED_DATA_DOMAIN,
 ) -> dict[str, object]:
-    """Evaluate walk-forward, then fit the served models on all samples; returns the metadata."""
+    """Evaluate walk-forward, then fit the served models and their calibration maps; returns the metadata."""
     start = time.monotonic()
     ds = build_dataset(candles, spec)
     log(f"[{spec.version}] {len(ds.y1)} samples, stage-1 base rate {ds.y1.mean():.3f}, {folds} folds")
@@ -59,24 +119,32 @@ def train_version(
     out.mkdir(parents=True, exist_ok=True)
     scores = _split_scores(metrics)
     (out / SCORES_FILE).write_text(json.dumps(scores))
+    if metrics:  # the threshold chosen in the walk-forward on calibration blocks is the served one
+        spec = replace(spec, threshold=float(metrics["stage1"]["threshold"]["value"]))  # type: ignore[index]
     scaler = Scaler.fit(spec.features, ds.x.reshape(-1, ds.x.shape[2]))
     log(f"[{spec.version}] final Stage 1 on {len(ds.y1)} samples")
-    stage1 = fit(scaler.transform(ds.x), ds.y1, seed, epochs, verbose=2)
-    stage1.save(out / "stage1.keras")
+    stage1, cal1 = _final_stage(ds, spec, scaler, np.arange(len(ds.y1)), ds.y1, _evaluated(metrics, 1), seed, epochs)
+    stage1.model.save(out / "stage1.keras")
     # Input drift reference: the unscaled features of each training sample's own bar (the window's last
-    # row, what serving appends per prediction) and the final Stage 1's probability on the sample.
-    reference = build_reference(spec.features, ds.x[:, -1, :], predict_proba(stage1, scaler.transform(ds.x)))
+    # row, what serving appends per prediction) and the final Stage 1's probability on the sample, calibrated
+    # as served.
+    p1 = stage1.calibration(predict_proba(stage1.model, scaler.transform(ds.x)))
+    reference = build_reference(spec.features, ds.x[:, -1, :], p1)
     (out / DRIFT_FILE).write_text(json.dumps(reference.to_json()))
-    pos = (ds.y1 == 1) & ~np.isnan(ds.y2)
-    log(f"[{spec.version}] final Stage 2 on {int(pos.sum())} Stage-1 positives")
-    stage2 = fit(scaler.transform(ds.x[pos]), ds.y2[pos], seed + 1, epochs, verbose=2)
-    stage2.save(out / "stage2.keras")
+    pos = np.flatnonzero((ds.y1 == 1) & ~np.isnan(ds.y2))
+    log(f"[{spec.version}] final Stage 2 on {len(pos)} Stage-1 positives")
+    stage2, cal2 = _final_stage(ds, spec, scaler, pos, np.nan_to_num(ds.y2), _evaluated(metrics, 2), seed + 1, epochs)
+    stage2.model.save(out / "stage2.keras")
     (out / SCALER_FILE).write_text(json.dumps(scaler.to_json()))
+    for stage, final in ((1, stage1), (2, stage2)):
+        (out / ARTIFACT_CALIBRATION.format(stage=stage)).write_text(json.dumps(final.calibration.to_json()))
     meta = {
         **spec.to_metadata(),
+        "calibration": {"stage1": cal1, "stage2": cal2},
         "training_data": data,
+        "domain": domain.to_metadata(),  # pairs and timeframes of the candles (aifx/domain.py)
         "training": {"seed": seed, "epochs": epochs, "samples": int(len(ds.y1)), "parameters": {
-            "stage1": int(stage1.count_params()), "stage2": int(stage2.count_params())}},
+            "stage1": int(stage1.model.count_params()), "stage2": int(stage2.model.count_params())}},
         "metrics": metrics,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_seconds": round(time.monotonic() - start, 1),

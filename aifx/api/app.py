@@ -54,6 +54,7 @@ from aifx.api.responses import (
     ModelsData,
     OutcomeData,
     PredictionData,
+    ReloadData,
     SwitchData,
 )
 from aifx.api.schemas import (
@@ -323,6 +324,15 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         return ok(await add_candles(parts(request), body))
 
     admin = admin_guard(settings)
+
+    @app.post("/reversal/models/reload", response_model=Envelope[ReloadData], tags=["models"], dependencies=admin)
+    async def reload_models(request: Request) -> JSONResponse:
+        """Admin: serve configured versions imported into the model store since the start, in every worker.
+
+        Answers once every worker will load them on its next request (after the state TTL): which
+        versions serve now, which were added, and why the others do not.
+        """
+        return ok(await parts(request).registry.reload())
 
     @app.post(
         "/reversal/models/{version}/switch",

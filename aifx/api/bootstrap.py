@@ -25,7 +25,7 @@ from aifx.api.parts import Parts
 from aifx.api.predictor import Predictor
 from aifx.api.promoter import Promoter
 from aifx.api.ratelimit import buckets_of
-from aifx.api.registry import VersionRegistry
+from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.drift import DriftWindows, Reference
@@ -60,6 +60,8 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
         (detect, classify),
         SharedState("active version", store.get_active_version, ttl, timeout),
         store.set_active_version,
+        SharedState("models generation", functools.partial(store.get_setting, MODELS_GENERATION_KEY), ttl, timeout),
+        functools.partial(store.set_setting, MODELS_GENERATION_KEY),
     )
     ab = ABTests(store, SharedState("active experiment", store.active_experiment, ttl, timeout))
     outcomes = outcome_log(settings, catalog, store)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from aifx.domain import Domain
 from aifx.versions import VersionSpec, model_name
+
+logger = logging.getLogger("bentoml.aifx.catalog")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,11 @@ class VersionEntry:
     spec: VersionSpec | None
     stages: dict[int, StageEntry] = field(default_factory=dict)
     problem: str | None = None
+    domain: Domain | None = None  # None: not recorded (older imports), the domain is unknown
+
+    def in_domain(self, pair: str, timeframe: str) -> bool | None:
+        """Whether a request is inside the pairs and timeframes the version was trained on (None: unknown)."""
+        return None if self.domain is None else self.domain.contains(pair, timeframe)
 
     @property
     def has_stage2(self) -> bool:
@@ -98,4 +107,13 @@ def _entry(version: str, stages: dict[int, StageEntry]) -> VersionEntry:
         spec = VersionSpec.from_metadata(stages[1].metadata)
     except (KeyError, TypeError, ValueError) as exc:
         return VersionEntry(version, None, stages, f"{model_name(version, 1)} has unusable metadata: {exc}")
-    return VersionEntry(version, spec, stages)
+    return VersionEntry(version, spec, stages, domain=_domain(version, stages[1].metadata))
+
+
+def _domain(version: str, meta: dict[str, Any]) -> Domain | None:
+    """The recorded domain; a malformed one is treated as unknown (it never stops a version from serving)."""
+    try:
+        return Domain.from_metadata(meta)
+    except ValueError as exc:
+        logger.warning("%s: domain unknown, its metadata is malformed: %s", version, exc)
+        return None

@@ -48,6 +48,7 @@ class Prepared:
     closes: np.ndarray | None = None
     pair: str = ""  # the request's pair and timeframe: the input-drift window it counts in
     timeframe: str = ""
+    in_domain: bool | None = None  # inside the version's training domain (None: the domain is unknown)
 
     @property
     def spec(self) -> VersionSpec:
@@ -127,6 +128,8 @@ class Predictor:
         for p, d in zip(batch[:served], out[:served], strict=True):
             if isinstance(d, sig.Decision):
                 metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
+                if p.in_domain is False:
+                    metrics.count_out_of_domain(labels, p.version)
                 if self.drift is not None:  # one row copy into the (pair, timeframe, version) ring buffer
                     self.drift.add(p.pair, p.timeframe, p.version, p.rows[-1], d.stage1_prob)
         return out
@@ -192,7 +195,7 @@ class Predictor:
         self, req: PredictRequest, job: Job, decision: sig.Decision, shadows: Sequence[sig.Decision | ApiError]
     ) -> dict[str, Any]:
         """The seed's prediction object (with `trade` for a long or short) after logging the bar's decisions."""
-        data = prediction_data(req.pair, req.timeframe, job.served.version, decision)
+        data = prediction_data(req.pair, req.timeframe, job.served.version, decision, job.served.in_domain)
         if job.bar is None or self.outcomes is None:
             return data
         logged = [(job.served.version, decision, 1)]
@@ -268,6 +271,7 @@ class Predictor:
                 "stage1_prob": d.stage1_prob,
                 "stage2_prob": d.stage2_prob,
                 "model_version": p.version,
+                "in_domain": p.in_domain,
             }
             for p, d in zip(batch, decisions, strict=True)
         }
@@ -287,6 +291,7 @@ class Predictor:
         (d,) = await self.score([prepared])
         factors = {
             **sig.factors(d),
+            "in_domain": prepared.in_domain,
             "stage1_prob": d.stage1_prob,
             "stage2_prob": d.stage2_prob,
             "model_version": prepared.version,
@@ -318,15 +323,20 @@ def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None)
     """Rows for a version from `features` (when present) or from the request's candles."""
     spec = entry.spec
     assert spec is not None
+    in_domain = entry.in_domain(req.pair, req.timeframe)
     if req.features:
-        return Prepared(version, entry, inputs.feature_rows(req.features, spec), None, req.pair, req.timeframe)
+        rows = inputs.feature_rows(req.features, spec)
+        return Prepared(version, entry, rows, None, req.pair, req.timeframe, in_domain)
     if candles is None:
         candles = inputs.to_candles(req.data or [])
-    return Prepared(version, entry, inputs.candle_rows(candles, spec), candles.close, req.pair, req.timeframe)
+    rows = inputs.candle_rows(candles, spec)
+    return Prepared(version, entry, rows, candles.close, req.pair, req.timeframe, in_domain)
 
 
-def prediction_data(pair: str, timeframe: str, version: str, d: sig.Decision) -> dict[str, Any]:
-    """The seed's prediction object."""
+def prediction_data(
+    pair: str, timeframe: str, version: str, d: sig.Decision, in_domain: bool | None = None
+) -> dict[str, Any]:
+    """The seed's prediction object; `factors.in_domain`: was the version trained on its pair and timeframe."""
     return {
         "pair": pair,
         "timeframe": timeframe,
@@ -335,7 +345,7 @@ def prediction_data(pair: str, timeframe: str, version: str, d: sig.Decision) ->
         "stage1_prob": d.stage1_prob,
         "stage2_prob": d.stage2_prob,
         "model_version": version,
-        "factors": sig.factors(d),
+        "factors": sig.factors(d) | {"in_domain": in_domain},
         "timestamp": now_iso(),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from aifx.cache import SharedState
 from aifx.settings import Settings
 
 logger = get_logger("bentoml.aifx.registry")
-STATUS_TTL_OK = 30.0  # stage load reports do not change while a stage process lives
+STATUS_TTL_OK = 30.0  # stage load reports do not change while a stage process lives (reloads aside)
 STATUS_TTL_RETRY = 1.0
+MODELS_GENERATION_KEY = "models_generation"  # state database: changed by every admin reload
 
 
 @dataclass
@@ -53,6 +55,9 @@ class VersionRegistry:
         stages: tuple[StageClient, StageClient],
         active: SharedState[str],
         write_active: Callable[[str], None],
+        generation: SharedState[str] | None = None,
+        write_generation: Callable[[str], None] | None = None,
+        read_catalog: Callable[[tuple[str, ...]], Catalog] = Catalog.from_store,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -60,15 +65,31 @@ class VersionRegistry:
         self.active = active
         self._write_active = write_active
         self.labels = metrics.MetricLabels(catalog.order)
-        metrics.set_base_rates(self.labels, catalog.base_rates())
-        metrics.set_walkforward_hit_rates(self.labels, catalog.order, catalog.walkforward_hit_rates())
+        self._publish_catalog()
+        metrics.start_out_of_domain(self.labels)
         self._avail = Availability()
         self._avail_lock = asyncio.Lock()
         self._stages_answered = False
         self._published_active: str | None = None
+        # Reloads (POST /reversal/models/reload): the models generation in the state database, the one this
+        # worker's catalog reflects, and the versions found in the store since the start (the stages load them).
+        self.generation = generation
+        self._write_generation = write_generation
+        self._read_catalog = read_catalog
+        self._seen_generation: str | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self.added: dict[int, set[str]] = {1: set(), 2: set()}
+
+    def _publish_catalog(self) -> None:
+        metrics.set_base_rates(self.labels, self.catalog.base_rates())
+        metrics.set_walkforward_hit_rates(self.labels, self.catalog.order, self.catalog.walkforward_hit_rates())
 
     async def availability(self, refresh: bool = False) -> Availability:
         """Stage load reports combined with the store catalog (cached once both stages have answered)."""
+        await self.follow_reloads()
+        return await self._availability(refresh)
+
+    async def _availability(self, refresh: bool) -> Availability:
         # Until both stages have answered once (start-up), every caller asks again rather than serve a
         # cached "not reachable": another worker may already have told the client the service is ready.
         refresh = refresh or not self._stages_answered
@@ -81,7 +102,9 @@ class VersionRegistry:
                 return self._avail
             if not refresh and time.monotonic() - self._avail.checked_at < ttl:
                 return self._avail
-            s1, s2 = await asyncio.gather(*(stage.status() for stage in self.stages))
+            # Versions imported since the start are named, so the stage worker that answers loads them if it lacks them.
+            wants = (sorted(self.added[1]), sorted(self.added[2]))
+            s1, s2 = await asyncio.gather(*(st.status(want) for st, want in zip(self.stages, wants, strict=True)))
             self._avail = combine(self.catalog, s1, s2)
             self._stages_answered = self._stages_answered or self._avail.stages_reachable
             metrics.set_loaded(self.labels, self._avail.loaded)
@@ -149,6 +172,72 @@ class VersionRegistry:
         self.active.put(version)
         logger.info("active model version switched: %s -> %s", previous, version)
         return {"active_version": await self.active_version(), "previous_version": previous}
+
+    async def reload(self) -> dict[str, Any]:
+        """Admin: serve the configured versions imported into the model store since the start, in every worker.
+
+        A new models generation goes to the state database; this worker reloads at once, every other
+        entry worker on its next request after the state TTL (this call waits that long before answering).
+        """
+        if self.generation is None or self._write_generation is None:
+            raise ApiError("reloading is not configured in this service", status=409, reason="conflict")
+        before = await self.availability(refresh=True)
+        if not before.failed:  # every configured version serves: nothing to load anywhere
+            return {"loaded": list(before.loaded), "added": [], "failed": {}}
+        token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
+        try:
+            await asyncio.to_thread(self._write_generation, token)
+        except Exception as exc:
+            eid = error_id()
+            logger.warning("error %s: state database unavailable, reload: %s", eid, _first_line(exc))
+            message = "the state database is unavailable, nothing was reloaded; retry later"
+            raise ApiError(with_error_id(message, eid), status=503, reason="database_unavailable") from exc
+        self.generation.put(token)
+        for _ in range(2):  # a reload already under way for an older generation first, then this one
+            await self.follow_reloads(bounded=False)
+        await asyncio.sleep(self.settings.state_ttl_seconds)  # every worker's cached generation is stale now
+        avail = self._avail
+        added = [v for v in avail.loaded if v not in before.loaded]
+        logger.info("models reloaded: serving %s (added: %s)", ", ".join(avail.loaded), ", ".join(added) or "none")
+        return {"loaded": list(avail.loaded), "added": added, "failed": dict(avail.failed)}
+
+    async def follow_reloads(self, bounded: bool = True) -> None:
+        """Reload this worker's catalog once the models generation changed (a cached read while it has not).
+
+        Requests arriving meanwhile wait for the reload at most the stage timeout, then go on with what
+        served before: a version not yet loaded everywhere keeps its 503 a moment longer, no other fails.
+        """
+        if self.generation is None:
+            return
+        token = await self.generation.get()
+        if token is None or token == self._seen_generation:
+            return
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload_catalog(token))
+        await asyncio.wait({self._reloading}, timeout=self.settings.stage_timeout_seconds if bounded else None)
+
+    async def _reload_catalog(self, token: str) -> None:
+        """Read the store entries of configured versions that were missing, then ask the stages to load them."""
+        missing = tuple(v for v in self.catalog.order if self.catalog.entries[v].problem is not None)
+        try:
+            found = {}
+            if missing:
+                fresh = await asyncio.to_thread(self._read_catalog, missing)
+                found = {v: e for v, e in fresh.entries.items() if e.problem is None}
+            # In place: every part holding the catalog (outcome log, promoter) sees the new entries.
+            self.catalog.entries.update(found)
+            for version, entry in self.catalog.entries.items():  # the stages load what they lack of these
+                if entry.problem is None and version not in self._avail.loaded:
+                    for n in entry.stages:
+                        self.added[n].add(version)
+            if found:
+                self._publish_catalog()
+                logger.info("models generation %s: found %s in the model store", token, ", ".join(found))
+            await self._availability(refresh=True)
+        except Exception:  # noqa: BLE001 - the last catalog keeps serving; another reload retries
+            logger.exception("models generation %s: reload failed; serving what was loaded before", token)
+        finally:
+            self._seen_generation = token
 
     async def models(self) -> dict[str, Any]:
         """Active version, default, fallback order and every configured version."""
@@ -230,6 +319,7 @@ def describe(entry: VersionEntry, avail: Availability, active: str | None) -> di
         "min_candles": spec.min_candles if spec else None,
         "features": list(spec.features) if spec else [],
         "label_params": spec.label_params if spec else {},
+        "domain": entry.domain.to_metadata() if entry.domain is not None else None,
         "metrics": {f"stage{n}": st.metadata.get("metrics", {}) for n, st in entry.stages.items()},
     }
 

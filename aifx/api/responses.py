@@ -33,6 +33,11 @@ class Factors(Body):
     reversal_detected: bool
     direction: Literal["long", "short"] | None
     direction_source: str | None = Field(default=None, description="'stage 2 model' or the no-Stage-2 rule")
+    in_domain: bool | None = Field(
+        default=None,
+        description="whether the version was trained on the request's pair and timeframe (its `domain`); "
+        "null when the version records no domain",
+    )
 
 
 class TradeLevels(Body):
@@ -78,6 +83,11 @@ class ComparedPrediction(Body):
     stage1_prob: float
     stage2_prob: float | None
     model_version: str
+    in_domain: bool | None = Field(
+        default=None,
+        description="whether the version was trained on the request's pair and timeframe (its `domain`); "
+        "null when the version records no domain",
+    )
 
 
 class CompareData(Body):
@@ -139,6 +149,13 @@ class LiveStats(Body):
     filters: dict[str, str | None]
 
 
+class DomainInfo(Body):
+    """The pairs and timeframes a version was trained on; requests outside are served with `in_domain: false`."""
+
+    pairs: list[str] = Field(examples=[["EUR/USD"]])
+    timeframes: list[str] = Field(examples=[["1h"]])
+
+
 class ModelInfo(Body):
     version: str
     name: str
@@ -151,6 +168,7 @@ class ModelInfo(Body):
     min_candles: int | None
     features: list[str] = Field(description="feature names in model input order")
     label_params: dict[str, Any] = Field(description="the label scheme's parameters the version was trained with")
+    domain: DomainInfo | None = Field(description="pairs and timeframes of the training data; null when not recorded")
     metrics: dict[str, dict[str, Any]] = Field(
         description="stage -> the training report (walk-forward folds and overall, with base rates and split)"
     )
@@ -172,6 +190,14 @@ class CandlesData(Body):
     inserted: int = Field(description="candles not stored before")
     duplicates: int = Field(description="candles already stored with the same prices")
     conflicts: int = Field(description="candles stored before with other prices (the first stored wins)")
+
+
+class ReloadData(Body):
+    """What serves after an admin reload of the model store (POST /reversal/models/reload)."""
+
+    loaded: list[str] = Field(description="configured versions that serve now, in fallback order")
+    added: list[str] = Field(description="versions that serve now and did not before the call")
+    failed: dict[str, str] = Field(description="version -> why it does not serve")
 
 
 class SwitchData(Body):

@@ -35,7 +35,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 StageFn = Callable[[list[Any]], Awaitable[list[float]]]
-StatusFn = Callable[[], Awaitable[dict[str, Any]]]
+StatusFn = Callable[..., Awaitable[dict[str, Any]]]
+LOAD_TIMEOUT = 30.0  # a status call that names versions to load waits for the stage worker to load them
 
 
 class Coalescer:
@@ -143,13 +144,16 @@ class StageClient:
                 f"{self.stage} ({self.service}) is unavailable: no answer within {self.deadline:g} s; retry later"
             ) from None
 
-    async def status(self) -> dict[str, Any] | None:
-        """The stage service's load report, or None when it does not answer in time."""
+    async def status(self, load: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The stage service's load report, or None when it does not answer in time.
+
+        `load`: versions imported since the start; the stage worker that answers loads those it lacks first.
+        """
         if self._status is None:
             return None
         try:
-            with anyio.fail_after(self.timeout):
-                return dict(await self._status())
+            with anyio.fail_after(max(self.timeout, LOAD_TIMEOUT) if load else self.timeout):
+                return dict(await (self._status(versions=list(load)) if load else self._status()))
         except Exception as exc:  # noqa: BLE001 - an unreachable stage is reported, not raised
             logger.warning("%s status unavailable: %s", self.service, _describe(exc))
             return None
@@ -223,8 +227,8 @@ def _describe(exc: BaseException | None) -> str:
 def _api(dependency: Any, name: str) -> Callable[..., Awaitable[Any]]:
     """An async call of a stage API, looked up per call (remote clients are set up after __init__)."""
 
-    async def call(*args: Any) -> Any:
-        return await getattr(dependency.to_async, name)(*args)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await getattr(dependency.to_async, name)(*args, **kwargs)
 
     call.__name__ = name
     return call

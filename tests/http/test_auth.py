@@ -59,6 +59,7 @@ def admin_calls(eid: str) -> list[tuple[str, dict | None, int]]:
         (f"/reversal/experiments/{eid}/activate", None, 200),
         (f"/reversal/experiments/{eid}/stop", None, 200),
         ("/reversal/models/v3.1/switch", None, 200),
+        ("/reversal/models/reload", None, 200),
     ]
 
 

@@ -46,8 +46,8 @@ def test_every_route_names_its_2xx_body(document):
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
     # the seed's routes, the admin erasure route, POST candles, and issue 13's evaluation, promotion
-    # (list, and put/delete by version) and decisions routes
-    assert len({p for _, p in named}) == 19
+    # (list, and put/delete by version) and decisions routes, and issue 14's reload
+    assert len({p for _, p in named}) == 20
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 
@@ -82,6 +82,7 @@ def test_real_answers_of_every_route_match_the_document(client, document, candle
     _check(document, "/reversal/models/{version}", "get", client.get("/reversal/models/v2.9"))
     switched = client.post("/reversal/models/v3.1/switch")
     _check(document, "/reversal/models/{version}/switch", "post", switched)
+    _check(document, "/reversal/models/reload", "post", client.post("/reversal/models/reload"))
     _check(document, "/predict", "post", client.post("/predict", json=data))
     _experiment_routes(client, document, candle_json)
 

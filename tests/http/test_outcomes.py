@@ -89,7 +89,7 @@ def test_every_loaded_version_is_logged_once_per_bar(client, candles, candle_jso
     (row,) = bars.values()
     assert bar_time(candles, 2_099) in bars
     decisions = row["decisions"]
-    assert {v: d.served for v, d in decisions.items()} == {"v3.1": 2, "v3.0": 0, "v2.9": 0}
+    assert {v: d.served for v, d in decisions.items()} == {"v3.1": 2, "v3.0": 0, "v2.9": 0, "v3.2": 0}
     for version, d in decisions.items():  # shadow scores are what the version says on these candles
         assert d.signal == compared.json()["data"]["predictions"][version]["signal"]
         assert d.p_reversal == pytest.approx(compared.json()["data"]["predictions"][version]["stage1_prob"], abs=1e-7)
@@ -155,7 +155,7 @@ def test_live_block_matches_the_resolved_bars(client, candles, candle_json):
     assert live["brier"] == pytest.approx(np.mean([(pr - float(lab)) ** 2 for pr, lab in probs]))
     assert live["filters"] == {"pair": p, "timeframe": "1h", "since": None}
     listed = client.get("/reversal/models", params={"pair": p}).json()["data"]["versions"]
-    assert {m["version"]: m["live"]["resolved"] for m in listed} == {"v3.1": 30, "v3.0": 30, "v2.9": 30}
+    assert {m["version"]: m["live"]["resolved"] for m in listed} == {"v3.1": 30, "v3.0": 30, "v2.9": 30, "v3.2": 30}
     assert client.get("/reversal/models/v3.1", params={"pair": "XXX/YYY"}).json()["data"]["live"]["resolved"] == 0
     assert client.get("/reversal/models/v3.1", params={"pair": "not a pair"}).status_code == 422
     assert client.get("/reversal/models/v3.1", params={"since": "yesterday"}).status_code == 422

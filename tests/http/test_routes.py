@@ -17,6 +17,11 @@ PRED_FIELDS = {
 }  # fmt: skip
 
 
+def assert_prediction_fields(data: dict) -> None:
+    """The seed's fields, plus `trade` exactly when the signal is long or short."""
+    assert set(data) == PRED_FIELDS | ({"trade"} if data["signal"] != "hold" else set()), sorted(data)
+
+
 def assert_envelope(body: dict, success: bool = True) -> None:
     seed = {"success", "data", "error", "timestamp"}  # the seed's envelope; an error also names its request
     assert set(body) == (seed if success else seed | {"request_id"})
@@ -47,7 +52,7 @@ def test_predict_envelope_and_fields(client, candle_json):
     body = r.json()
     assert_envelope(body)
     data = body["data"]
-    assert set(data) == PRED_FIELDS
+    assert_prediction_fields(data)
     assert data["signal"] in ("long", "short", "hold") and data["model_version"] == "v3.1"
     assert 0.0 <= data["confidence"] <= 1.0
     assert data["factors"]["reversal_detected"] is (data["signal"] != "hold")
@@ -80,7 +85,7 @@ def test_batch_isolates_bad_items(client, candle_json):
         assert set(x) == {"success", "data", "error"}
     assert results[1]["error"].startswith("items[1]:") and "send `data`" in results[1]["error"]
     assert "unknown model version" in results[2]["error"]
-    assert set(results[0]["data"]) == PRED_FIELDS
+    assert_prediction_fields(results[0]["data"])
 
 
 def test_compare(client, candle_json):
@@ -89,7 +94,7 @@ def test_compare(client, candle_json):
     assert_envelope(body)
     data = body["data"]
     assert {"pair", "timeframe", "predictions", "consensus", "disagreement", "timestamp"} <= set(data)
-    assert set(data["predictions"]) == {"v3.1", "v3.0", "v2.9"}
+    assert set(data["predictions"]) == {"v3.1", "v3.0", "v2.9", "v3.2"}
     for v, p in data["predictions"].items():
         assert p["model_version"] == v and {"signal", "confidence"} <= set(p)
     signals = {p["signal"] for p in data["predictions"].values()}
@@ -104,8 +109,8 @@ def test_models_list_and_info(client):
     assert_envelope(body)
     data = body["data"]
     assert data["active_version"] in ("v3.1", "v3.0") and data["default"] == "v3.1"
-    assert data["fallback_order"] == ["v3.1", "v3.0", "v2.9"]
-    assert [v["version"] for v in data["versions"]] == ["v3.1", "v3.0", "v2.9"]
+    assert data["fallback_order"] == ["v3.1", "v3.0", "v2.9", "v3.2"]
+    assert [v["version"] for v in data["versions"]] == ["v3.1", "v3.0", "v2.9", "v3.2"]
     assert all("metrics" in v for v in data["versions"])
     info = client.get("/reversal/models/v3.1").json()["data"]
     assert info["stages"]["stage1"]["loaded"] and info["stages"]["stage2"]["loaded"]
@@ -160,13 +165,14 @@ def test_training_base_rate_gauge(client):
 
 
 def _reference(version: str, candles, idx: np.ndarray):
-    """Probabilities and decisions from sample_windows + scaler + the stored Keras models."""
+    """Probabilities and decisions from sample_windows + scaler + the stored Keras models + their calibration maps."""
     from pathlib import Path
 
     import bentoml
     import keras
 
     from aifx import signal as sig
+    from aifx.calibration import Calibration
     from aifx.features import sample_windows
     from aifx.versions import Scaler, VersionSpec
 
@@ -175,9 +181,13 @@ def _reference(version: str, candles, idx: np.ndarray):
     scaler = Scaler.from_json(json.loads(Path(m1.path, "scaler.json").read_text()))
     x, ends = sample_windows(candles, spec.features, spec.window)
     xs = scaler.transform(x[idx]).astype(np.float32)
-    p1 = keras.models.load_model(Path(m1.path, "model.keras"), compile=False)(xs).numpy().reshape(-1)
     m2 = bentoml.models.get(f"aifx-{version}-stage2")
-    p2 = keras.models.load_model(Path(m2.path, "model.keras"), compile=False)(xs).numpy().reshape(-1)
+    maps = [Calibration.from_json(json.loads(Path(m.path, "calibration.json").read_text())) for m in (m1, m2)]
+    assert not any(c.is_identity for c in maps)  # the served probabilities go through a real map
+    p1, p2 = (
+        c(keras.models.load_model(Path(m.path, "model.keras"), compile=False)(xs).numpy().reshape(-1))
+        for m, c in zip((m1, m2), maps, strict=True)
+    )
     decisions = [
         sig.decide(float(a), spec.threshold, float(b) if sig.fires(float(a), spec.threshold) else None)
         for a, b in zip(p1, p2, strict=True)
@@ -185,7 +195,7 @@ def _reference(version: str, candles, idx: np.ndarray):
     return spec, x[idx], ends[idx], decisions
 
 
-@pytest.mark.parametrize("version,count", [("v3.1", 200), ("v3.0", 60)])
+@pytest.mark.parametrize("version,count", [("v3.1", 200), ("v3.0", 60), ("v3.2", 200)])
 def test_parity_with_training_pipeline(client, candles, candle_json, version, count):
     n_windows = len(candles) - 60
     idx = np.linspace(0, n_windows - 1, count).astype(int)

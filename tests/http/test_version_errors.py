@@ -11,7 +11,7 @@ from aifx.api.registry import Availability
 pytestmark = pytest.mark.http
 
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
-CONFIGURED = "configured versions: v3.1, v3.0, v2.9"
+CONFIGURED = "configured versions: v3.1, v3.0, v2.9, v3.2"
 
 
 def test_unknown_version_in_a_path_is_404(client):

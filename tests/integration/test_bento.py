@@ -59,7 +59,7 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
     with tarfile.open(exported) as tar:
         names = [n.removeprefix("./") for n in tar.getnames()]
     for name in ("aifx-v3.1-stage1", "aifx-v3.0-stage2"):
-        for file in ("model.keras", "model.tflite", "scaler.json"):
+        for file in ("model.keras", "model.tflite", "scaler.json", "calibration.json"):
             assert any(n.startswith(f"models/{name}/") and n.endswith(file) for n in names), (name, file)
 
 

@@ -57,7 +57,7 @@ def test_sync_client_calls_every_native_api(engine, candle_json):
         )  # fmt: skip
         batch = client.predict_batch(items=[body, {**body, "version": "v3.0"}])
         assert [r["data"]["model_version"] for r in batch["results"]] == ["v3.1", "v3.0"]
-        assert set(client.compare(**body)["predictions"]) == {"v3.1", "v3.0", "v2.9"}
+        assert set(client.compare(**body)["predictions"]) == {"v3.1", "v3.0", "v2.9", "v3.2"}
         assert client.list_models()["active_version"] == "v3.1"
         assert client.describe_model(version="v3.0")["version"] == "v3.0"
         assert client.experiment_metrics(experiment_id=eid)["experiment_id"] == eid

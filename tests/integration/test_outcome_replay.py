@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "replay-outcome-token-0123456789abcdefghij"
 FIRST, BARS = 200, 1_512  # bars FIRST .. FIRST + BARS - 1, each predicted from the 64 candles ending there
-VERSIONS = {"v3.1", "v3.0", "v2.9"}
+VERSIONS = {"v3.1", "v3.0", "v2.9", "v3.2"}
 RULE = trade.TradeRule()
 FAST = {"AIFX_OUTCOME_TOKEN": TOKEN, "AIFX_RESOLVE_EVERY_SECONDS": "0.5"}
 

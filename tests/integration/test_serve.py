@@ -56,10 +56,10 @@ def test_every_route(client, candle_json):
     assert [r["success"] for r in results] == [True, False]
 
     cmp = envelope(client.request("POST", "/reversal/compare", json={**PAIR, "data": data}))["data"]
-    assert set(cmp["predictions"]) == {"v3.1", "v3.0", "v2.9"} and "consensus" in cmp and "disagreement" in cmp
+    assert set(cmp["predictions"]) == {"v3.1", "v3.0", "v2.9", "v3.2"} and "consensus" in cmp and "disagreement" in cmp
 
     models = envelope(client.request("GET", "/reversal/models"))["data"]
-    assert models["active_version"] == "v3.1" and models["fallback_order"] == ["v3.1", "v3.0", "v2.9"]
+    assert models["active_version"] == "v3.1" and models["fallback_order"] == ["v3.1", "v3.0", "v2.9", "v3.2"]
     info = envelope(client.request("GET", "/reversal/models/v3.0"))["data"]
     assert info["version"] == "v3.0" and info["stages"]["stage2"]["loaded"]
 

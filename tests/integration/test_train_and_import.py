@@ -39,7 +39,9 @@ def test_cli_trains_evaluates_and_ensure_imports_both_versions(tmp_path):
         meta = info["metadata"]
         assert info["labels"] == {"project": "aifx", "version": version, "stage": "1"}
         assert len(meta["features"]) == n_features and meta["window"] == 20
-        assert meta["min_candles"] > meta["window"] and meta["threshold"] == 0.5
+        assert meta["min_candles"] > meta["window"]
+        # Chosen by Matthews correlation on the calibration blocks (training/evaluate.py), served as chosen.
+        assert 0 < meta["threshold"] < 1 and meta["threshold"] == meta["metrics"]["threshold"]["value"]
         assert meta["label_params"]["scheme"] == scheme
         assert meta["training_data"]["rows"] == 6225 and len(meta["training_data"]["sha256"]) == 64
         overall = meta["metrics"]["overall"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from aifx.versions import (
+    CALIBRATION_FILE,
     CHECKSUMS_KEY,
     DRIFT_FILE,
     LITE_FILE,
@@ -130,7 +131,8 @@ def _load(folder: Path, meta: dict[str, Any]):
 def test_import_records_the_sha256_of_every_stored_file(stage1_copy) -> None:
     folder, meta = stage1_copy
     assert meta[CHECKSUMS_KEY] == {
-        n: sha256_hex((folder / n).read_bytes()) for n in (MODEL_FILE, LITE_FILE, SCALER_FILE, DRIFT_FILE)
+        n: sha256_hex((folder / n).read_bytes())
+        for n in (MODEL_FILE, LITE_FILE, SCALER_FILE, DRIFT_FILE, CALIBRATION_FILE)
     }
     stage = _load(folder, meta)
     assert stage.status() == {"stage": 1, "loaded": ["v3.0", "v3.1"], "failed": {}}
@@ -169,16 +171,21 @@ def test_scaler_with_swapped_feature_order_is_refused_even_with_matching_checksu
     assert "scaler features differ from the version's feature list (position 0" in stage.failed["v3.1"]
 
 
+def _load_logged(folder, meta, caplog):
+    """_load with the runners' warnings captured (bentoml's loggers may not propagate to the root)."""
+    runners_log = logging.getLogger("bentoml.aifx.runners")
+    runners_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bentoml.aifx.runners"):
+            return _load(folder, meta)
+    finally:
+        runners_log.removeHandler(caplog.handler)
+
+
 def test_entry_imported_before_checksums_loads_with_a_warning(stage1_copy, caplog) -> None:
     folder, meta = stage1_copy
     del meta[CHECKSUMS_KEY]
-    runners_log = logging.getLogger("bentoml.aifx.runners")
-    runners_log.addHandler(caplog.handler)  # bentoml's loggers may not propagate to the root
-    try:
-        with caplog.at_level(logging.WARNING, logger="bentoml.aifx.runners"):
-            stage = _load(folder, meta)
-    finally:
-        runners_log.removeHandler(caplog.handler)
+    stage = _load_logged(folder, meta, caplog)
     assert stage.status()["loaded"] == ["v3.0", "v3.1"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("aifx-v3.1-stage1 has no checksums" in w and "unverified" in w for w in warnings), warnings
@@ -195,3 +202,82 @@ def test_entry_without_checksums_still_gets_its_scaler_checked(stage1_copy) -> N
     data["scale"][2] = 1.0
     (folder / SCALER_FILE).write_text(json.dumps(data))
     assert "scaler features differ" in _load(folder, meta).failed["v3.1"]
+
+
+# --- calibration.json: recorded at import, verified and validated at load ------------------------
+
+
+def _rows(n: int = 16) -> np.ndarray:
+    spec = default_spec("v3.1")
+    return np.random.default_rng(0).normal(size=(n, spec.window, len(spec.features)))
+
+
+def test_served_probability_is_the_network_output_through_the_stored_map(stage1_copy) -> None:
+    from aifx.calibration import Calibration
+
+    folder, meta = stage1_copy
+    stored = Calibration.from_json(json.loads((folder / CALIBRATION_FILE).read_text()))
+    assert not stored.is_identity  # tests/conftest.py gives the test models a real map
+    model = _load(folder, meta).models["v3.1"]
+    rows = _rows()
+    raw = model.raw(rows)
+    assert np.array_equal(model(rows), stored(raw)) and not np.allclose(model(rows), raw)
+
+
+def test_tampered_calibration_is_refused(stage1_copy) -> None:
+    folder, meta = stage1_copy
+    data = json.loads((folder / CALIBRATION_FILE).read_text())
+    data["a"] += 0.01  # still a valid map, just not the imported one
+    (folder / CALIBRATION_FILE).write_text(json.dumps(data))
+    stage = _load(folder, meta)
+    assert stage.status()["loaded"] == ["v3.0"]
+    assert stage.failed["v3.1"].startswith("aifx-v3.1-stage1 failed to load: calibration.json checksum mismatch")
+    (folder / CALIBRATION_FILE).unlink()
+    assert "calibration.json is missing" in _load(folder, meta).failed["v3.1"]
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ('{"method": "platt", "a": -1.0, "b": 0.0}', "slope a must be positive"),
+        ('{"method": "isotonic", "x": [0.2, 0.1], "y": [0.0, 1.0]}', "x must be strictly increasing"),
+        ('{"method": "sigmoid"}', "unknown method 'sigmoid'"),
+        ("{not json", "calibration.json is not valid JSON"),
+    ],
+)
+def test_malformed_calibration_with_matching_checksum_is_refused(stage1_copy, text: str, reason: str) -> None:
+    folder, meta = stage1_copy
+    (folder / CALIBRATION_FILE).write_text(text)
+    meta[CHECKSUMS_KEY][CALIBRATION_FILE] = sha256_hex(text.encode())  # a consistent forgery
+    stage = _load(folder, meta)
+    assert stage.status()["loaded"] == ["v3.0"]
+    assert reason in stage.failed["v3.1"], stage.failed["v3.1"]
+
+
+def test_calibration_added_after_import_is_refused(stage1_copy) -> None:
+    folder, meta = stage1_copy
+    del meta[CHECKSUMS_KEY][CALIBRATION_FILE]  # as if the file had been dropped in after the import
+    assert "calibration.json was added after import" in _load(folder, meta).failed["v3.1"]
+
+
+def test_entry_imported_before_calibration_serves_raw_probabilities_with_a_warning(stage1_copy, caplog) -> None:
+    folder, meta = stage1_copy
+    (folder / CALIBRATION_FILE).unlink()
+    del meta[CHECKSUMS_KEY][CALIBRATION_FILE]
+    stage = _load_logged(folder, meta, caplog)
+    model = stage.models["v3.1"]
+    rows = _rows()
+    assert model.calibration.is_identity and np.array_equal(model(rows), model.raw(rows))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("aifx-v3.1-stage1 has no calibration.json" in w and "raw probabilities" in w for w in warnings)
+
+
+def test_import_refuses_a_map_for_a_stage_without_a_model(tmp_path: Path) -> None:
+    from aifx.calibration import IDENTITY_MAP
+    from model_store_import.importer import write_version
+
+    spec = default_spec("v3.1")
+    n = len(spec.features)
+    unused = {1: tmp_path / "never-read.keras"}
+    with pytest.raises(ValueError, match=r"calibration maps for stages without a model: \[2\]"):
+        write_version(spec, Scaler(spec.features, np.zeros(n), np.ones(n)), unused, calibrations={2: IDENTITY_MAP})
