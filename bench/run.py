@@ -150,6 +150,32 @@ def bench_batch(url: str, scale: float, items: int = 100) -> dict[str, object]:
             "predictions_per_s": round(preds / result.seconds, 1), "p50_ms": round(result.p50, 1)}  # fmt: skip
 
 
+def bench_ceiling(scale: float, version: str = "v3.1") -> tuple[list[RunResult], dict[str, float]]:
+    """The service's distinct-bar load (same bodies) on bench/ceiling.py: its predict work, nothing around it."""
+    port = free_port()
+    proc, cold = start([sys.executable, "-m", "bench.ceiling", "--port", str(port), "--workers", "2",
+                        "--version", version], f"http://127.0.0.1:{port}/health")  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/reversal/predict"
+        run_load("warm-up", url, predict_bodies(int(300 * scale), seed=9), 8)
+        runs = []
+        for conc, n, run in ((64, 4000, 3), (1, 1000, 0)):  # `run`: the service run whose bodies it gets
+            runs.append(run_load("ceiling (1 process per worker)", url, distinct_bodies(int(n * scale), run), conc))
+            print(runs[-1].row(), flush=True)
+        rss = tree_rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    return runs, {"cold_start_s": round(cold, 2), "rss_mb": round(rss, 1)}
+
+
+def ratio_to_ceiling(runs: list[RunResult], ceiling_runs: list[RunResult]) -> dict[str, float | None]:
+    """The service over the ceiling: c=64 throughput, c=1 p50 (the first c=1 run, not after the burst)."""
+    svc64, svc1 = (next(r for r in runs if r.label == "service" and r.concurrency == c) for c in (64, 1))
+    ceil64, ceil1 = (next(r for r in ceiling_runs if r.concurrency == c) for c in (64, 1))
+    return {"rps_c64": round(svc64.rps / ceil64.rps, 3) if ceil64.rps else None,
+            "p50_c1": round(svc1.p50 / ceil1.p50, 3) if ceil1.p50 else None}  # fmt: skip
+
+
 def bench_baseline(scale: float) -> tuple[list[RunResult], dict[str, float]]:
     port = free_port()
     proc, cold = start([sys.executable, "-m", "bench.baseline.server", "--port", str(port)],
@@ -167,6 +193,10 @@ def bench_baseline(scale: float) -> tuple[list[RunResult], dict[str, float]]:
     return runs, {"cold_start_s": round(cold, 2), "rss_mb": round(rss, 1)}
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (smoke run)")
@@ -182,7 +212,10 @@ def main() -> int:
           f"server environment: {extra_env or 'defaults'}", flush=True)  # fmt: skip
     print(HEADER, flush=True)
     runs, svc, batch = bench_service(scale, args.config.resolve(), extra_env)
+    served = extra_env.get("AIFX_VERSIONS", os.environ.get("AIFX_VERSIONS", "v3.1")).split(",")[0].strip()
+    ceil_runs, ceiling = bench_ceiling(scale, served)
     base_runs, base = bench_baseline(scale)
+    ratio = ratio_to_ceiling(runs, ceil_runs)
     c32 = next(r for r in runs if r.concurrency == 32)
     b32 = next(r for r in base_runs if r.concurrency == 32)
     summary = {
@@ -195,6 +228,8 @@ def main() -> int:
         "baseline": {**base, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in base_runs]},
         "throughput_ratio_c32": round(c32.rps / b32.rps, 1) if b32.rps else None,
         "native_vs_rest": native_vs_rest(runs),
+        "ceiling": {**ceiling, "version": served, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in ceil_runs]},
+        "ratio_to_ceiling": ratio,
     }
     print(f"\nbatch route: {batch}")
     print(f"service: cold start {svc['cold_start_s']} s to /readyz, {svc['first_prediction_s']} s to the first "
@@ -202,6 +237,8 @@ def main() -> int:
           f"baseline: cold start {base['cold_start_s']} s, RSS {base['rss_mb']} MB")  # fmt: skip
     print(f"throughput ratio at concurrency 32: {summary['throughput_ratio_c32']}x")
     print(f"native API vs REST route: {summary['native_vs_rest']}")
+    print(f"ratio to the ceiling: c=64 throughput {_num(ratio['rps_c64'])} of the ceiling's, "
+          f"c=1 p50 {_num(ratio['p50_c1'])} times the ceiling's")  # fmt: skip
     print(f"machine: {summary['machine']}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
