@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ class RunResult:
     p50: float
     p90: float
     p99: float
+    fired: float | None = None  # share of 200 answers whose (first) signal is long or short: the mix sent
 
     @property
     def rps(self) -> float:
@@ -36,11 +38,18 @@ class RunResult:
     def row(self) -> str:
         return (
             f"| {self.label} | {self.concurrency} | {self.requests} | {self.errors} | {self.rps:,.0f} "
-            f"| {self.p50:.2f} | {self.p90:.2f} | {self.p99:.2f} |"
+            f"| {self.p50:.2f} | {self.p90:.2f} | {self.p99:.2f} | {_share(self.fired)} |"
         )
 
 
-HEADER = "| run | concurrency | requests | errors | req/s | p50 ms | p90 ms | p99 ms |\n" + "|---" * 8 + "|"
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+HEADER = (
+    "| run | concurrency | requests | errors | req/s | p50 ms | p90 ms | p99 ms | fired |\n" + "|---" * 9 + "|"
+)  # fired: answers that are long or short (Stage 2 ran), not hold
+SIGNAL = re.compile(rb'"signal":\s*"(\w+)"')
 
 
 def encode_requests(url: str, bodies: list[dict]) -> list[bytes]:
@@ -54,26 +63,33 @@ def encode_requests(url: str, bodies: list[dict]) -> list[bytes]:
     return out
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    """Status code of one response; the body is read and dropped."""
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes | None]:
+    """Status code of one response and the signal it names first (None without one)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
     length = next((int(ln.split(b":", 1)[1]) for ln in lines if ln.lower().startswith(b"content-length:")), None)
     if length is not None:
-        await reader.readexactly(length)
-        return status
-    while True:  # chunked
-        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-        await reader.readexactly(size + 2)
-        if size == 0:
-            return status
+        body = await reader.readexactly(length)
+    else:
+        chunks = []
+        while True:  # chunked
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunks.append((await reader.readexactly(size + 2))[:-2])
+            if size == 0:
+                break
+        body = b"".join(chunks)
+    found = SIGNAL.search(body)
+    return status, found.group(1) if found else None
 
 
-async def _run(url: str, requests: list[bytes], concurrency: int, timeout: float) -> tuple[list[float], int, float]:
+async def _run(
+    url: str, requests: list[bytes], concurrency: int, timeout: float
+) -> tuple[list[float], int, float, list[bytes]]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     latencies: list[float] = []
+    signals: list[bytes] = []
     errors = 0
     queue = iter(requests)
 
@@ -94,8 +110,10 @@ async def _run(url: str, requests: list[bytes], concurrency: int, timeout: float
                 start = time.perf_counter()
                 try:
                     writer.write(raw)
-                    status = await asyncio.wait_for(_read_response(reader), timeout)
+                    status, signal = await asyncio.wait_for(_read_response(reader), timeout)
                     ok = status == 200
+                    if ok and signal is not None:
+                        signals.append(signal)
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                     ok = False
                     writer.close()
@@ -107,11 +125,12 @@ async def _run(url: str, requests: list[bytes], concurrency: int, timeout: float
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(r, w) for r, w in conns))
-    return latencies, errors, time.perf_counter() - start
+    return latencies, errors, time.perf_counter() - start, signals
 
 
 def run_load(label: str, url: str, bodies: list[dict], concurrency: int, timeout: float = 30.0) -> RunResult:
     """Send every body once with `concurrency` connections; a non-200 or transport error counts as an error."""
-    latencies, errors, seconds = asyncio.run(_run(url, encode_requests(url, bodies), concurrency, timeout))
+    latencies, errors, seconds, signals = asyncio.run(_run(url, encode_requests(url, bodies), concurrency, timeout))
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]).tolist()
-    return RunResult(label, concurrency, len(bodies), errors, seconds, p50, p90, p99)
+    fired = sum(s != b"hold" for s in signals) / len(signals) if signals else None
+    return RunResult(label, concurrency, len(bodies), errors, seconds, p50, p90, p99, fired)

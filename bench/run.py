@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 
 from bench.loadgen import HEADER, RunResult, run_load
@@ -102,6 +103,10 @@ def bench_service(
         for conc, n in ((64, 4000), (1, 1000)):
             runs.append(run_load("native /v1/predict", native, distinct_bodies(int(n * scale), len(runs)), conc))
             print(runs[-1].row(), flush=True)
+        # Beside the distinct-bar line, never instead of it: many users asking about the same bars.
+        repeated = repeated_bodies(int(4000 * scale), len(runs), REPEATED_BARS)
+        runs.append(run_load(f"service, repeated bars ({REPEATED_BARS} bars)", url, repeated, 64))
+        print(runs[-1].row(), flush=True)
         rss = tree_rss_mb(proc.pid)
         batch = bench_batch(f"{base}/reversal/predict/batch", scale)
     finally:
@@ -109,6 +114,7 @@ def bench_service(
     return runs, {"cold_start_s": round(cold, 2), "first_prediction_s": round(first, 2), "rss_mb": round(rss, 1)}, batch
 
 
+REPEATED_BARS = 100  # the repeated-bar line: 4,000 requests about 100 bars, 40 users per bar
 PAIRS = ("EUR/USD", "GBP/USD", "AUD/USD", "NZD/USD", "USD/CAD", "EUR/GBP", "EUR/CHF", "AUD/NZD", "GBP/CHF")
 
 
@@ -118,6 +124,13 @@ def distinct_bodies(count: int, run: int) -> list[dict[str, object]]:
     So the outcome loop scores every loaded version on every request (no bar is scored twice).
     """
     return predict_bodies(count, seed=run, pair=PAIRS[run % len(PAIRS)], distinct=True)
+
+
+def repeated_bodies(count: int, run: int, bars: int) -> list[dict[str, object]]:
+    """`count` requests about only `bars` different bars (a pair of the run's own), in random order."""
+    distinct = distinct_bodies(bars, run)
+    order = np.random.default_rng(run).permutation(count) % bars
+    return [distinct[i] for i in order.tolist()]
 
 
 def native_vs_rest(runs: list[RunResult]) -> dict[str, float]:
@@ -193,6 +206,13 @@ def bench_baseline(scale: float) -> tuple[list[RunResult], dict[str, float]]:
     return runs, {"cold_start_s": round(cold, 2), "rss_mb": round(rss, 1)}
 
 
+def repeated_vs_distinct(runs: list[RunResult]) -> float | None:
+    """What reuse buys: c=64 throughput with many users per bar over the distinct-bar line's."""
+    distinct = next(r for r in runs if r.label == "service" and r.concurrency == 64)
+    repeated = next((r for r in runs if r.label.startswith("service, repeated")), None)
+    return round(repeated.rps / distinct.rps, 3) if repeated and distinct.rps else None
+
+
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -230,6 +250,7 @@ def main() -> int:
         "native_vs_rest": native_vs_rest(runs),
         "ceiling": {**ceiling, "version": served, "runs": [r.__dict__ | {"rps": round(r.rps, 1)} for r in ceil_runs]},
         "ratio_to_ceiling": ratio,
+        "repeated_vs_distinct_c64": repeated_vs_distinct(runs),
     }
     print(f"\nbatch route: {batch}")
     print(f"service: cold start {svc['cold_start_s']} s to /readyz, {svc['first_prediction_s']} s to the first "
@@ -239,6 +260,7 @@ def main() -> int:
     print(f"native API vs REST route: {summary['native_vs_rest']}")
     print(f"ratio to the ceiling: c=64 throughput {_num(ratio['rps_c64'])} of the ceiling's, "
           f"c=1 p50 {_num(ratio['p50_c1'])} times the ceiling's")  # fmt: skip
+    print(f"repeated bars vs distinct bars, c=64 throughput: {summary['repeated_vs_distinct_c64']}x")
     print(f"machine: {summary['machine']}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
