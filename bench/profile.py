@@ -22,6 +22,7 @@ import psutil
 
 from bench.cpu import KINDS, cpu_by_kind, spent
 from bench.loadgen import run_load
+from bench.payloads import predict_bodies
 from bench.run import ROOT, distinct_bodies, free_port, start, stop
 
 # A sampled stack belongs to the part of its leaf-most frame that matches a pattern (frames of numpy, the
@@ -66,6 +67,8 @@ def shares(raw: Path) -> Counter[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile")
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--route", choices=("predict", "batch"), default="predict",
+                    help="distinct-bar predicts at concurrency 64, or batch requests of 100 items at 4")  # fmt: skip
     ap.add_argument("--env", action="append", default=[], help="NAME=value for the server (repeatable)")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -77,7 +80,12 @@ def main() -> int:
     try:
         url = f"http://127.0.0.1:{port}/reversal/predict"
         run_load("warm-up", url, distinct_bodies(300, 8), 8)
-        bodies = distinct_bodies(6_000, 3) + distinct_bodies(6_000, 4)  # two pairs: 12,000 distinct bars
+        bodies: list = distinct_bodies(6_000, 3) + distinct_bodies(6_000, 4)  # two pairs: 12,000 distinct bars
+        concurrency, per_body = 64, 1
+        if args.route == "batch":
+            url, concurrency, per_body = f"{url}/batch", 4, 100
+            unique = [{"items": predict_bodies(per_body, seed=100 + i)} for i in range(200)]
+            bodies = unique * 3  # longer than the sampling at ~2,000 predictions/s
         workers = {p.pid: k for p in psutil.Process(proc.pid).children(recursive=True)
                    if (k := next((k for n, k in KINDS.items() if n in " ".join(p.cmdline())), None))}  # fmt: skip
         spies = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate", "250",
@@ -85,7 +93,7 @@ def main() -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for pid, kind in workers.items()]  # fmt: skip
         result: list = []
-        load = threading.Thread(target=lambda: result.append(run_load("c=64", url, bodies, 64)))
+        load = threading.Thread(target=lambda: result.append(run_load(args.route, url, bodies, concurrency)))
         before = cpu_by_kind(proc.pid)
         load.start()
         for s in spies:
@@ -96,9 +104,9 @@ def main() -> int:
         stop(proc)
     run = result[0]
     print(run.row())
-    requests = run.rps * args.seconds  # requests answered while py-spy and the CPU counters ran (approximate)
-    per = {k: round(v / requests * 1000, 3) for k, v in spent(before, after).items() if k != "other"}
-    print(f"CPU ms per request while sampled (~{requests:.0f} requests): {per}")
+    predictions = run.rps * per_body * args.seconds  # answered while py-spy and the CPU counters ran (approximate)
+    per = {k: round(v / predictions * 1000, 3) for k, v in spent(before, after).items() if k != "other"}
+    print(f"CPU ms per prediction while sampled (~{predictions:.0f} predictions): {per}")
     for kind in ("entry", "stage1", "stage2"):
         total: Counter[str] = Counter()
         for raw in work.glob(f"{kind}-*.txt"):
