@@ -105,28 +105,51 @@ def _plausible(
     max_ratio: float | None = None,
 ) -> bool:
     """Every check of validate_ohlc in a few vectorised steps (NaN fails every comparison)."""
-    with np.errstate(invalid="ignore"):
-        ok = bool(
-            (low > 0).all()
-            and (high < np.inf).all()
-            and (np.minimum(open_, close) >= low).all()
-            and (np.maximum(open_, close) <= high).all()
-        )
-        if ok and max_ratio is not None and close.size:
-            mid = float(np.median(close))
-            ok = bool(high.max() <= mid * max_ratio and low.min() >= mid / max_ratio)
-        if volume is not None:
-            ok = ok and bool(((volume >= 0) & (volume < np.inf)).all())
-    if ok and timestamp.size > 1:
-        ok = bool((np.diff(timestamp.astype("datetime64[ns]").astype(np.int64)) > 0).all())
+    ok = bool(plausible_rows(timestamp[None], open_[None], high[None], low[None], close[None], max_ratio)[0])
+    if ok and volume is not None:
+        with np.errstate(invalid="ignore"):
+            ok = bool(((volume >= 0) & (volume < np.inf)).all())
     return ok
+
+
+def plausible_rows(
+    timestamp: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    max_ratio: float | None = None,
+) -> np.ndarray:
+    """For stacked candle sets (one per row, volume aside): does each pass every check of validate_ohlc?"""
+    with np.errstate(invalid="ignore"):
+        ok = (
+            (low > 0).all(axis=-1)
+            & (high < np.inf).all(axis=-1)
+            & (np.minimum(open_, close) >= low).all(axis=-1)
+            & (np.maximum(open_, close) <= high).all(axis=-1)
+        )
+        n = close.shape[-1]
+        if max_ratio is not None and n:
+            s, k = np.sort(close, axis=-1), n // 2
+            mid = s[..., k] if n % 2 else (s[..., k - 1] + s[..., k]) / 2.0  # np.median, bit for bit
+            ok &= (high.max(axis=-1) <= mid * max_ratio) & (low.min(axis=-1) >= mid / max_ratio)
+    if n > 1:
+        ok &= (np.diff(timestamp.astype("datetime64[ns]").astype(np.int64), axis=-1) > 0).all(axis=-1)
+    return ok
+
+
+def median(values: np.ndarray) -> float:
+    """np.median of finite values, bit for bit, without its overhead (a tenth of the time for 64 values)."""
+    s = np.sort(values)
+    k = len(s) // 2
+    return float(s[k]) if len(s) % 2 else float((s[k - 1] + s[k]) / 2.0)
 
 
 def _check_scale(high: np.ndarray, low: np.ndarray, close: np.ndarray, max_ratio: float) -> None:
     """Every bar within max_ratio of the median close (open and close lie in [low, high], checked before)."""
     if not close.size:
         return
-    mid = float(np.median(close))
+    mid = median(close)
     bad = np.flatnonzero((high > mid * max_ratio) | (low < mid / max_ratio))
     if bad.size:
         i = bad[0]

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     stage_timeout_seconds: float = Field(default=2.0, gt=0)
     stage_attempts: int = Field(default=3, ge=1, le=10)
     stage_backoff_seconds: float = Field(default=0.05, ge=0)
+    # When both stage clients of a worker are idle, a request of at most this many windows calls Stage 2
+    # beside Stage 1 instead of after it (one round trip instead of two; the answer is the same, and a
+    # Stage 2 output where Stage 1 did not fire is dropped). 0 turns it off. Under load nothing is idle.
+    speculate_stage2_windows: int = Field(default=8, ge=0)
     max_body_bytes: int = 1_000_000
     # Request body limits (413 beyond; README "Configuration"). AIFX_MAX_BODY_BYTES above is the largest,
     # the batch route's; predict, compare and the legacy /predict take up to MAX_CANDLES candles; every

@@ -67,7 +67,9 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     outcomes = outcome_log(settings, catalog, store)
     _log_catalog(settings, catalog)
     drift = DriftWindows(drift_references(catalog)) if settings.drift_every_seconds else None
-    predictor = Predictor(registry, detect, classify, ab, outcomes, drift=drift)
+    predictor = Predictor(
+        registry, detect, classify, ab, outcomes, drift=drift, speculate=settings.speculate_stage2_windows
+    )
     promoter = None
     if outcomes is not None:  # comparisons read the evaluation log
         worst = drift.worst if drift is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import itemgetter
@@ -12,8 +13,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from aifx.api.errors import BadCandles, format_errors
 from aifx.api.schemas import CandleIn
-from aifx.candles import PRICE_RATIO, CandleDataError, Candles, validate_ohlc
-from aifx.features import lookback, window_features
+from aifx.candles import PRICE_RATIO, CandleDataError, Candles, plausible_rows, validate_ohlc
+from aifx.features import lookback, window_features, windows_features
 from aifx.versions import VersionSpec
 
 _PRICES = itemgetter("open", "high", "low", "close")
@@ -38,6 +39,52 @@ def to_candles(data: list[CandleIn]) -> Candles:
         return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume, max_ratio=PRICE_RATIO)
     except CandleDataError as exc:
         raise BadCandles(f"data: {exc}") from None
+
+
+def to_candles_many(datas: Sequence[list[CandleIn]]) -> list[Candles | BadCandles]:
+    """to_candles of many requests' candles: equally long sets are parsed and checked together.
+
+    A set that fails a check (or a group with volumes or unusual timestamps) goes through to_candles
+    alone, so each bad item gets exactly its own message.
+    """
+    out: dict[int, Candles | BadCandles] = {}
+    groups: dict[int, list[int]] = {}
+    for i, data in enumerate(datas):
+        groups.setdefault(len(data), []).append(i)
+    for n, members in groups.items():
+        stacked = _stacked(n, [datas[i] for i in members]) if n and len(members) > 1 else None
+        for j, i in enumerate(members):
+            found = stacked[j] if stacked is not None else None
+            out[i] = found if found is not None else _one(datas[i])
+    return [out[i] for i in range(len(datas))]
+
+
+def _stacked(n: int, datas: list[list[CandleIn]]) -> list[Candles | None] | None:
+    """Sets of n candles parsed as one array; None for a set that failed a check (None: all go alone)."""
+    flat = list(chain.from_iterable(datas))
+    if any(c.get("volume") is not None for c in flat):
+        return None
+    b = len(datas)
+    prices = np.fromiter(chain.from_iterable(map(_PRICES, flat)), np.float64, 4 * b * n)
+    prices = prices.reshape(b, n, 4).transpose(2, 0, 1).copy()
+    try:
+        micros = epoch_micros(list(map(_TIMESTAMP, flat))).reshape(b, n)
+    except BadCandles:
+        return None
+    stamps = micros.astype("datetime64[us]").astype("datetime64[ns]")
+    ok = plausible_rows(stamps, prices[0], prices[1], prices[2], prices[3], PRICE_RATIO)
+    ok &= ((micros >= _FIRST_US) & (micros < _END_US)).all(axis=1)
+    return [
+        Candles(stamps[j], prices[0, j], prices[1, j], prices[2, j], prices[3, j]) if good else None
+        for j, good in enumerate(ok.tolist())
+    ]
+
+
+def _one(data: list[CandleIn]) -> Candles | BadCandles:
+    try:
+        return to_candles(data)
+    except BadCandles as exc:
+        return exc
 
 
 def in_range(micros: np.ndarray) -> np.ndarray:
@@ -78,16 +125,39 @@ def _micros(row: int, value: str | float) -> int:
 
 def candle_rows(candles: Candles, spec: VersionSpec) -> np.ndarray:
     """The latest window computed from the last min_candles candles."""
+    try:
+        return window_features(candle_tail(candles, spec), spec.features, spec.window)
+    except ValueError as exc:
+        raise BadCandles(f"data: cannot compute features for {spec.version}: {exc}") from None
+
+
+def candle_tail(candles: Candles, spec: VersionSpec) -> Candles:
+    """The last min_candles candles, those a version's latest window is computed from."""
     need = spec.min_candles
     if len(candles) < need:
         raise BadCandles(
             f"data: too few candles for {spec.version}: got {len(candles)}, need at least {need} "
             f"(window {spec.window} + {lookback(spec.features)} for indicator warm-up)"
         )
-    try:
-        return window_features(candles, spec.features, spec.window)
-    except ValueError as exc:
-        raise BadCandles(f"data: cannot compute features for {spec.version}: {exc}") from None
+    return candles.tail(need)
+
+
+def candle_rows_many(tails: Sequence[tuple[Candles, VersionSpec]]) -> list[np.ndarray | BadCandles]:
+    """candle_rows of many candle tails (from candle_tail), each version's in one pass; a bad window fails alone."""
+    out: dict[int, np.ndarray | BadCandles] = {}
+    groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for i, (_, spec) in enumerate(tails):
+        groups.setdefault((tuple(spec.features), spec.window), []).append(i)
+    for (names, window), members in groups.items():
+        mats = windows_features([tails[i][0] for i in members], names, window)
+        finite = np.isfinite(mats).all(axis=(1, 2))
+        for i, mat, ok in zip(members, mats, finite.tolist(), strict=True):
+            version = tails[i][1].version
+            out[i] = mat if ok else BadCandles(f"data: cannot compute features for {version}: {NOT_FINITE}")
+    return [out[i] for i in range(len(tails))]
+
+
+NOT_FINITE = "features are not finite for these candles"  # as aifx.features.window_features says it
 
 
 def feature_rows(features: list[list[float]], spec: VersionSpec) -> np.ndarray:

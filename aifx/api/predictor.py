@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Prepared:
     pair: str = ""  # the request's pair and timeframe: the input-drift window it counts in
     timeframe: str = ""
     in_domain: bool | None = None  # inside the version's training domain (None: the domain is unknown)
+    tail: Candles | None = None  # deferred: the candles `rows` will be computed from, with the batch's others
 
     @property
     def spec(self) -> VersionSpec:
@@ -67,6 +69,7 @@ class Predictor:
         ab: ABTests,
         outcomes: OutcomeLog | None = None,
         drift: DriftWindows | None = None,
+        speculate: int = 0,
     ) -> None:
         self.registry = registry
         self.detect = detect
@@ -75,6 +78,7 @@ class Predictor:
         self.outcomes = outcomes
         self.drift = drift  # input drift windows (aifx/drift.py); PSI is computed off the request path
         self.health = Tally()  # scored and failed windows per version, read by the promoter
+        self.speculate = speculate  # Stage 2 beside Stage 1 for up to this many windows when both stages are idle
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
@@ -104,7 +108,12 @@ class Predictor:
     async def _score_each(
         self, batch: Sequence[Prepared], rid: str, served: int | None
     ) -> list[sig.Decision | ApiError]:
-        p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
+        early = self._speculative_stage2(batch, rid)
+        try:
+            p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
+        except BaseException:
+            _drop(early)
+            raise
         decisions: list[sig.Decision | ApiError | None] = [None] * len(batch)
         need2 = []
         for i, (p, prob) in enumerate(zip(batch, p1, strict=True)):
@@ -117,10 +126,12 @@ class Predictor:
             else:
                 decisions[i] = sig.by_rule(prob, _decline_evidence(p))
         if need2:
-            p2 = await self.classify([Window(batch[i].version, batch[i].rows, rid) for i in need2])
+            p2 = await self._stage2(batch, need2, rid, early)
             for i, prob2 in zip(need2, p2, strict=True):
                 ok = _is_probability(prob2)
                 decisions[i] = sig.with_stage2(p1[i], prob2) if ok else invalid_output(2, batch[i].version, prob2)
+        else:
+            _drop(early)
         out = [d for d in decisions if d is not None]
         for p, d in zip(batch, out, strict=True):
             self.health.record(p.version, isinstance(d, sig.Decision))
@@ -134,13 +145,37 @@ class Predictor:
                     self.drift.add(p.pair, p.timeframe, p.version, p.rows[-1], d.stage1_prob)
         return out
 
-    async def prepare(self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None) -> Prepared:
+    def _speculative_stage2(self, batch: Sequence[Prepared], rid: str) -> asyncio.Task[list[float]] | None:
+        """At idle, Stage 2 of every window that has one starts now, beside Stage 1 (None otherwise)."""
+        if not 0 < len(batch) <= self.speculate or not (self.detect.idle and self.classify.idle):
+            return None
+        if not all(p.entry.has_stage2 for p in batch):
+            return None
+        windows = [Window(p.version, p.rows, rid) for p in batch]
+        return asyncio.get_running_loop().create_task(self.classify(windows))
+
+    async def _stage2(
+        self, batch: Sequence[Prepared], need2: list[int], rid: str, early: asyncio.Task[list[float]] | None
+    ) -> list[float]:
+        """Stage 2 of the fired windows: the speculative call's outputs, or a call of its own if that failed."""
+        if early is not None:
+            try:
+                out = await early
+            except ApiError:  # the call of its own below retries and reports as usual
+                pass
+            else:
+                return [out[i] for i in need2]
+        return await self.classify([Window(batch[i].version, batch[i].rows, rid) for i in need2])
+
+    async def prepare(
+        self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None, defer: bool = False
+    ) -> Prepared:
         """The request's window for its version: the experiment's variant, the explicit one or the active one."""
         if assigned is None:
             version, entry = await self.registry.resolve(req.version)
         else:
             version, entry = await self._resolve_variant(assigned)
-        return window(req, version, entry, candles)
+        return window(req, version, entry, candles, defer)
 
     async def _resolve_variant(self, assigned: Assignment) -> tuple[str, VersionEntry]:
         """The assigned variant's version, or a 503 that names the experiment (no silent fallback)."""
@@ -169,7 +204,9 @@ class Predictor:
             data |= await self.ab.record(assigned, req.user_id or "", decision, _bar_of(job))
         return data
 
-    async def _job(self, req: PredictRequest, served: Prepared, candles: Candles | None, trusted: bool) -> Job:
+    async def _job(
+        self, req: PredictRequest, served: Prepared, candles: Candles | None, trusted: bool, defer: bool = False
+    ) -> Job:
         """The served window and the shadow windows of the request's bar (none without candles or a known pair)."""
         log = self.outcomes
         if log is None or candles is None:
@@ -186,7 +223,7 @@ class Predictor:
         shadows = []
         for version in log.shadow_versions(bar, served.version, list(entries)):
             try:
-                shadows.append(window(req, version, entries[version], candles))
+                shadows.append(window(req, version, entries[version], candles, defer))
             except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
                 metrics.count_evaluation_drop("shadow")
         return Job(served, bar, shadows)
@@ -215,6 +252,7 @@ class Predictor:
         results: list[dict[str, Any] | None] = [None] * len(items)
         ready: list[tuple[int, PredictRequest, Job]] = []
         assigned: dict[int, Assignment] = {}
+        parsed = _candles_many(items)
         for i, req in enumerate(items):
             if isinstance(req, InvalidItem):  # validated with the body; only its message was kept
                 metrics.count_error("validation")
@@ -222,15 +260,17 @@ class Predictor:
                 continue
             try:
                 variant = await self.ab.assign(req.user_id, req.version)
-                candles = _candles(req)
-                ready.append(
-                    (i, req, await self._job(req, await self.prepare(req, variant, candles), candles, trusted))
-                )
+                candles = parsed.get(i)
+                if isinstance(candles, ApiError):
+                    raise candles
+                served_window = await self.prepare(req, variant, candles, defer=True)
+                ready.append((i, req, await self._job(req, served_window, candles, trusted, defer=True)))
                 if variant is not None:
                     assigned[i] = variant
             except ApiError as exc:
                 metrics.count_error(exc.reason)
                 results[i] = _failed(i, exc.message)
+        ready = _fill_rows(ready, results)
         jobs = [job for _, _, job in ready]
         flat = await self.score_each([j.served for j in jobs] + [p for j in jobs for p in j.shadows], served=len(jobs))
         shadow_out = iter(flat[len(jobs) :])
@@ -314,13 +354,55 @@ def _candles(req: _Inputs) -> Candles | None:
     return None if req.features else inputs.to_candles(req.data or [])
 
 
+def _candles_many(items: Sequence[PredictRequest | InvalidItem]) -> dict[int, Candles | ApiError]:
+    """The candles of every batch item that sends them, parsed together (or the error of each bad one)."""
+    sends = {i: r.data or [] for i, r in enumerate(items) if isinstance(r, PredictRequest) and not r.features}
+    return dict(zip(sends, inputs.to_candles_many(list(sends.values())), strict=True))
+
+
 def _bar_of(job: Job) -> tuple[str, str, datetime] | None:
     """(pair, timeframe, bar time) an experiment prediction is about, for its market outcome."""
     return job.bar.key if job.bar is not None else None
 
 
-def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None) -> Prepared:
-    """Rows for a version from `features` (when present) or from the request's candles."""
+Ready = list[tuple[int, PredictRequest, "Job"]]
+
+
+def _fill_rows(ready: Ready, results: list[Any]) -> Ready:
+    """Compute the deferred windows of a batch together; an item whose own window fails gets its error.
+
+    A shadow window that fails is dropped (and counted), never its item.
+    """
+    deferred = [p for _, _, job in ready for p in (job.served, *job.shadows) if p.tail is not None]
+    rows = inputs.candle_rows_many([(p.tail, p.spec) for p in deferred if p.tail is not None])
+    failed: dict[int, ApiError] = {}
+    for p, r in zip(deferred, rows, strict=True):
+        p.tail = None
+        if isinstance(r, ApiError):
+            failed[id(p)] = r
+        else:
+            p.rows = r
+    kept = []
+    for i, req, job in ready:
+        if id(job.served) in failed:
+            exc = failed[id(job.served)]
+            metrics.count_error(exc.reason)
+            metrics.count_evaluation_drop("shadow", len(job.shadows))
+            results[i] = _failed(i, exc.message)
+            continue
+        for p in job.shadows:
+            if id(p) in failed:
+                metrics.count_evaluation_drop("shadow")
+        job.shadows = [p for p in job.shadows if id(p) not in failed]
+        kept.append((i, req, job))
+    return kept
+
+
+def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None, defer: bool = False) -> Prepared:
+    """Rows for a version from `features` (when present) or from the request's candles.
+
+    defer: only check the candles and keep the tail; `_fill_rows` computes the rows with the batch's others.
+    """
     spec = entry.spec
     assert spec is not None
     in_domain = entry.in_domain(req.pair, req.timeframe)
@@ -329,8 +411,14 @@ def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None)
         return Prepared(version, entry, rows, None, req.pair, req.timeframe, in_domain)
     if candles is None:
         candles = inputs.to_candles(req.data or [])
+    if defer:
+        tail = inputs.candle_tail(candles, spec)
+        return Prepared(version, entry, _NO_ROWS, candles.close, req.pair, req.timeframe, in_domain, tail)
     rows = inputs.candle_rows(candles, spec)
     return Prepared(version, entry, rows, candles.close, req.pair, req.timeframe, in_domain)
+
+
+_NO_ROWS = np.empty((0, 0))
 
 
 def prediction_data(
@@ -368,6 +456,13 @@ def invalid_output(stage: int, version: str, value: Any) -> ApiError:
         "probability in [0, 1]; no prediction was served; retry later or name another version"
     )
     return StageUnavailable(with_error_id(message, eid))
+
+
+def _drop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a speculative call whose answer is not needed; its failure, if any, is retrieved, not logged."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _failed(i: int, message: str) -> dict[str, Any]:

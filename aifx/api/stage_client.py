@@ -54,6 +54,11 @@ class Coalescer:
         self._queue: list[tuple[list[Any], asyncio.Future[list[float]]]] = []
         self._inflight = 0
 
+    @property
+    def idle(self) -> bool:
+        """No call in flight and none queued: a call made now goes out at once."""
+        return not self._inflight and not self._queue
+
     async def __call__(self, windows: Sequence[Any]) -> list[float]:
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         self._queue.append((list(windows), future))
@@ -132,6 +137,11 @@ class StageClient:
             settings.stage_backoff_seconds,
             status=_api(dependency, "status"),
         )
+
+    @property
+    def idle(self) -> bool:
+        """No stage call in flight or queued in this worker."""
+        return self._coalesce.idle
 
     async def __call__(self, windows: Sequence[Any]) -> list[float]:
         """One probability per window, in order."""

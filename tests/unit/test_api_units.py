@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import aiohttp
 import numpy as np
@@ -13,9 +14,11 @@ from pydantic import ValidationError
 
 from aifx.api import inputs
 from aifx.api.errors import BadCandles, StageUnavailable, format_errors
+from aifx.api.predictor import Predictor, Prepared
 from aifx.api.schemas import CandleIn, PredictRequest
 from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
+from aifx.candles import Candles
 from aifx.settings import Settings, SettingsError
 from aifx.versions import default_spec
 from aifx.wire import group_windows, ungroup
@@ -256,3 +259,102 @@ def test_a_bad_timestamp_names_its_row(bad):
     stamps = ["2017-01-02T00:00:00Z", "2017-01-02T01:00:00Z", bad]
     with pytest.raises(BadCandles, match=r"data\[2\]\.timestamp: .*ISO-8601"):
         inputs.epoch_micros(stamps)
+
+
+def test_batched_rows_equal_single_rows_and_a_bad_window_fails_alone():
+    v31, v30 = default_spec("v3.1"), default_spec("v3.0")
+    good = [inputs.to_candles(_candles(70, start=1.1 + k / 100)) for k in range(3)]
+    broken = inputs.to_candles(_candles(70))
+    close = broken.close.copy()
+    close[-1] = np.nan  # not reachable through to_candles; stands for any window whose features are not finite
+    broken = Candles(broken.timestamp, broken.open, broken.high, broken.low, close)
+    tails = [(inputs.candle_tail(c, s), s) for c in good for s in (v31, v30)] + [(inputs.candle_tail(broken, v31), v31)]
+    out = inputs.candle_rows_many(tails)
+    for (tail, spec), rows in zip(tails[:-1], out[:-1], strict=True):
+        assert np.array_equal(rows, inputs.candle_rows(tail, spec))
+    assert isinstance(out[-1], BadCandles)
+    assert out[-1].message == "data: cannot compute features for v3.1: features are not finite for these candles"
+    with pytest.raises(BadCandles, match=out[-1].message):
+        inputs.candle_rows(broken, v31)
+
+
+class _Stages:
+    """Fake stage calls that record when each starts and ends; Stage 2 may fail its first calls."""
+
+    def __init__(self, p1: list[float], p2: list[float], stage2_failures: int = 0) -> None:
+        self.p1, self.p2, self.failures = p1, p2, stage2_failures
+        self.events: list[str] = []
+
+    async def detect(self, windows):
+        self.events.append("detect start")
+        await asyncio.sleep(0.01)
+        self.events.append("detect end")
+        return [self.p1[int(w.rows[0, 0])] for w in windows]
+
+    async def classify(self, windows):
+        self.events.append(f"classify {len(windows)}")
+        if self.failures:
+            self.failures -= 1
+            raise KeyError("stage 2 broke")
+        return [self.p2[int(w.rows[0, 0])] for w in windows]
+
+    def score(self, speculate: int) -> list:
+        detect = StageClient("stage1", "ReversalDetector", self.detect, attempts=1, timeout=1.0, backoff=0.0)
+        classify = StageClient("stage2", "DirectionClassifier", self.classify, attempts=1, timeout=1.0, backoff=0.0)
+        predictor = Predictor(SimpleNamespace(labels=None), detect, classify, SimpleNamespace(), speculate=speculate)
+        entry = SimpleNamespace(spec=SimpleNamespace(threshold=0.5), has_stage2=True)
+        batch = [Prepared("v3.1", entry, np.full((20, 12), float(i))) for i in range(len(self.p1))]
+        return asyncio.run(predictor.score_each(batch, served=0))
+
+
+def test_idle_stages_run_stage2_beside_stage1_with_the_same_answers():
+    p1, p2 = [0.9, 0.2, 0.7], [0.8, 0.1, 0.3]
+    sequential, speculative = _Stages(p1, p2), _Stages(p1, p2)
+    assert sequential.score(speculate=0) == speculative.score(speculate=8)
+    assert sequential.events == ["detect start", "detect end", "classify 2"]  # only where Stage 1 fired
+    assert speculative.events == ["detect start", "classify 3", "detect end"]  # one round trip
+    assert [d.signal for d in speculative.score(speculate=8)] == ["long", "hold", "short"]
+    assert _Stages(p1, p2).score(speculate=2) and _Stages(p1, p2).events == []  # more windows than allowed
+
+
+def test_a_failed_speculative_stage2_call_is_made_again_and_unneeded_ones_are_dropped():
+    fired = _Stages([0.9], [0.8], stage2_failures=1)
+    (decision,) = fired.score(speculate=8)
+    assert decision.signal == "long" and fired.events == ["detect start", "classify 1", "detect end", "classify 1"]
+    held = _Stages([0.1], [0.8], stage2_failures=1)
+    (decision,) = held.score(speculate=8)
+    assert decision.signal == "hold" and held.events.count("classify 1") == 1
+
+
+def _as_iso(candles: list[CandleIn]) -> list[CandleIn]:
+    """The same candles with ISO-8601 text timestamps (the vectorised parse)."""
+    return [{**c, "timestamp": f"{np.datetime64(int(c['timestamp']), 's')}Z"} for c in candles]
+
+
+def test_candles_parsed_together_equal_each_alone_and_a_bad_set_keeps_its_own_message():
+    good = [_as_iso(_candles(64, start=1.1 + k / 50)) for k in range(4)]
+    high_below_low = _as_iso(_candles(64))
+    high_below_low[7] = {**high_below_low[7], "high": high_below_low[7]["low"] - 1e-3}
+    bad_time = _as_iso(_candles(64))
+    bad_time[3] = {**bad_time[3], "timestamp": "2017-13-45T00:00:00Z"}
+    too_early = _as_iso(_candles(64))
+    too_early[0] = {**too_early[0], "timestamp": "1969-12-31T23:00:00Z"}
+    with_volume = [{**c, "volume": 10.0} for c in _as_iso(_candles(64))]
+    unix = _candles(64)
+    shorter = _as_iso(_candles(60))
+    sets = [*good, high_below_low, bad_time, too_early, with_volume, unix, shorter]
+    many = inputs.to_candles_many(sets)
+    for data, got in zip(sets, many, strict=True):
+        try:
+            alone: Candles | BadCandles = inputs.to_candles(data)
+        except BadCandles as exc:
+            alone = exc
+        if isinstance(alone, BadCandles):
+            assert isinstance(got, BadCandles) and got.message == alone.message
+            continue
+        assert isinstance(got, Candles)
+        for field in ("timestamp", "open", "high", "low", "close", "volume"):
+            assert np.array_equal(getattr(got, field), getattr(alone, field)), field
+    assert [isinstance(x, BadCandles) for x in many] == [False] * 4 + [True] * 3 + [False] * 3
+    # every set that fails alone fails in company too, each with its own message
+    assert inputs.to_candles_many([high_below_low, bad_time])[1].message == many[5].message

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from aifx.candles import CandleDataError
+from aifx.candles import CandleDataError, median
 from training.candles_csv import load_candles_csv
 
 pytestmark = pytest.mark.unit
@@ -99,3 +101,10 @@ def test_bad_file_gets_its_own_clear_error(tmp_path, case):
 def test_missing_file(tmp_path):
     with pytest.raises(CandleDataError, match="no such file"):
         load_candles_csv(tmp_path / "nope.csv")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=1e-6, max_value=1e6), min_size=1, max_size=300))
+def test_median_is_numpys_bit_for_bit(values):
+    x = np.asarray(values)
+    assert median(x) == float(np.median(x))

@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifx.features import FEATURE_SETS, compute_features, min_candles, sample_windows, window_features
+from aifx.features import (
+    FEATURE_SETS,
+    compute_features,
+    min_candles,
+    sample_windows,
+    window_features,
+    windows_features,
+)
 from training.candles_csv import load_candles_csv
 
 pytestmark = pytest.mark.unit
@@ -57,3 +64,21 @@ def test_too_few_candles_says_how_many_are_needed(candles):
 def test_unknown_feature_is_rejected(candles):
     with pytest.raises(KeyError, match="unknown feature"):
         compute_features(candles, ["ret_1", "moon_phase"])
+
+
+@pytest.mark.parametrize("version", sorted(FEATURE_SETS))
+def test_stacked_windows_equal_one_window_at_a_time(candles, version):
+    """The batch route computes many windows in one pass: bit for bit what each alone gives."""
+    names = FEATURE_SETS[version]
+    need = min_candles(names, 20)
+    ends = np.random.default_rng(7).integers(need, len(candles), 120)
+    tails = [candles.slice(int(e) - need, int(e)) for e in ends]
+    stacked = windows_features(tails, names, 20)
+    assert stacked.shape == (len(tails), 20, len(names))
+    assert np.array_equal(stacked, np.stack([window_features(t, names, 20) for t in tails]))
+
+
+def test_stacked_windows_need_exactly_min_candles(candles):
+    names = FEATURE_SETS["v3.1"]
+    with pytest.raises(ValueError, match=f"exactly {min_candles(names, 20)} candles"):
+        windows_features([candles.slice(0, 80)], names, 20)

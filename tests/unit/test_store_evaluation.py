@@ -457,3 +457,41 @@ def test_the_migrations_build_exactly_the_tables_of_schema_py(store: ExperimentS
     with store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
+
+
+def test_sqlite_plain_statements_store_exactly_what_sqlalchemys_statements_store(tmp_path, monkeypatch):
+    """The SQLite write path skips SQLAlchemy's per-row work; the stored text is the same, row for row."""
+    import sqlite3
+
+    from experiments import evaluation
+
+    monkeypatch.setattr(evaluation, "utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
+    batches = [
+        [bar(i, dec("v3.1", "long", served=1), dec("v3.0", "hold", 0.2)) for i in range(700)],  # two chunks
+        [bar(i, dec("v3.1", "short", served=2), dec("v3.2", "long", served=0)) for i in range(650, 760)],
+    ]
+
+    def sqlalchemy_bars(conn, rows):
+        done = conn.execute(evaluation._insert_bars(True), rows)
+        return {(p, tf, as_utc(t)): (int(i), "pending") for i, p, tf, t in done}
+
+    def sqlalchemy_decisions(conn, rows):
+        conn.execute(evaluation._upsert_decisions(True), rows)
+
+    def dump(path) -> list[list[tuple]]:
+        with sqlite3.connect(path) as db:
+            return [db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in ("eval_bars", "eval_decisions")]
+
+    plain = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/plain.db"))
+    for b in batches:
+        plain.log(b)
+    monkeypatch.setattr(evaluation, "_sqlite_insert_bars", sqlalchemy_bars)
+    monkeypatch.setattr(evaluation, "_sqlite_upsert_decisions", sqlalchemy_decisions)
+    reference = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/reference.db"))
+    for b in batches:
+        reference.log(b)
+    bars, decisions = dump(tmp_path / "plain.db")
+    assert len(bars) == 760 and len(decisions) == 700 * 2 + 60 * 2 + 50  # the 50 shared bars gain v3.2
+    assert [bars, decisions] == dump(tmp_path / "reference.db")
+    assert bars[0][3] == "2024-01-01 00:00:00.000000"
+    assert next(d for d in decisions if d[:2] == (651, "v3.1"))[5] == 3  # served 1 + 2 on a shared bar
