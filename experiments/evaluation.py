@@ -338,7 +338,18 @@ CANDLE_COLUMNS = ("pair", "timeframe", "ts", "open", "high", "low", "close", "so
 # (`python -m bench.evaluation_write`).
 _SQLITE = sqlite_dialect()
 _SQLITE_DATETIME = eval_bars.c.bar_time.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
-_SQLITE_CHUNK = 500  # rows per multi-row INSERT (8 parameters each; SQLite allows 32,766)
+# Rows per multi-row INSERT, largest first (8 parameters a row; SQLite allows 32,766): a few statement
+# shapes only, so SQLite's statement cache and ours stay small whatever the batch sizes.
+_SQLITE_CHUNKS = (256, 64, 16, 4, 1)
+
+
+def _sqlite_chunks(rows: list[Values]) -> Iterator[list[Values]]:
+    """rows in consecutive chunks whose sizes are among _SQLITE_CHUNKS."""
+    start = 0
+    for size in _SQLITE_CHUNKS:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
 
 
 def _sqlite_insert_bars(conn: Connection, rows: list[Values]) -> dict[BarKey, tuple[int, str]]:
@@ -346,8 +357,7 @@ def _sqlite_insert_bars(conn: Connection, rows: list[Values]) -> dict[BarKey, tu
     to_text = _SQLITE_DATETIME
     assert to_text is not None
     done: dict[BarKey, tuple[int, str]] = {}
-    for start in range(0, len(rows), _SQLITE_CHUNK):
-        chunk = rows[start : start + _SQLITE_CHUNK]
+    for chunk in _sqlite_chunks(rows):
         keys = {(r["pair"], r["timeframe"], to_text(r["bar_time"])): (r["pair"], r["timeframe"], r["bar_time"])
                 for r in chunk}  # fmt: skip
         params = [to_text(r[c]) if c in ("bar_time", "created_at") else r[c] for r in chunk for c in BAR_COLUMNS]
@@ -359,8 +369,7 @@ def _sqlite_insert_bars(conn: Connection, rows: list[Values]) -> dict[BarKey, tu
 
 def _sqlite_upsert_decisions(conn: Connection, rows: list[Values]) -> None:
     """SQLite: insert decisions, or add a row's served to the stored one (as _upsert_decisions)."""
-    for start in range(0, len(rows), _SQLITE_CHUNK):
-        chunk = rows[start : start + _SQLITE_CHUNK]
+    for chunk in _sqlite_chunks(rows):
         params = tuple(r[c] for r in chunk for c in DECISION_COLUMNS)
         conn.exec_driver_sql(_sqlite_values_sql("eval_decisions", DECISION_COLUMNS, len(chunk)), params)
 

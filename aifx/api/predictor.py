@@ -78,7 +78,8 @@ class Predictor:
         self.outcomes = outcomes
         self.drift = drift  # input drift windows (aifx/drift.py); PSI is computed off the request path
         self.health = Tally()  # scored and failed windows per version, read by the promoter
-        self.speculate = speculate  # Stage 2 beside Stage 1 for up to this many windows when both stages are idle
+        self.speculate = speculate  # Stage 2 beside Stage 1 for up to this many windows when the worker is idle
+        self.active = 0  # predict requests in this worker now: under load the stage calls are shared, not doubled
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
@@ -147,7 +148,7 @@ class Predictor:
 
     def _speculative_stage2(self, batch: Sequence[Prepared], rid: str) -> asyncio.Task[list[float]] | None:
         """At idle, Stage 2 of every window that has one starts now, beside Stage 1 (None otherwise)."""
-        if not 0 < len(batch) <= self.speculate or not (self.detect.idle and self.classify.idle):
+        if self.active > 1 or not 0 < len(batch) <= self.speculate or not (self.detect.idle and self.classify.idle):
             return None
         if not all(p.entry.has_stage2 for p in batch):
             return None
@@ -192,10 +193,14 @@ class Predictor:
         Every other loaded version is scored on the same candles in the same stage calls (once per bar)
         and logged for the outcome loop; trusted (outcome or admin token) requests also give their candles.
         """
-        assigned = await self.ab.assign(req.user_id, req.version)
-        candles = _candles(req)
-        job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
-        scored = await self.score_each([job.served, *job.shadows], served=1)
+        self.active += 1
+        try:
+            assigned = await self.ab.assign(req.user_id, req.version)
+            candles = _candles(req)
+            job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
+            scored = await self.score_each([job.served, *job.shadows], served=1)
+        finally:
+            self.active -= 1
         decision = scored[0]
         if isinstance(decision, ApiError):
             raise decision

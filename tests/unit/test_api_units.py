@@ -298,10 +298,11 @@ class _Stages:
             raise KeyError("stage 2 broke")
         return [self.p2[int(w.rows[0, 0])] for w in windows]
 
-    def score(self, speculate: int) -> list:
+    def score(self, speculate: int, active: int = 0) -> list:
         detect = StageClient("stage1", "ReversalDetector", self.detect, attempts=1, timeout=1.0, backoff=0.0)
         classify = StageClient("stage2", "DirectionClassifier", self.classify, attempts=1, timeout=1.0, backoff=0.0)
         predictor = Predictor(SimpleNamespace(labels=None), detect, classify, SimpleNamespace(), speculate=speculate)
+        predictor.active = active
         entry = SimpleNamespace(spec=SimpleNamespace(threshold=0.5), has_stage2=True)
         batch = [Prepared("v3.1", entry, np.full((20, 12), float(i))) for i in range(len(self.p1))]
         return asyncio.run(predictor.score_each(batch, served=0))
@@ -314,7 +315,9 @@ def test_idle_stages_run_stage2_beside_stage1_with_the_same_answers():
     assert sequential.events == ["detect start", "detect end", "classify 2"]  # only where Stage 1 fired
     assert speculative.events == ["detect start", "classify 3", "detect end"]  # one round trip
     assert [d.signal for d in speculative.score(speculate=8)] == ["long", "hold", "short"]
-    assert _Stages(p1, p2).score(speculate=2) and _Stages(p1, p2).events == []  # more windows than allowed
+    too_many, busy = _Stages(p1, p2), _Stages(p1, p2)
+    assert too_many.score(speculate=2) == busy.score(speculate=8, active=2) == sequential.score(speculate=0)
+    assert too_many.events == busy.events == sequential.events[:3]  # more windows than allowed; other requests
 
 
 def test_a_failed_speculative_stage2_call_is_made_again_and_unneeded_ones_are_dropped():
