@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # beside Stage 1 instead of after it (one round trip instead of two; the answer is the same, and a
     # Stage 2 output where Stage 1 did not fire is dropped). 0 turns it off. Under load nothing is idle.
     speculate_stage2_windows: int = Field(default=8, ge=0)
+    # Candle windows already scored, per entry worker, keyed by the candles' content and the stage models'
+    # tags (aifx/api/window_cache.py): many users asking about one bar cost one stage call. 0 turns it off.
+    window_cache_size: int = Field(default=1024, ge=0)  # ~4 KB each: rows, probabilities, key
     max_body_bytes: int = 1_000_000
     # Request body limits (413 beyond; README "Configuration"). AIFX_MAX_BODY_BYTES above is the largest,
     # the batch route's; predict, compare and the legacy /predict take up to MAX_CANDLES candles; every

@@ -27,6 +27,7 @@ from aifx.api.promoter import Promoter
 from aifx.api.ratelimit import buckets_of
 from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.api.stage_client import StageClient
+from aifx.api.window_cache import WindowCache
 from aifx.cache import SharedState
 from aifx.drift import DriftWindows, Reference
 from aifx.settings import Settings, get_settings
@@ -68,7 +69,14 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     _log_catalog(settings, catalog)
     drift = DriftWindows(drift_references(catalog)) if settings.drift_every_seconds else None
     predictor = Predictor(
-        registry, detect, classify, ab, outcomes, drift=drift, speculate=settings.speculate_stage2_windows
+        registry,
+        detect,
+        classify,
+        ab,
+        outcomes,
+        drift=drift,
+        speculate=settings.speculate_stage2_windows,
+        cache=WindowCache(settings.window_cache_size),
     )
     promoter = None
     if outcomes is not None:  # comparisons read the evaluation log

@@ -29,6 +29,7 @@ from aifx.api.outcome_log import Bar, OutcomeLog
 from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
 from aifx.api.stage_client import StageClient
+from aifx.api.window_cache import Scored, WindowCache, content_key
 from aifx.candles import Candles
 from aifx.drift import DriftWindows
 from aifx.promotion import Tally
@@ -51,6 +52,8 @@ class Prepared:
     timeframe: str = ""
     in_domain: bool | None = None  # inside the version's training domain (None: the domain is unknown)
     tail: Candles | None = None  # deferred: the candles `rows` will be computed from, with the batch's others
+    key: bytes | None = None  # the window's content key in the worker's WindowCache (candle windows only)
+    scored: Scored | None = None  # what the cache already knew about this window
 
     @property
     def spec(self) -> VersionSpec:
@@ -70,6 +73,7 @@ class Predictor:
         outcomes: OutcomeLog | None = None,
         drift: DriftWindows | None = None,
         speculate: int = 0,
+        cache: WindowCache | None = None,
     ) -> None:
         self.registry = registry
         self.detect = detect
@@ -80,6 +84,7 @@ class Predictor:
         self.health = Tally()  # scored and failed windows per version, read by the promoter
         self.speculate = speculate  # Stage 2 beside Stage 1 for up to this many windows when the worker is idle
         self.active = 0  # predict requests in this worker now: under load the stage calls are shared, not doubled
+        self.cache = cache if cache is not None else WindowCache(0)  # windows already scored here, by content
 
     async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
@@ -109,12 +114,17 @@ class Predictor:
     async def _score_each(
         self, batch: Sequence[Prepared], rid: str, served: int | None
     ) -> list[sig.Decision | ApiError]:
-        early = self._speculative_stage2(batch, rid)
-        try:
-            p1 = await self.detect([Window(p.version, p.rows, rid) for p in batch])
-        except BaseException:
-            _drop(early)
-            raise
+        p1: list[Any] = [p.scored.p1 if p.scored is not None else None for p in batch]
+        need1 = [i for i, prob in enumerate(p1) if prob is None]
+        early = self._speculative_stage2(batch, rid) if len(need1) == len(batch) else None
+        if need1:
+            try:
+                found = await self.detect([Window(batch[i].version, batch[i].rows, rid) for i in need1])
+            except BaseException:
+                _drop(early)
+                raise
+            for i, prob in zip(need1, found, strict=True):
+                p1[i] = prob
         decisions: list[sig.Decision | ApiError | None] = [None] * len(batch)
         need2 = []
         for i, (p, prob) in enumerate(zip(batch, p1, strict=True)):
@@ -126,13 +136,16 @@ class Predictor:
                 need2.append(i)
             else:
                 decisions[i] = sig.by_rule(prob, _decline_evidence(p))
-        if need2:
-            p2 = await self._stage2(batch, need2, rid, early)
-            for i, prob2 in zip(need2, p2, strict=True):
-                ok = _is_probability(prob2)
-                decisions[i] = sig.with_stage2(p1[i], prob2) if ok else invalid_output(2, batch[i].version, prob2)
+        p2 = {i: s.p2 for i in need2 if (s := batch[i].scored) is not None and s.p2 is not None}
+        call2 = [i for i in need2 if i not in p2]
+        if call2:
+            p2.update(zip(call2, await self._stage2(batch, call2, rid, early), strict=True))
         else:
             _drop(early)
+        for i in need2:
+            ok = _is_probability(p2[i])
+            decisions[i] = sig.with_stage2(p1[i], p2[i]) if ok else invalid_output(2, batch[i].version, p2[i])
+        self._remember(batch, p1, p2)
         out = [d for d in decisions if d is not None]
         for p, d in zip(batch, out, strict=True):
             self.health.record(p.version, isinstance(d, sig.Decision))
@@ -145,6 +158,34 @@ class Predictor:
                 if self.drift is not None:  # one row copy into the (pair, timeframe, version) ring buffer
                     self.drift.add(p.pair, p.timeframe, p.version, p.rows[-1], d.stage1_prob)
         return out
+
+    def _remember(self, batch: Sequence[Prepared], p1: list[Any], p2: dict[int, float]) -> None:
+        """Keep the valid probabilities of candle windows for later requests about the same candles."""
+        for i, p in enumerate(batch):
+            if p.key is None or not _is_probability(p1[i]):
+                continue
+            scored = p.scored or Scored(p.rows)
+            scored.p1 = float(p1[i])
+            if i in p2 and _is_probability(p2[i]):
+                scored.p2 = float(p2[i])
+            self.cache.put(p.key, scored)
+
+    def cached_window(
+        self, req: _Inputs, version: str, entry: VersionEntry, candles: Candles | None, defer: bool = False
+    ) -> Prepared:
+        """window(), with the rows and stage outputs of a window already scored in this worker from the cache."""
+        spec = entry.spec
+        if candles is None or req.features or self.cache.size <= 0 or spec is None:
+            return window(req, version, entry, candles, defer)
+        key = content_key(_models_of(entry), inputs.candle_tail(candles, spec))
+        hit = self.cache.get(key)
+        if hit is None:
+            prepared = window(req, version, entry, candles, defer)
+        else:
+            in_domain = entry.in_domain(req.pair, req.timeframe)
+            prepared = Prepared(version, entry, hit.rows, candles.close, req.pair, req.timeframe, in_domain, scored=hit)
+        prepared.key = key
+        return prepared
 
     def _speculative_stage2(self, batch: Sequence[Prepared], rid: str) -> asyncio.Task[list[float]] | None:
         """At idle, Stage 2 of every window that has one starts now, beside Stage 1 (None otherwise)."""
@@ -176,7 +217,7 @@ class Predictor:
             version, entry = await self.registry.resolve(req.version)
         else:
             version, entry = await self._resolve_variant(assigned)
-        return window(req, version, entry, candles, defer)
+        return self.cached_window(req, version, entry, candles, defer)
 
     async def _resolve_variant(self, assigned: Assignment) -> tuple[str, VersionEntry]:
         """The assigned variant's version, or a 503 that names the experiment (no silent fallback)."""
@@ -228,7 +269,7 @@ class Predictor:
         shadows = []
         for version in log.shadow_versions(bar, served.version, list(entries)):
             try:
-                shadows.append(window(req, version, entries[version], candles, defer))
+                shadows.append(self.cached_window(req, version, entries[version], candles, defer))
             except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
                 metrics.count_evaluation_drop("shadow")
         return Job(served, bar, shadows)
@@ -307,7 +348,7 @@ class Predictor:
         else:
             resolved = await self.registry.loaded_entries()
         candles = None if req.features else inputs.to_candles(req.data or [])
-        batch = [window(req, v, e, candles) for v, e in resolved]
+        batch = [self.cached_window(req, v, e, candles) for v, e in resolved]
         decisions = await self.score(batch)
         predictions = {
             p.version: {
@@ -461,6 +502,11 @@ def invalid_output(stage: int, version: str, value: Any) -> ApiError:
         "probability in [0, 1]; no prediction was served; retry later or name another version"
     )
     return StageUnavailable(with_error_id(message, eid))
+
+
+def _models_of(entry: VersionEntry) -> str:
+    """The version and its stage models' store tags: a window's stage outputs depend on nothing else."""
+    return ",".join([entry.version, *(entry.stages[k].tag for k in sorted(entry.stages))])
 
 
 def _drop(task: asyncio.Task[Any] | None) -> None:

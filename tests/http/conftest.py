@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from aifx.api.window_cache import WindowCache
+
 
 @pytest.fixture(scope="session")
 def client(model_store, tmp_path_factory):
@@ -43,3 +45,15 @@ def experiment(client) -> Iterator[dict]:
     active = client.get("/reversal/experiments").json()["data"]["active_experiment_id"]
     if active is not None:
         client.post(f"/reversal/experiments/{active}/stop")
+
+
+@pytest.fixture(autouse=True)
+def fresh_window_cache(request: pytest.FixtureRequest) -> None:
+    """Each test starts with an empty window cache: a repeated candle body must reach the stages it breaks."""
+    if "client" not in request.fixturenames:
+        return
+    from aifx.api.bootstrap import app
+
+    parts = getattr(app.state, "parts", None)
+    if parts is not None:
+        parts.predictor.cache = WindowCache(parts.predictor.cache.size)

@@ -214,6 +214,7 @@ def production_server(launch, tmp_path_factory):
         AIFX_ADMIN_TOKEN=TOKEN,
         AIFX_ALLOW_SQLITE_IN_PRODUCTION="true",  # one machine: a SQLite file is shared by its workers
         AIFX_DATABASE_MIGRATE="true",  # a fresh file: no separate `make migrate` step in this test
+        AIFX_WINDOW_CACHE_SIZE="0",  # the load repeats 16 bodies: the cache would answer them without the stages
     )
     wait_healthy(server.url)
     yield server

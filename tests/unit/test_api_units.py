@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import aiohttp
@@ -17,6 +18,7 @@ from aifx.api.errors import BadCandles, StageUnavailable, format_errors
 from aifx.api.predictor import Predictor, Prepared
 from aifx.api.schemas import CandleIn, PredictRequest
 from aifx.api.stage_client import StageClient
+from aifx.api.window_cache import Scored, WindowCache, content_key
 from aifx.cache import SharedState
 from aifx.candles import Candles
 from aifx.settings import Settings, SettingsError
@@ -284,8 +286,11 @@ class _Stages:
     def __init__(self, p1: list[float], p2: list[float], stage2_failures: int = 0) -> None:
         self.p1, self.p2, self.failures = p1, p2, stage2_failures
         self.events: list[str] = []
+        self.calls: list[int] = []
+        self.cache = WindowCache(16)
 
     async def detect(self, windows):
+        self.calls.append(len(windows))
         self.events.append("detect start")
         await asyncio.sleep(0.01)
         self.events.append("detect end")
@@ -298,13 +303,17 @@ class _Stages:
             raise KeyError("stage 2 broke")
         return [self.p2[int(w.rows[0, 0])] for w in windows]
 
-    def score(self, speculate: int, active: int = 0) -> list:
+    def score(self, speculate: int, active: int = 0, keys: bool = False) -> list:
         detect = StageClient("stage1", "ReversalDetector", self.detect, attempts=1, timeout=1.0, backoff=0.0)
         classify = StageClient("stage2", "DirectionClassifier", self.classify, attempts=1, timeout=1.0, backoff=0.0)
         predictor = Predictor(SimpleNamespace(labels=None), detect, classify, SimpleNamespace(), speculate=speculate)
         predictor.active = active
+        predictor.cache = self.cache
         entry = SimpleNamespace(spec=SimpleNamespace(threshold=0.5), has_stage2=True)
         batch = [Prepared("v3.1", entry, np.full((20, 12), float(i))) for i in range(len(self.p1))]
+        for i, p in enumerate(batch):
+            if keys:  # as Predictor.cached_window does for candle windows
+                p.key, p.scored = bytes([i]), self.cache.get(bytes([i]))
         return asyncio.run(predictor.score_each(batch, served=0))
 
 
@@ -361,3 +370,32 @@ def test_candles_parsed_together_equal_each_alone_and_a_bad_set_keeps_its_own_me
     assert [isinstance(x, BadCandles) for x in many] == [False] * 4 + [True] * 3 + [False] * 3
     # every set that fails alone fails in company too, each with its own message
     assert inputs.to_candles_many([high_below_low, bad_time])[1].message == many[5].message
+
+
+def test_window_cache_keeps_the_most_recent_and_keys_by_every_value():
+    cache = WindowCache(2)
+    for k in (b"a", b"b", b"c"):
+        cache.put(k, Scored(np.zeros(1)))
+    assert cache.get(b"a") is None and cache.get(b"b") is not None and len(cache) == 2
+    cache.put(b"d", Scored(np.zeros(1)))  # b was used last: c goes
+    assert cache.get(b"c") is None and cache.get(b"b") is not None
+    off = WindowCache(0)
+    off.put(b"a", Scored(np.zeros(1)))
+    assert len(off) == 0
+    c = inputs.to_candles(_candles(60))
+    key = content_key("v3.1,t1,t2", c)
+    assert key == content_key("v3.1,t1,t2", inputs.to_candles(_candles(60)))  # same content, other arrays
+    assert key != content_key("v3.1,t1,t3", c)  # other models
+    for field in ("timestamp", "open", "high", "low", "close"):
+        values = getattr(c, field).copy()
+        values[7] = values[7] + (np.timedelta64(1, "ns") if field == "timestamp" else 1e-15)
+        assert content_key("v3.1,t1,t2", replace(c, **{field: values})) != key, field
+
+
+def test_scored_windows_skip_the_stages_and_invalid_outputs_are_not_kept():
+    stages = _Stages([0.9, 0.2, float("nan")], [0.8, 0.1, 0.3])
+    first = stages.score(speculate=0, keys=True)
+    assert [type(d).__name__ for d in first] == ["Decision", "Decision", "StageUnavailable"]
+    again = stages.score(speculate=8, keys=True)  # the same windows: only the invalid one goes out again
+    assert again[:2] == first[:2]
+    assert stages.events[3:] == ["detect start", "detect end"] and stages.calls[-1] == 1
