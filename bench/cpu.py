@@ -1,7 +1,8 @@
 """CPU time per request of each kind of server process (entry, Stage 1, Stage 2), from psutil.
 
-Usage: python -m bench.cpu [--env AIFX_OUTCOMES=false ...]. Serves `.` as `make serve` does with a
-fresh SQLite database, sends 4,000 distinct-bar predicts at concurrency 64 and the batch route.
+Usage: python -m bench.cpu [--env AIFX_OUTCOMES=false ...] [--floor]. Serves `.` as `make serve` does with a
+fresh SQLite database, sends 4,000 distinct-bar predicts at concurrency 64 and the batch route; with
+--floor also 4,000 bodies that validation refuses (422), the cost of the HTTP stack alone.
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ def spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, floa
     return total
 
 
+def floor(base: str, pid: int) -> None:
+    """The HTTP stack's own cost: 4,000 bodies that fail validation (422) at concurrency 64 and 1."""
+    for concurrency in (64, 1):
+        before = cpu_by_kind(pid)
+        result = run_load(f"422 c={concurrency}", f"{base}/reversal/predict", [{"pair": "EUR/USD"}] * 4000, concurrency)
+        per = {k: round(v / result.requests * 1000, 3) for k, v in spent(before, cpu_by_kind(pid)).items()}
+        print(f"{result.row()} CPU ms per request: {per}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cpu")
     ap.add_argument("--env", action="append", default=[], help="NAME=value for the server (repeatable)")
+    ap.add_argument("--floor", action="store_true", help="then the floor: requests refused by validation (422)")
     args = ap.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,6 +69,8 @@ def main() -> int:
         n = int(str(batch["requests"])) * int(str(batch["items_per_request"]))
         per = {k: round(v / n * 1e6, 1) for k, v in spent(before, cpu_by_kind(proc.pid)).items()}
         print(f"batch {batch['predictions_per_s']} predictions/s; CPU µs per prediction: {per}")
+        if args.floor:
+            floor(base, proc.pid)
     finally:
         stop(proc)
     return 0
