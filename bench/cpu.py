@@ -27,6 +27,9 @@ def cpu_by_kind(pid: int) -> dict[int, tuple[str, float]]:
         kind = next((k for name, k in KINDS.items() if name in cmd), "other")
         t = p.cpu_times()
         out[p.pid] = (kind, t.user + t.system)
+        if kind == "entry":  # the event loop's thread apart from the others (write-behind, state reads)
+            threads = sum(x.user_time + x.system_time for x in p.threads() if x.id != p.pid)
+            out[-p.pid] = ("entry_other_threads", threads)
     return out
 
 
