@@ -41,6 +41,7 @@ class Bars:
 
 
 FeatureFn = Callable[[Bars], np.ndarray]
+NOT_FINITE = "features are not finite for these candles"  # a window that no model may take
 # Every feature works on one candle series (1-D columns) or on a stack of equally long series (2-D,
 # one row each: the windows of a batch), elementwise along the last axis, so a batch pays numpy's
 # per-call overhead once instead of once per window.
@@ -230,7 +231,7 @@ def window_features(candles: Candles, names: Sequence[str], window: int) -> np.n
         raise ValueError(f"need at least {need} candles, got {len(candles)}")
     mat = compute_features(candles.tail(need), names)[-window:]
     if not np.isfinite(mat).all():
-        raise ValueError("features are not finite for these candles")
+        raise ValueError(NOT_FINITE)
     return mat
 
 

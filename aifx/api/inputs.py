@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from aifx.api.errors import BadCandles, format_errors
 from aifx.api.schemas import CandleIn
 from aifx.candles import PRICE_RATIO, CandleDataError, Candles, plausible_rows, validate_ohlc
-from aifx.features import lookback, window_features, windows_features
+from aifx.features import NOT_FINITE, lookback, window_features, windows_features
 from aifx.versions import VersionSpec
 
 _PRICES = itemgetter("open", "high", "low", "close")
@@ -155,9 +155,6 @@ def candle_rows_many(tails: Sequence[tuple[Candles, VersionSpec]]) -> list[np.nd
             version = tails[i][1].version
             out[i] = mat if ok else BadCandles(f"data: cannot compute features for {version}: {NOT_FINITE}")
     return [out[i] for i in range(len(tails))]
-
-
-NOT_FINITE = "features are not finite for these candles"  # as aifx.features.window_features says it
 
 
 def feature_rows(features: list[list[float]], spec: VersionSpec) -> np.ndarray:
