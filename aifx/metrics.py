@@ -34,6 +34,7 @@ STAGES = ("stage1", "stage2")
 PROB_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 
 PREDICTIONS = Counter("aifx_predictions", "Predictions served, by model version and signal", ["version", "signal"])
+COMPARES = Counter("aifx_compares", "Compare requests answered (their answers are not served predictions)")
 STAGE1_PROBABILITY = Histogram(
     "aifx_stage1_probability", "Stage 1 P(reversal) of served predictions", ["version"], buckets=PROB_BUCKETS
 )
@@ -68,7 +69,7 @@ STAGE_RETRIES = Counter("aifx_stage_call_retries", "Stage calls retried after a 
 STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage calls that failed after every retry", ["stage"])
 
 # The outcome loop (aifx/api/outcome_log.py): evaluation rows, trusted candles, resolved bars, live figures.
-EVAL_DROP_REASONS = ("full", "database", "shadow")
+EVAL_DROP_REASONS = ("full", "database", "shadow", "bar")
 EVAL_DROPPED = Counter(
     "aifx_evaluation_rows_dropped", "Evaluation-log rows or shadow decisions dropped, by reason", ["reason"]
 )
@@ -78,6 +79,9 @@ CANDLE_CONFLICTS = Counter(
 )
 RESOLVED = Counter("aifx_outcomes_resolved", "Logged bars resolved from later candles")
 EXPIRED = Counter("aifx_outcomes_expired", "Logged bars expired without covering candles")
+VOIDED = Counter(
+    "aifx_outcomes_void", "Logged bars set aside unresolved (no trusted candle of their own, ATR too small)"
+)
 PENDING = Gauge("aifx_outcomes_pending", "Logged bars waiting for later candles", multiprocess_mode="livemostrecent")
 PENDING_AGE = Gauge(
     "aifx_outcomes_pending_oldest_seconds",
@@ -126,10 +130,12 @@ COMPARISON_STATE = Gauge(
     ["a", "b", "state"],
     multiprocess_mode="livemostrecent",
 )
-# Sample-ratio mismatch of the active experiment's user split (chi-square p-value; alert below 0.001).
+# Sample-ratio mismatch of the active experiment's user split: the anytime-valid p-value min(1, 1/e) of the
+# sequential multinomial test (aifx/srm.py), valid however often it is read; alert below 0.001.
 SRM_P_VALUE = Gauge(
     "aifx_experiment_srm_p_value",
-    "Chi-square p-value of the active experiment's users per variant against its traffic split",
+    "Anytime-valid p-value (1/e-value, sequential multinomial test) of the active experiment's users per variant "
+    "against its traffic split",
     multiprocess_mode="livemostrecent",
 )
 
@@ -203,7 +209,8 @@ def set_base_rates(labels: MetricLabels, rates: Mapping[str, float]) -> None:
 
 
 def count_evaluation_drop(reason: str, rows: int = 1) -> None:
-    """Evaluation rows dropped: the queue was full, the database failed, or a shadow score failed."""
+    """Evaluation rows dropped: the queue was full, the database failed, a shadow score failed, or the bar
+    may not be logged (off its grid, in the future, older than the expiry, prices outside the band)."""
     EVAL_DROPPED.labels(reason=reason if reason in EVAL_DROP_REASONS else "database").inc(rows)
 
 

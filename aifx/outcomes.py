@@ -17,6 +17,9 @@ from aifx import trade
 from aifx.labels import BarrierParams, SwingParams, wilder_atr
 
 ATR_PERIOD = 14
+# Naive baselines logged on every bar beside the versions, resolved by the same trade rule: a version is
+# worth serving only if it beats always trading one way, and doing nothing (0 R), on the same bars.
+BASELINES = {"baseline:long": trade.LONG, "baseline:short": trade.SHORT, "baseline:hold": "hold"}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Which of two versions is better on the same bars (issue 13): R per bar, Newey-West, an always-valid
-confidence sequence on the paired difference, the decision state, Stage 1 scores, drawdown, SRM.
+confidence sequence on the paired difference, the decision state, Stage 1 scores, drawdown.
 
 Pure (numpy, math, stdlib): serving processes import it. Every summary is JSON-safe (None, never NaN).
 docs/statistics.md explains the method and reports its simulated false-winner rate and power.
@@ -20,21 +20,27 @@ EXPECTED_BARS = 4800  # the sample size (bars) the confidence sequence is tighte
 MIN_BLOCKS = 20  # no decision before 20 complete blocks (480 bars at the default horizon)
 MIN_EFFECT = 0.05  # R per bar: a difference smaller than this does not matter
 ALPHA = 0.05
+MIN_ATR_PIPS = 0.5  # an ATR under half a pip is a data error, and R would divide by almost nothing
+MAX_ABS_R = 20.0  # a stop is ~-1 R and a take profit ~+2 R: beyond 20 R a bar's figures are broken
 
 COLLECTING, B_BETTER, A_BETTER = "collecting", "b_better", "a_better"
+B_BETTER_BELOW_MIN_EFFECT = "b_better_below_min_effect"
 NO_MEANINGFUL_DIFFERENCE, GUARDRAIL_BREACH = "no_meaningful_difference", "guardrail_breach"
-STATES = (COLLECTING, B_BETTER, A_BETTER, NO_MEANINGFUL_DIFFERENCE, GUARDRAIL_BREACH)
+STATES = (COLLECTING, B_BETTER, B_BETTER_BELOW_MIN_EFFECT, A_BETTER, NO_MEANINGFUL_DIFFERENCE, GUARDRAIL_BREACH)
+EXCLUSIONS = ("atr_invalid", "atr_below_min", "r_not_finite", "r_beyond_max")  # why a bar is left out
 
 FIELDS = ("signal", "result", "pips", "p_reversal", "label_held")
 _SQRT2 = math.sqrt(2.0)
 
 
 class PairedSeries(NamedTuple):
-    """Per-bar R of version a and b and their difference b - a, in bar order."""
+    """Per-bar R of a and b and b - a over the kept bars in order, the kept rows' indices, exclusions by reason."""
 
     r_a: np.ndarray
     r_b: np.ndarray
     diff: np.ndarray
+    kept: list[int]
+    excluded: dict[str, int]
 
 
 def _finite(x: Any) -> float | None:
@@ -64,23 +70,55 @@ def _side(row: Mapping[str, Any], side: str) -> Mapping[str, Any]:
 
 
 def paired_rows(rows: Sequence[Mapping[str, Any]]) -> PairedSeries:
-    """R of a and b per bar and diff = r_b - r_a, in the given (bar_time) order."""
-    r_a = np.array([_r(row, "a") for row in rows], dtype=np.float64)
-    r_b = np.array([_r(row, "b") for row in rows], dtype=np.float64)
-    return PairedSeries(r_a, r_b, r_b - r_a)
+    """R of a and b per bar and diff = r_b - r_a, in the given (bar_time) order, without the excluded bars."""
+    excluded = dict.fromkeys(EXCLUSIONS, 0)
+    kept, r_a, r_b = [], [], []
+    for i, row in enumerate(rows):
+        ra, rb, why = bar_r(row)
+        if why is not None:
+            excluded[why] += 1
+            continue
+        kept.append(i)
+        r_a.append(ra)
+        r_b.append(rb)
+    a, b = np.array(r_a, dtype=np.float64), np.array(r_b, dtype=np.float64)
+    return PairedSeries(a, b, b - a, kept, excluded)
 
 
-def _r(row: Mapping[str, Any], side: str) -> float:
-    s = _side(row, side)
-    return r_value(s.get("signal"), s.get("pips"), row["atr"], row["pip"])
+def bar_r(row: Mapping[str, Any]) -> tuple[float, float, str | None]:
+    """(r_a, r_b, None) of a paired row, or (nan, nan, reason) when the bar must be left out of every statistic."""
+    try:
+        atr, pip = float(row["atr"]), float(row["pip"])
+    except (TypeError, ValueError):
+        return math.nan, math.nan, "atr_invalid"
+    atr_pips = atr / pip if math.isfinite(atr) and math.isfinite(pip) and pip > 0 else math.nan
+    if not math.isfinite(atr_pips):
+        return math.nan, math.nan, "atr_invalid"
+    if atr_pips < MIN_ATR_PIPS:
+        return math.nan, math.nan, "atr_below_min"
+    sa, sb = _side(row, "a"), _side(row, "b")
+    ra = r_value(sa.get("signal"), sa.get("pips"), atr, pip)
+    rb = r_value(sb.get("signal"), sb.get("pips"), atr, pip)
+    if not (math.isfinite(ra) and math.isfinite(rb)):
+        return math.nan, math.nan, "r_not_finite"
+    if max(abs(ra), abs(rb)) > MAX_ABS_R:
+        return math.nan, math.nan, "r_beyond_max"
+    return ra, rb, None
 
 
 # -- Newey-West --------------------------------------------------------------------------------------
 
 
+def block_bars(horizon: int = HORIZON) -> int:
+    """Bars per block and the least Newey-West lag: 2 x horizon, twice the span within which trades overlap."""
+    return 2 * int(horizon)
+
+
 def default_lag(n: int, horizon: int = HORIZON) -> int:
-    """Newey-West lag: at least the trade horizon, else the usual floor(4 (n/100)^(2/9))."""
-    return max(int(horizon), int(math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0))))
+    """Newey-West lag: at least 2 x the trade horizon, else the usual floor(4 (n/100)^(2/9))."""
+    # Bartlett weights 1 - j/(L+1) shrink lag j; with L = horizon the lags just under it, where 12-bar trades
+    # still overlap, would get almost no weight (under-coverage), so L leaves a whole horizon of room.
+    return max(block_bars(horizon), int(math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0))))
 
 
 def newey_west_se(x: Sequence[float] | np.ndarray, lag: int | None = None, horizon: int = HORIZON) -> float:
@@ -132,7 +170,7 @@ def cs_path(means: np.ndarray, alpha: float = ALPHA, rho2: float | None = None) 
     """(low, high) of the confidence sequence after each of the k = 1..K block means (last axis); NaN for k < 2."""
     y = np.asarray(means, dtype=np.float64)
     k = np.arange(1, y.shape[-1] + 1, dtype=np.float64)
-    r2 = mixture_rho2(EXPECTED_BARS / (2 * HORIZON), alpha) if rho2 is None else rho2
+    r2 = mixture_rho2(EXPECTED_BARS / block_bars(), alpha) if rho2 is None else rho2
     s1, s2 = np.cumsum(y, axis=-1), np.cumsum(y * y, axis=-1)
     mean = s1 / k
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -158,7 +196,7 @@ def confidence_sequence(
     k* = expected_bars / block blocks (u solves u = -2 log alpha + log(1 + u)). It covers the mean at
     every k at once with probability ~1 - alpha, so it may be read after every bar. None before 2 blocks.
     """
-    block = 2 * int(horizon)
+    block = block_bars(horizon)
     means = block_means(diff, block)
     k = int(means.size)
     if k < 2:
@@ -175,17 +213,19 @@ def comparison_state(
     guardrail_breached: bool = False,
     min_blocks: int = MIN_BLOCKS,
 ) -> str:
-    """First that holds: guardrail breach, too few blocks, low > 0, high < 0, inside +/- min_effect; else collecting."""
+    """First that holds: breach, too few blocks, inside +/- min_effect, low > min_effect, low > 0, high < 0."""
     if guardrail_breached:
         return GUARDRAIL_BREACH
     if low is None or high is None or blocks < min_blocks or not (math.isfinite(low) and math.isfinite(high)):
         return COLLECTING
+    if -min_effect < low and high < min_effect:
+        return NO_MEANINGFUL_DIFFERENCE  # rules out a difference of min_effect either way, even if it excludes 0
+    if low > min_effect:
+        return B_BETTER  # rules out every effect up to min_effect: the only state a policy promotes on
     if low > 0.0:
-        return B_BETTER
+        return B_BETTER_BELOW_MIN_EFFECT
     if high < 0.0:
         return A_BETTER
-    if -min_effect < low and high < min_effect:
-        return NO_MEANINGFUL_DIFFERENCE
     return COLLECTING
 
 
@@ -288,9 +328,15 @@ def compare(
     lag = default_lag(n, horizon)
     nw = _finite(newey_west_se(series.diff, lag)) if n >= 2 else None
     low, high, blocks = confidence_sequence(series.diff, horizon, alpha, expected_bars)
-    a, b = [_side(r, "a") for r in rows], [_side(r, "b") for r in rows]
+    a, b = [_side(rows[i], "a") for i in series.kept], [_side(rows[i], "b") for i in series.kept]
     return {
         "n_bars": n,
+        "excluded": {
+            "bars": sum(series.excluded.values()),
+            **series.excluded,
+            "min_atr_pips": MIN_ATR_PIPS,
+            "max_abs_r": MAX_ABS_R,
+        },
         "mean_r_a": _finite(series.r_a.mean()) if n else None,
         "mean_r_b": _finite(series.r_b.mean()) if n else None,
         "mean_diff": _finite(series.diff.mean()) if n else None,
@@ -301,7 +347,7 @@ def compare(
             "low": low,
             "high": high,
             "blocks": blocks,
-            "block_bars": 2 * horizon,
+            "block_bars": block_bars(horizon),
             "alpha": alpha,
             "expected_bars": expected_bars,
             "min_blocks": min_blocks,
@@ -315,57 +361,3 @@ def compare(
         "min_effect": min_effect,
         "state": comparison_state(low, high, blocks, min_effect, guardrail_breached, min_blocks),
     }
-
-
-# -- sample ratio mismatch ---------------------------------------------------------------------------
-
-
-def chi2_sf(x: float, df: int) -> float:
-    """P(chi^2_df > x) for an integer df >= 1, in closed form (erfc and a finite series)."""
-    if df < 1:
-        raise ValueError(f"df must be >= 1, got {df!r}")
-    if x <= 0:
-        return 1.0
-    half = x / 2.0
-    if df % 2 == 0:  # exp(-x/2) sum_{i < df/2} (x/2)^i / i!
-        term = total = 1.0
-        for i in range(1, df // 2):
-            term *= half / i
-            total += term
-        return min(1.0, math.exp(-half) * total)
-    root = math.sqrt(x)  # erfc(sqrt(x/2)) + 2 phi(sqrt x) sum_{i=1..(df-1)/2} x^(i-1/2) / (1*3*...*(2i-1))
-    term, total = root, 0.0
-    for i in range(1, (df - 1) // 2 + 1):
-        if i > 1:
-            term *= x / (2 * i - 1)
-        total += term
-    phi = math.exp(-half) / math.sqrt(2.0 * math.pi)
-    return min(1.0, math.erfc(root / _SQRT2) + 2.0 * phi * total)
-
-
-def srm_check(
-    counts: Mapping[str, int], expected_shares: Mapping[str, float], threshold: float = 0.001
-) -> dict[str, Any]:
-    """Sample-ratio-mismatch chi-square test of observed group sizes against the configured split."""
-    unknown = set(counts) - set(expected_shares)
-    if unknown:
-        raise ValueError(f"counts for groups without an expected share: {sorted(unknown)}")
-    shares = {g: float(s) for g, s in expected_shares.items()}
-    if any(not math.isfinite(s) or s < 0 for s in shares.values()) or sum(shares.values()) <= 0:
-        raise ValueError("expected shares must be finite, >= 0 and not all 0")
-    total = sum(int(counts.get(g, 0)) for g in shares)
-    out: dict[str, Any] = {"chi2": None, "p_value": None, "flagged": False, "threshold": threshold, "total": total}
-    if total == 0:
-        return out
-    norm = sum(shares.values())
-    if any(s == 0 and counts.get(g, 0) > 0 for g, s in shares.items()):
-        out |= {"p_value": 0.0, "flagged": True}  # a group with no share got users: infinite chi-square
-        return out
-    live = [g for g, s in shares.items() if s > 0]
-    if len(live) < 2:
-        out |= {"chi2": 0.0, "p_value": 1.0}
-        return out
-    expected = {g: total * shares[g] / norm for g in live}
-    chi2 = sum((int(counts.get(g, 0)) - expected[g]) ** 2 / expected[g] for g in live)
-    p = chi2_sf(chi2, len(live) - 1)
-    return out | {"chi2": _finite(chi2), "p_value": _finite(p), "flagged": bool(p < threshold)}

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aifx.paired import STATES
+from aifx.paired import B_BETTER, STATES
 
 MODES = ("off", "recommend", "auto")
 Action = Literal["recommend", "switch", "rollback", "confirm"]
@@ -70,13 +70,14 @@ def decide(mode: str, state: str, active: str, challenger: str, broken: Sequence
         return Step(None, "policy off" if mode == "off" else "challenger is already active")
     if broken:
         return Step(None, "guardrail: " + "; ".join(broken))
-    if state != "b_better":
+    if state != B_BETTER:  # b_better_below_min_effect and no_meaningful_difference never act
         return Step(None, f"comparison state {state}")
+    why = f"{challenger} better than {active} by more than the minimum effect (always-valid interval above it)"
     if mode == "recommend":
         if last == "recommend":
             return Step(None, "recommendation already recorded")
-        return Step("recommend", f"{challenger} better than {active} (always-valid interval above 0)")
-    return Step("switch", f"{challenger} better than {active} (always-valid interval above 0), no guardrail broken")
+        return Step("recommend", why)
+    return Step("switch", f"{why}, no guardrail broken")
 
 
 def decide_probation(broken: Sequence[str], bars_seen: int, probation_bars: int) -> Step:

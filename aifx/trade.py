@@ -30,7 +30,8 @@ _FOUR_DIGIT = (
     "AUD/CHF", "AUD/CAD", "AUD/NZD", "NZD/CHF", "NZD/CAD", "CAD/CHF",
     "USD/SGD", "USD/HKD", "USD/NOK", "USD/SEK", "USD/DKK", "EUR/NOK", "EUR/SEK",
 )  # fmt: skip
-_JPY = ("USD/JPY", "EUR/JPY", "GBP/JPY", "AUD/JPY", "NZD/JPY", "CAD/JPY", "CHF/JPY")
+_JPY = ("USD/JPY", "EUR/JPY", "GBP/JPY", "AUD/JPY", "NZD/JPY", "CAD/JPY", "CHF/JPY", "SGD/JPY", "HKD/JPY",
+        "NOK/JPY", "SEK/JPY", "ZAR/JPY", "MXN/JPY", "TRY/JPY")  # fmt: skip
 PIP_SIZES: Mapping[str, float] = MappingProxyType(
     {**dict.fromkeys(_FOUR_DIGIT, 0.0001), **dict.fromkeys(_JPY, JPY_PIP)}
 )

@@ -18,6 +18,7 @@ import logging
 import math
 import numbers
 import re
+import sys
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,6 +66,7 @@ from experiments.records import (
 )
 from experiments.schema import (
     MAX_ABS_PIPS,
+    NOTE_LEN,
     PAIR_LEN,
     RESULTS,
     SOURCE_LEN,
@@ -159,7 +161,8 @@ class EvaluationStore:
     def add_candles(
         self, pair: str, timeframe: str, candles: Sequence[Candle], source: str, tolerance: float = 1e-6
     ) -> dict[str, Any]:
-        """Store trusted candles, the first stored wins: {"inserted", "duplicates", "conflicts", "conflict_times"}.
+        """Store trusted candles, the first stored wins: {"inserted", "duplicates", "conflicts", "conflict_times",
+        "inserted_times"}.
 
         A candle differing from the stored one by more than `tolerance` (relative, per price) is a
         conflict. Mostly duplicates is the common case, so stored candles are read first and only
@@ -194,6 +197,7 @@ class EvaluationStore:
             inserted = conn.execute(_insert_candles(self._sqlite), _bulk_params(rows, self._sqlite)).scalars()
             done = {as_utc(ts) for ts in inserted}
             counts["inserted"] += len(done)
+            counts["inserted_times"] = sorted(done)
             raced = {c.ts: c for c in new if c.ts not in done}
             if raced:
                 stored = _stored_candles(conn, pair, timeframe, list(raced))
@@ -222,17 +226,19 @@ class EvaluationStore:
                 out.extend(_with_candles(conn, pair, timeframe, bars, decisions, step, horizon, before))
         return out
 
-    def write_results(self, results: Iterable[Resolution]) -> int:
+    def write_results(self, results: Iterable[Resolution], facts: dict[int, tuple[float, float]] | None = None) -> int:
         """Record outcomes and mark their bars resolved (one transaction); returns bars newly resolved.
 
+        facts: {bar_id: (entry, atr)} from trusted candles, stored with the bar in place of what was logged.
         Idempotent: a bar no longer pending is left as it is (the first resolution wins).
         """
         by_bar: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in results:
-            params = _check_resolution(r)
+            params = check_resolution(r)
             by_bar[params["bar_id"]].append(params)
         if not by_bar:
             return 0
+        checked = {i: (_positive(e, "entry"), _positive(a, "atr")) for i, (e, a) in (facts or {}).items()}
         now = utcnow()
         won: list[int] = []
         with self._write() as conn:
@@ -241,7 +247,54 @@ class EvaluationStore:
             rows = [p for bar_id in sorted(won) for p in sorted(by_bar[bar_id], key=lambda p: p["version"])]
             if rows:
                 conn.execute(_result_update(self._sqlite), _result_params(rows, self._sqlite))
+            trusted = [
+                {"bid": i, "t_entry": checked[i][0], "t_atr": checked[i][1]} for i in sorted(won) if i in checked
+            ]
+            if trusted:
+                b = eval_bars.c
+                stmt = update(eval_bars).where(b.id == bindparam("bid")).values(entry=bindparam("t_entry"),
+                                                                               atr=bindparam("t_atr"))  # fmt: skip
+                conn.execute(stmt, trusted)
         return len(won)
+
+    def void(self, bars: Sequence[tuple[int, str]]) -> int:
+        """Set aside pending bars that cannot be resolved, each with why (state expired, `note` set)."""
+        rows = [{"bid": int(i), "why": str(why)[:NOTE_LEN] or "void"} for i, why in sorted(bars)]
+        if not rows:
+            return 0
+        b = eval_bars.c
+        stmt = (
+            update(eval_bars)
+            .where(b.id == bindparam("bid"), b.state == "pending")
+            .values(state="expired", note=bindparam("why"), resolved_at=utcnow())
+        )
+        with self._write() as conn:
+            return int(conn.execute(stmt, rows).rowcount or 0)
+
+    def candles_for(self, pair: str, timeframe: str, first: datetime, last: datetime, before: int) -> CandleSeries:
+        """Stored candles from the `before`-th at or before `first` through `last`, oldest first."""
+        pair, timeframe = _check_pair(pair), _check_timeframe(timeframe)
+        mc = market_candles.c
+        key = (mc.pair == pair, mc.timeframe == timeframe)
+        first, last = as_utc(first), as_utc(last)
+        lookback = select(mc.ts).where(*key, mc.ts <= first).order_by(mc.ts.desc()).limit(max(1, before)).subquery()
+        low = func.coalesce(select(func.min(lookback.c.ts)).scalar_subquery(), first)
+        stmt = (
+            select(mc.ts, mc.open, mc.high, mc.low, mc.close).where(*key, mc.ts >= low, mc.ts <= last).order_by(mc.ts)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        columns = list(zip(*rows, strict=True)) or [(), (), (), (), ()]
+        return CandleSeries(tuple(as_utc(t) for t in columns[0]), *(tuple(c) for c in columns[1:]))
+
+    def logged(self, pair: str, timeframe: str, times: Sequence[datetime]) -> set[datetime]:
+        """Which of these bar times of a pair and timeframe are in the log already."""
+        pair, timeframe = _check_pair(pair), _check_timeframe(timeframe)
+        keys = [(pair, timeframe, as_utc(t)) for t in times]
+        if not keys:
+            return set()
+        with self._read() as conn:
+            return {k[2] for k in _bar_ids(conn, keys, self._sqlite)}
 
     def expire(self, older_than: datetime) -> int:
         """Pending bars created before `older_than` become expired; returns how many."""
@@ -291,7 +344,7 @@ class EvaluationStore:
         limit: int = 100_000,
         logged_since: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Resolved bars on which both versions decided, in bar_time order (the first `limit`).
+        """Resolved bars on which both versions decided, in bar_time order (the newest `limit`).
 
         since: bars at or after this bar time; logged_since: bars first logged at or after this time.
         """
@@ -307,11 +360,11 @@ class EvaluationStore:
             )
             .where(bars.state == "resolved", *_bar_filters(pair, timeframe, since))
             .where(*([bars.created_at >= as_utc(logged_since)] if logged_since is not None else []))
-            .order_by(bars.bar_time, bars.pair, bars.timeframe)
+            .order_by(bars.bar_time.desc(), bars.pair.desc(), bars.timeframe.desc())
             .limit(limit)
         )  # fmt: skip
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(stmt).all()[::-1]
         return [_paired_dict(r._mapping, fields) for r in rows]
 
     # -- retention ---------------------------------------------------------------------------
@@ -574,7 +627,13 @@ def _check_candle(c: Candle) -> Candle:
 
 def _dedupe_candles(candles: list[Candle], tolerance: float) -> tuple[dict[datetime, Candle], dict[str, Any]]:
     """Candles by ts (the first of a repeated ts wins, repeats are counted) and fresh counts."""
-    counts: dict[str, Any] = {"inserted": 0, "duplicates": 0, "conflicts": 0, "conflict_times": []}
+    counts: dict[str, Any] = {
+        "inserted": 0,
+        "duplicates": 0,
+        "conflicts": 0,
+        "conflict_times": [],
+        "inserted_times": [],
+    }
     out: dict[datetime, Candle] = {}
     for c in candles:
         first = out.setdefault(c.ts, c)
@@ -740,7 +799,7 @@ def _stored_decision(r: Row[Any]) -> StoredDecision:
     return StoredDecision(r.version, r.signal, r.p_reversal, r.p_long, int(r.served), r.result, r.pips, held)
 
 
-def _check_resolution(r: Resolution) -> dict[str, Any]:
+def check_resolution(r: Resolution) -> dict[str, Any]:
     """The values of one outcome: result in RESULTS or None, bounded pips or None, bool or None."""
     if r.result is not None and r.result not in RESULTS:
         raise Invalid(f"result must be one of {', '.join(RESULTS)} or None (got {r.result!r:.40})")
@@ -784,6 +843,7 @@ def _live_columns() -> list[Any]:
         count(resolved).label("resolved"),
         count(b.state == "pending").label("pending"),
         count(b.state == "expired").label("expired"),
+        count(b.note.is_not(None)).label("void"),
         count(signal).label("signals"),
         count(signal, d.result == "hit").label("hits"),
         func.sum(case((signal, d.pips))).label("total_pips"),
@@ -797,7 +857,7 @@ def _live_columns() -> list[Any]:
 
 def _live_dict(m: Any) -> dict[str, Any]:
     """Counts and sums as ints and floats, plus the ratios (None when undefined)."""
-    out: dict[str, Any] = {k: int(m[k] or 0) for k in ("resolved", "pending", "expired", "signals", "hits",
+    out: dict[str, Any] = {k: int(m[k] or 0) for k in ("resolved", "pending", "expired", "void", "signals", "hits",
                                                         "labelled", "tp", "fp", "fn")}  # fmt: skip
     out["total_pips"] = float(m["total_pips"] or 0.0)
     out["squared_error"] = float(m["squared_error"] or 0.0)
@@ -856,9 +916,10 @@ def _real(value: Any) -> float | None:
 
 
 def _positive(value: Any, field: str) -> float:
+    """A finite number at least the smallest normal double (a subnormal price or ATR overflows every ratio)."""
     x = _real(value)
-    if x is None or x <= 0:
-        raise Invalid(f"{field} must be a finite number > 0 (got {value!r:.40})")
+    if x is None or x < sys.float_info.min:
+        raise Invalid(f"{field} must be a finite number > 0, not subnormal (got {value!r:.40})")
     return x
 
 

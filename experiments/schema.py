@@ -21,9 +21,10 @@ from sqlalchemy import (
 
 # The Alembic head these tables match (experiments/migrations/versions); change both together
 # (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
-SCHEMA_VERSION = "0004"
+SCHEMA_VERSION = "0005"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
+NOTE_LEN = 200
 MAX_ABS_PIPS = 10_000  # a bigger |pips| is no realized result (the API and a CHECK refuse it)
 USER_ID_LEN = 256
 STATUSES = ("created", "active", "stopped")
@@ -146,6 +147,8 @@ eval_bars = Table(
     Column("state", String(16), nullable=False, server_default=text("'pending'")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True)),
+    # Why a bar could not be resolved (migration 0005): such a bar is 'expired' and counts as void.
+    Column("note", String(NOTE_LEN)),
     UniqueConstraint("pair", "timeframe", "bar_time", name="uq_eval_bars_bar"),
     CheckConstraint("state IN ('pending', 'resolved', 'expired')", name="ck_eval_bars_state"),
     CheckConstraint("entry > 0", name="ck_eval_bars_entry"),

@@ -21,6 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aifx-prom-"))
 # Input drift gauges recomputed twice a second (default 10 s) so tests read them without waiting.
 os.environ.setdefault("AIFX_DRIFT_EVERY_SECONDS", "0.5")
+# The outcome loop logs only recent bars (not older than the outcome expiry): the bundled year of 2017
+# candles is replayed shifted to end this week (the `candles` fixture), so all of it must count as recent.
+os.environ.setdefault("AIFX_OUTCOME_EXPIRY_HOURS", str(24 * 400))
+WEEK = np.timedelta64(7 * 24 * 3600, "s")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "data" / "FOREX_EURUSD_1H_ASK.csv"
@@ -126,10 +130,19 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 @pytest.fixture(scope="session")
 def candles():
-    """The default EUR/USD 1h data set."""
+    """The default EUR/USD 1h data set, moved by whole weeks to end in the last week (same weekdays and hours,
+    so the same features: the outcome loop logs only bars near now)."""
     from training.candles_csv import load_candles_csv
 
-    return load_candles_csv(DATA_FILE)
+    c = load_candles_csv(DATA_FILE)
+    return replace(c, timestamp=c.timestamp + recent_shift(c.timestamp[-1]))
+
+
+def recent_shift(last: np.datetime64) -> np.timedelta64:
+    """Whole weeks that move `last` into the week before now."""
+    now = np.datetime64("now", "s")
+    weeks = (now - last.astype("datetime64[s]")) // WEEK
+    return (weeks * WEEK).astype("timedelta64[ns]")
 
 
 @pytest.fixture(scope="session")

@@ -80,8 +80,9 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     )
     promoter = None
     if outcomes is not None:  # comparisons read the evaluation log
-        worst = drift.worst if drift is not None else None
-        promoter = Promoter(settings, outcomes.store, PromotionStore(store), registry, predictor.health, worst)
+        # Input drift is no challenger guardrail: both versions see the same inputs, and anonymous requests
+        # fill the drift windows. It is an alert (aifx_feature_drift_psi), never a promotion's or rollback's cause.
+        promoter = Promoter(settings, outcomes.store, PromotionStore(store), registry, predictor.health)
     return Parts(registry, predictor, ab, outcomes, promoter)
 
 

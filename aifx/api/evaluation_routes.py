@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Path, Query, Request
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
-from aifx import metrics, paired
+from aifx import metrics, srm
 from aifx.api import ab_tests as ab
 from aifx.api.ab_tests import in_thread
 from aifx.api.context import get_logger
@@ -21,7 +21,8 @@ from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.promoter import Promoter
 from aifx.api.responses import DecisionList, Envelope, PairedComparison, PolicyList, PromotionPolicy
-from aifx.api.schemas import TIMEFRAME_PATTERN
+from aifx.api.schemas import TIMEFRAME_PATTERN, QueryTime
+from aifx.outcomes import BASELINES
 from aifx.trade import UnknownPair, normalise_pair, pip_size
 from experiments.schema import ID_LEN
 
@@ -38,7 +39,7 @@ class EvaluationQuery(BaseModel):
     b: str = Field(max_length=ID_LEN, description="the challenger")
     pair: str | None = Field(default=None, max_length=32)
     timeframe: str | None = Field(default=None, pattern=TIMEFRAME_PATTERN)
-    since: datetime | None = Field(default=None, description="ISO-8601; bars at or after it (default: retention)")
+    since: QueryTime | None = Field(default=None, description="ISO-8601; bars at or after it (default: retention)")
 
 
 class PolicyRequest(BaseModel):
@@ -47,8 +48,12 @@ class PolicyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["off", "recommend", "auto"]
-    min_effect_r: float = Field(default=0.05, gt=0, le=10, description="smallest R per bar worth acting on")
-    max_drawdown_r: float = Field(default=100.0, gt=0, le=10_000, description="guardrail: drawdown in R")
+    min_effect_r: float | None = Field(
+        default=None, gt=0, le=10, description="smallest R per bar to act on (default: AIFX_COMPARISON_MIN_EFFECT_R)"
+    )
+    max_drawdown_r: float | None = Field(
+        default=None, gt=0, le=10_000, description="guardrail: drawdown in R (default: AIFX_GUARDRAIL_MAX_DRAWDOWN_R)"
+    )
     probation_bars: int = Field(default=500, ge=0, le=1_000_000, description="resolved bars watched after a switch")
 
 
@@ -56,7 +61,7 @@ class DecisionQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=100, ge=1, le=1000)
-    since: datetime | None = None
+    since: QueryTime | None = Field(default=None, description="ISO-8601; decisions at or after it")
 
 
 def promoter(p: Parts) -> Promoter:
@@ -71,7 +76,8 @@ async def evaluation(p: Parts, q: EvaluationQuery) -> dict[str, Any]:
     """GET /reversal/evaluation: b against a on the bars both were scored on, with its state."""
     pro = promoter(p)
     for version, field in ((q.a, "a"), (q.b, "b")):
-        p.registry.check_known(version, field)
+        if version not in BASELINES:  # baseline:long, baseline:short, baseline:hold are on every logged bar
+            p.registry.check_known(version, field)
     if q.a == q.b:
         raise ApiError("a and b must be two different versions", status=422)
     try:
@@ -99,7 +105,7 @@ async def experiment_metrics(p: Parts, experiment_id: str) -> dict[str, Any]:
     data = await ab.metrics(p.ab, experiment_id)
     exp, users = await in_thread(p.ab.store.variant_users, experiment_id)
     shares = {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]}
-    data["srm"] = {"users": users, **paired.srm_check(users, shares)}
+    data["srm"] = {"users": users, **srm.srm_check(users, shares)}
     if p.promoter is not None:
         try:
             data["paired"] = await asyncio.to_thread(p.promoter.compare, exp["variant_a"], exp["variant_b"])
@@ -131,8 +137,15 @@ def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Reque
         """Admin: set a challenger's policy (`off`, `recommend` or `auto`) against the active version."""
         p = parts(request)
         p.registry.check_known(challenger)
-        values = (body.mode, body.min_effect_r, body.max_drawdown_r, body.probation_bars)
-        policy = await in_thread(promoter(p).policies.set_policy, challenger, *values)
+        pro = promoter(p)
+        unset = pro.default_limits()  # the current settings, read when the policy is set
+        values = (
+            body.mode,
+            unset.min_effect if body.min_effect_r is None else body.min_effect_r,
+            unset.max_drawdown_r if body.max_drawdown_r is None else body.max_drawdown_r,
+            body.probation_bars,
+        )
+        policy = await in_thread(pro.policies.set_policy, challenger, *values)
         logger.info("promotion policy of %s set: mode %s", challenger, body.mode)
         return ok(policy)
 
@@ -163,5 +176,5 @@ def publish_srm(p: Parts) -> None:
         metrics.SRM_P_VALUE.set(1.0)
         return
     exp, users = p.ab.store.variant_users(active["experiment_id"])
-    check = paired.srm_check(users, {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]})
+    check = srm.srm_check(users, {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]})
     metrics.SRM_P_VALUE.set(check["p_value"] if check["p_value"] is not None else 1.0)

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from aifx.api.errors import BadCandles, format_errors
-from aifx.api.schemas import CandleIn
+from aifx.api.schemas import END_TIME, FIRST_TIME, CandleIn
 from aifx.candles import PRICE_RATIO, CandleDataError, Candles, plausible_rows, validate_ohlc
 from aifx.features import NOT_FINITE, lookback, window_features, windows_features
 from aifx.versions import VersionSpec
@@ -22,9 +22,7 @@ _TIMESTAMP = itemgetter("timestamp")
 _DATETIME = TypeAdapter(datetime)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-# Candle times the service takes: datetime64[ns] wraps around after 2262-04-11, and nothing before
-# 1970 or after 2100 is forex data the models could have seen.
-FIRST_TIME, END_TIME = "1970-01-01", "2100-01-01"
+# Candle times the service takes: [FIRST_TIME, END_TIME) (aifx.api.schemas, which also bounds query times).
 _FIRST_US, _END_US = (int(np.datetime64(t, "us").astype(np.int64)) for t in (FIRST_TIME, END_TIME))
 
 

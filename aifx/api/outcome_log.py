@@ -1,5 +1,10 @@
 """The outcome loop: log what every version said about each bar, store trusted candles, resolve outcomes.
 
+Only trusted sources write here (README "Outcomes", docs/deployment.md "The outcome loop"): a predict
+with the outcome or admin token logs its bar, and every bar closed by trusted candles
+(POST /reversal/candles) is scored by every loaded version (aifx/api/trusted_bars.py). Entry and
+ATR14 of a bar are taken from the trusted candles when it resolves, never from a request.
+
 Rows go through a bounded write-behind queue (experiments.writebehind): a prediction never waits
 for the database, a full queue or a failing database drops rows (counted), and shutdown flushes
 what is queued. Each worker resolves covered bars every AIFX_RESOLVE_EVERY_SECONDS; the database
@@ -10,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -19,11 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-
-from aifx import metrics, outcomes, trade
+from aifx import instruments, metrics, outcomes, trade
 from aifx import signal as sig
 from aifx.api.context import get_logger
+from aifx.api.resolution import Unresolvable, resolve_bar
 from aifx.candles import Candles
 from aifx.settings import Settings
 from experiments import records
@@ -33,11 +36,12 @@ from experiments.writebehind import WriteBehind
 
 logger = get_logger("bentoml.aifx.outcomes")
 HORIZON = trade.TradeRule().horizon_bars
-LOOKBACK = 16  # candles at and before a bar that labels may look at (v3.0 swing points: 6)
+# Trusted candles at and before a bar that its entry, ATR14 and labels are computed from (the 64 candles
+# a client sends, README; v3.0 swing points look at 6).
+LOOKBACK = 64
 RESOLVE_LIMIT = 2_000
 SCORED_BARS = 50_000  # bars this worker remembers having scored (LRU)
-_TIMEFRAME_RE = re.compile(r"[A-Za-z0-9]{1,8}")
-_TIMEFRAME = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+LIVE_TTL_S = 1.5  # the `live` figures of /reversal/models are read at most this often per filter and worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +56,13 @@ class CandleRows:
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """The bar a request is about: its key and the facts stored with it."""
+    """The bar a request is about: its key, the facts of its candles, and why it may not be logged (or None)."""
 
     pair: str
     timeframe: str
     time: datetime
     facts: outcomes.BarFacts
+    problem: str | None = None
 
     @property
     def key(self) -> tuple[str, str, datetime]:
@@ -77,20 +82,36 @@ class OutcomeLog:
             name="evaluation-log",
         )  # fmt: skip
         self._scored: OrderedDict[tuple[str, str, datetime], frozenset[str]] = OrderedDict()
-        self.backoff = Backoff()
+        # Each background job rests on its own after failures; reads never trip either.
+        self.backoff = Backoff()  # the write-behind
+        self.resolve_backoff = Backoff()
+        self._live: dict[tuple[Any, ...], tuple[float, dict[str, dict[str, Any]]]] = {}
         self._kick = asyncio.Event()
 
     # -- request path ----------------------------------------------------------------------------
 
-    def bar(self, pair: str, timeframe: str, candles: Candles) -> Bar | None:
-        """The request's bar with its entry, ATR14 and pip, or None when it cannot be scored (unknown pair, ...)."""
-        if not _TIMEFRAME_RE.fullmatch(timeframe.strip()):
-            return None  # the log keys bars by a plain timeframe such as 1h
-        facts = outcomes.bar_facts(pair, candles.high, candles.low, candles.close, self.settings.pip_sizes)
-        if facts is None:
+    def bar(self, pair: str, timeframe: str, candles: Candles, now: datetime | None = None) -> Bar | None:
+        """The request's bar with its entry, ATR14 and pip, or None when it has no trade levels (a pair not in
+        the instrument table, a timeframe that is none, prices outside the instrument's band, ATR14 too small).
+
+        `problem` says why a bar that has levels may still not be logged (off the grid, future, too old).
+        """
+        inst = instruments.instrument(pair, self.settings.pip_sizes)
+        tf = instruments.canonical_timeframe(timeframe)
+        if inst is None or tf is None or not len(candles.close):
+            return None
+        if not (inst.plausible(float(candles.low.min())) and inst.plausible(float(candles.high.max()))):
+            return None
+        facts = outcomes.bar_facts(inst.name, candles.high, candles.low, candles.close, {inst.name: inst.pip})
+        if facts is None or instruments.atr_problem(facts.atr, inst) is not None:
             return None
         stamp = candles.timestamp[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-        return Bar(trade.normalise_pair(pair), timeframe.strip(), stamp, facts)
+        problem = instruments.bar_problem(stamp, tf, now or datetime.now(UTC), self.expiry)
+        return Bar(inst.name, tf, stamp, facts, problem)
+
+    @property
+    def expiry(self) -> timedelta:
+        return timedelta(hours=self.settings.outcome_expiry_hours)
 
     def shadow_versions(self, bar: Bar, served: str, loaded: Sequence[str]) -> list[str]:
         """Versions to score beside the served one on this bar: each version once per bar and worker."""
@@ -106,10 +127,11 @@ class OutcomeLog:
         return todo
 
     def log(self, bar: Bar, decisions: Sequence[tuple[str, sig.Decision, int]]) -> None:
-        """Queue the decisions made on a bar: (version, decision, served 1 or shadow 0); never blocks."""
-        rows = tuple(records.Decision(v, d.signal, d.stage1_prob, d.stage2_prob, served) for v, d, served in decisions)
-        f = bar.facts
-        self.writer.put(records.BarLog(bar.pair, bar.timeframe, bar.time, f.entry, f.atr, f.pip, rows))
+        """Queue the decisions a trusted source made on a bar: (version, decision, served 1 or shadow 0)."""
+        if bar.problem is not None:
+            metrics.count_evaluation_drop("bar")
+            return
+        self.writer.put(bar_log(bar, decisions))
 
     def trade(self, bar: Bar | None, signal: str) -> dict[str, Any] | None:
         """The `trade` block of a long or short answer (None for a hold or an unscorable bar)."""
@@ -117,33 +139,70 @@ class OutcomeLog:
         return levels.to_dict() if levels is not None else None
 
     def trust(self, bar: Bar, candles: Candles, source: str) -> None:
-        """Queue the candles of a trusted request (outcome or admin token) about a scorable bar."""
-        self.writer.put(CandleRows(bar.pair, bar.timeframe, to_records(candles), source))
+        """Queue the candles of a trusted request (outcome or admin token) about a bar that may be logged."""
+        if bar.problem is None:
+            self.writer.put(CandleRows(bar.pair, bar.timeframe, to_records(candles), source))
 
     # -- candles route -----------------------------------------------------------------------------
 
     async def add_candles(self, pair: str, timeframe: str, candles: Candles) -> dict[str, Any]:
-        """Store candles posted to /reversal/candles now (the answer reports what was new) and resolve."""
+        """Store candles posted to /reversal/candles now (the answer reports what was new) and resolve.
+
+        pair and timeframe are canonical (the route checked them against the instrument table).
+        """
         counts = await asyncio.to_thread(
-            self.store.add_candles, trade.normalise_pair(pair), timeframe.strip(), to_records(candles),
-            "candles_route", self.settings.candle_tolerance,
-        )  # fmt: skip
+            self.store.add_candles,
+            pair,
+            timeframe,
+            to_records(candles),
+            "candles_route",
+            self.settings.candle_tolerance,
+        )
         self._count_conflicts(pair, timeframe, counts)
         self._kick.set()
         return counts
 
+    async def history(
+        self, pair: str, timeframe: str, first: datetime, last: datetime, before: int
+    ) -> records.CandleSeries:
+        """Trusted candles from the `before`-th at or before `first` through `last` (oldest first)."""
+        return await asyncio.to_thread(self.store.candles_for, pair, timeframe, first, last, before)
+
+    async def logged(self, pair: str, timeframe: str, times: Sequence[datetime]) -> set[datetime]:
+        """Which of these bars are in the log already."""
+        return await asyncio.to_thread(self.store.logged, pair, timeframe, times)
+
+    async def log_now(self, rows: Sequence[records.BarLog]) -> int:
+        """Write bars scored from trusted candles before the route answers (nothing acknowledged is lost)."""
+        if not rows:
+            return 0
+        done = await asyncio.to_thread(self.store.log, rows)
+        metrics.EVAL_LOGGED.inc(done["bars"])
+        return int(done["bars"])
+
     async def live(
         self, versions: Sequence[str], pair: str | None, timeframe: str | None, since: datetime | None
     ) -> dict[str, dict[str, Any]]:
-        """Each version's live block (README "Outcomes") in one worker thread."""
-        pair = trade.normalise_pair(pair) if pair else None
+        """Each version's live block (README "Outcomes") in one worker thread, cached for LIVE_TTL_S.
+
+        A read never rests the background jobs: a failure here is this request's 503 alone.
+        """
+        pair = _pair_filter(pair)
+        timeframe = (instruments.canonical_timeframe(timeframe) or timeframe.strip()) if timeframe else None
         filters = {"pair": pair, "timeframe": timeframe, "since": since.isoformat() if since else None}
+        key = (tuple(versions), pair, timeframe, since)
+        hit = self._live.get(key)
+        if hit is not None and time.monotonic() - hit[0] < LIVE_TTL_S:
+            return hit[1]
 
         def read() -> dict[str, dict[str, Any]]:
-            with self.backoff:
-                return {v: live_block(self.store.live(v, pair, timeframe, since), filters) for v in versions}
+            return {v: live_block(self.store.live(v, pair, timeframe, since), filters) for v in versions}
 
-        return await asyncio.to_thread(read)
+        out = await asyncio.to_thread(read)
+        if len(self._live) > 256:  # filters are client-chosen: keep the cache bounded
+            self._live.clear()
+        self._live[key] = (time.monotonic(), out)
+        return out
 
     def publish_live(self, versions: Sequence[str], labels: metrics.MetricLabels) -> None:
         """Refresh the live gauges of every version (the resolver's worker)."""
@@ -205,7 +264,7 @@ class OutcomeLog:
     def resolve_due(self) -> int:
         """One pass: flush queued rows, resolve what is covered, expire the stale; bars resolved."""
         self.writer.flush()
-        with self.backoff:
+        with self.resolve_backoff:
             return self._resolve()
 
     def _resolve(self) -> int:
@@ -215,7 +274,21 @@ class OutcomeLog:
             if not pending:
                 break
             params = self.label_params()
-            resolved += self.store.write_results(r for bar in pending for r in resolutions(bar, params, self.rule))
+            good: list[records.Resolution] = []
+            facts: dict[int, tuple[float, float]] = {}
+            void: list[tuple[int, str]] = []
+            for bar in pending:  # each bar on its own: one that cannot resolve never stops the others
+                try:
+                    rows, fact = resolve_bar(bar, params, self.rule)
+                except (Unresolvable, Invalid, ValueError, ArithmeticError) as exc:
+                    void.append((bar.id, str(exc)))
+                    continue
+                good.extend(rows)
+                facts[bar.id] = (fact.entry, fact.atr)
+            resolved += self.store.write_results(good, facts)
+            if void:
+                metrics.VOIDED.inc(self.store.void(void))
+                logger.warning("%d bars set aside unresolved, e.g. bar %d: %s", len(void), void[0][0], void[0][1])
             if len(pending) < RESOLVE_LIMIT:
                 break
         metrics.RESOLVED.inc(resolved)
@@ -256,7 +329,7 @@ class Backoff:
                 self._until = time.monotonic() + self._pause
 
 
-LIVE_FIELDS = ("resolved", "pending", "expired", "signals", "hit_rate", "mean_pips", "stage1_precision",
+LIVE_FIELDS = ("resolved", "pending", "expired", "void", "signals", "hit_rate", "mean_pips", "stage1_precision",
                "stage1_recall", "brier", "labelled")  # fmt: skip
 
 
@@ -265,23 +338,24 @@ def live_block(figures: Mapping[str, Any], filters: dict[str, str | None]) -> di
     return {**{k: figures.get(k) for k in LIVE_FIELDS}, "filters": filters}
 
 
-def resolutions(
-    bar: records.PendingBar, label_params: Mapping[str, Any], rule: trade.TradeRule
-) -> list[records.Resolution]:
-    """What each logged version's decision on a covered bar earned (pure; the same function as offline)."""
-    facts = outcomes.BarFacts(bar.entry, bar.atr, bar.pip)
-    after = _bars(bar.after)
-    own = bool(bar.before.ts) and bar.before.ts[-1] == bar.bar_time  # the bar's own candle is stored
-    before = _bars(bar.before) if own else outcomes.Bars(np.empty(0), np.empty(0), np.empty(0))
-    decided = [(d.version, d.signal) for d in bar.decisions]
-    return [
-        records.Resolution(bar.id, o.version, o.result, o.pips, o.label)
-        for o in outcomes.resolve(facts, decided, label_params, before, after, rule)
-    ]
+def bar_log(bar: Bar, decisions: Sequence[tuple[str, sig.Decision, int]]) -> records.BarLog:
+    """The row of a bar and the decisions made on it: (version, decision, served 1 or shadow 0), plus the
+    naive baselines (outcomes.BASELINES: always long, always short, always hold)."""
+    rows = tuple(records.Decision(v, d.signal, d.stage1_prob, d.stage2_prob, served) for v, d, served in decisions)
+    rows += tuple(
+        records.Decision(name, signal, 0.0 if signal == "hold" else 1.0, _BASELINE_P_LONG.get(signal), 0)
+        for name, signal in outcomes.BASELINES.items()
+    )
+    f = bar.facts
+    return records.BarLog(bar.pair, bar.timeframe, bar.time, f.entry, f.atr, f.pip, rows)
 
 
-def _bars(series: records.CandleSeries) -> outcomes.Bars:
-    return outcomes.Bars(np.asarray(series.high), np.asarray(series.low), np.asarray(series.close))
+_BASELINE_P_LONG = {"long": 1.0, "short": 0.0}
+
+
+def _pair_filter(pair: str | None) -> str | None:
+    """A pair query filter in the log's spelling (UnknownPair for text that is no currency pair: a 422)."""
+    return trade.normalise_pair(pair) if pair else None
 
 
 def to_records(candles: Candles) -> tuple[records.Candle, ...]:
@@ -305,7 +379,5 @@ def _candle_groups(rows: list[CandleRows]) -> list[tuple[str, str, list[records.
 
 def timeframe_seconds(timeframe: str) -> float:
     """ "1h" -> 3600; NaN for a timeframe this does not parse."""
-    text = timeframe.strip().lower()
-    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in _TIMEFRAME:
-        return int(text[:-1]) * _TIMEFRAME[text[-1]]
-    return math.nan
+    seconds = instruments.timeframe_seconds(timeframe)
+    return math.nan if seconds is None else float(seconds)

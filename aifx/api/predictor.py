@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aifx import metrics
+from aifx import instruments, metrics
 from aifx import signal as sig
 from aifx.api import context, inputs
 from aifx.api.ab_tests import ABTests
@@ -86,9 +86,9 @@ class Predictor:
         self.active = 0  # predict requests in this worker now: under load the stage calls are shared, not doubled
         self.cache = cache if cache is not None else WindowCache(0)  # windows already scored here, by content
 
-    async def score(self, batch: Sequence[Prepared]) -> list[sig.Decision]:
+    async def score(self, batch: Sequence[Prepared], served: int | None = None) -> list[sig.Decision]:
         """Stage 1 for every window, Stage 2 only where it fires; the first window without a valid output raises."""
-        out = await self.score_each(batch)
+        out = await self.score_each(batch, served)
         failed = next((d for d in out if isinstance(d, ApiError)), None)
         if failed is not None:
             raise failed
@@ -155,9 +155,16 @@ class Predictor:
                 metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
                 if p.in_domain is False:
                     metrics.count_out_of_domain(labels, p.version)
-                if self.drift is not None:  # one row copy into the (pair, timeframe, version) ring buffer
-                    self.drift.add(p.pair, p.timeframe, p.version, p.rows[-1], d.stage1_prob)
+                if self.drift is not None and (key := self._drift_key(p)) is not None:
+                    self.drift.add(*key, p.version, p.rows[-1], d.stage1_prob)  # one row copy into its ring buffer
         return out
+
+    def _drift_key(self, p: Prepared) -> tuple[str, str] | None:
+        """(pair, timeframe) of a served window in canonical spelling; None for a pair not in the instrument
+        table or no timeframe, so made-up pairs can neither evict real drift windows nor fill their own."""
+        inst = instruments.instrument(p.pair, self.registry.settings.pip_sizes)
+        timeframe = instruments.canonical_timeframe(p.timeframe)
+        return None if inst is None or timeframe is None else (inst.name, timeframe)
 
     def _remember(self, batch: Sequence[Prepared], p1: list[Any], p2: dict[int, float]) -> None:
         """Keep the valid probabilities of candle windows for later requests about the same candles."""
@@ -231,8 +238,9 @@ class Predictor:
     async def predict(self, req: PredictRequest, trusted: bool = False) -> dict[str, Any]:
         """One prediction (under an active experiment: the user's variant, committed before answering).
 
-        Every other loaded version is scored on the same candles in the same stage calls (once per bar)
-        and logged for the outcome loop; trusted (outcome or admin token) requests also give their candles.
+        A trusted (outcome or admin token) request logs its bar for the outcome loop, with every other
+        loaded version scored on the same candles in the same stage calls (once per bar), and gives its
+        candles; an anonymous one logs nothing (aifx/api/trusted_bars.py scores the bars trusted candles close).
         """
         self.active += 1
         try:
@@ -253,26 +261,28 @@ class Predictor:
     async def _job(
         self, req: PredictRequest, served: Prepared, candles: Candles | None, trusted: bool, defer: bool = False
     ) -> Job:
-        """The served window and the shadow windows of the request's bar (none without candles or a known pair)."""
+        """The served window, the request's bar (trade levels) and, for a trusted request about a bar that may be
+        logged, the shadow windows of the other versions."""
         log = self.outcomes
         if log is None or candles is None:
             return Job(served)
         bar = log.bar(req.pair, req.timeframe, candles)
-        if bar is None:
-            return Job(served)
-        if trusted:
-            log.trust(bar, candles, "predict")
+        if bar is None or not trusted or bar.problem is not None:
+            if trusted and bar is not None:
+                metrics.count_evaluation_drop("bar")
+            return Job(served, bar)
+        log.trust(bar, candles, "predict")
         try:
             entries = dict(await self.registry.loaded_entries())
         except ApiError:  # nothing else serves now: log the served decision alone
-            return Job(served, bar)
+            return Job(served, bar, logs=True)
         shadows = []
         for version in log.shadow_versions(bar, served.version, list(entries)):
             try:
                 shadows.append(self.cached_window(req, version, entries[version], candles, defer))
             except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
                 metrics.count_evaluation_drop("shadow")
-        return Job(served, bar, shadows)
+        return Job(served, bar, shadows, logs=True)
 
     def _answer(
         self, req: PredictRequest, job: Job, decision: sig.Decision, shadows: Sequence[sig.Decision | ApiError]
@@ -281,13 +291,14 @@ class Predictor:
         data = prediction_data(req.pair, req.timeframe, job.served.version, decision, job.served.in_domain)
         if job.bar is None or self.outcomes is None:
             return data
-        logged = [(job.served.version, decision, 1)]
-        for p, d in zip(job.shadows, shadows, strict=True):
-            if isinstance(d, sig.Decision):
-                logged.append((p.version, d, 0))
-            else:
-                metrics.count_evaluation_drop("shadow")
-        self.outcomes.log(job.bar, logged)
+        if job.logs:
+            logged = [(job.served.version, decision, 1)]
+            for p, d in zip(job.shadows, shadows, strict=True):
+                if isinstance(d, sig.Decision):
+                    logged.append((p.version, d, 0))
+                else:
+                    metrics.count_evaluation_drop("shadow")
+            self.outcomes.log(job.bar, logged)
         levels = self.outcomes.trade(job.bar, decision.signal)
         return data | {"trade": levels} if levels is not None else data
 
@@ -349,7 +360,8 @@ class Predictor:
             resolved = await self.registry.loaded_entries()
         candles = None if req.features else inputs.to_candles(req.data or [])
         batch = [self.cached_window(req, v, e, candles) for v, e in resolved]
-        decisions = await self.score(batch)
+        decisions = await self.score(batch, served=0)  # a comparison serves no prediction and feeds no drift window
+        metrics.COMPARES.inc()
         predictions = {
             p.version: {
                 "signal": d.signal,
@@ -393,6 +405,7 @@ class Job:
     bar: Bar | None = None
     shadows: list[Prepared] = field(default_factory=list)
     answer: dict[str, Any] | None = None
+    logs: bool = False  # a trusted request about a bar that may be logged
 
 
 def _candles(req: _Inputs) -> Candles | None:
@@ -407,8 +420,9 @@ def _candles_many(items: Sequence[PredictRequest | InvalidItem]) -> dict[int, Ca
 
 
 def _bar_of(job: Job) -> tuple[str, str, datetime] | None:
-    """(pair, timeframe, bar time) an experiment prediction is about, for its market outcome."""
-    return job.bar.key if job.bar is not None else None
+    """(pair, timeframe, bar time) an experiment prediction is about, for its market outcome (None for a bar
+    the log may not hold: off its grid, in the future, too old)."""
+    return job.bar.key if job.bar is not None and job.bar.problem is None else None
 
 
 Ready = list[tuple[int, PredictRequest, "Job"]]

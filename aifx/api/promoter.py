@@ -1,7 +1,8 @@
 """Paired comparisons of versions on the evaluation log, and the opt-in promotion policy that acts on them.
 
 One worker per replica runs `run()`; a database lock (experiments.promotion) lets one of them act per
-pass. Guardrails: the version's drawdown in R, its stage error rate in this worker, its input drift.
+pass. Guardrails: the version's drawdown in R, its stage error rate in this worker (input drift is an alert
+only: anonymous requests fill its windows).
 """
 
 from __future__ import annotations

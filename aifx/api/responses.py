@@ -138,7 +138,8 @@ class LiveStats(Body):
 
     resolved: int = Field(description="bars logged for the version and resolved from later candles")
     pending: int
-    expired: int
+    expired: int = Field(description="bars expired without covering candles, void ones included")
+    void: int = Field(description="bars set aside unresolved, each with why (no trusted candle of its own, ...)")
     signals: int = Field(description="resolved bars where the version said long or short")
     hit_rate: float | None = Field(description="share of those signals that reached take profit")
     mean_pips: float | None = Field(description="per signal, after cost")
@@ -190,6 +191,9 @@ class CandlesData(Body):
     inserted: int = Field(description="candles not stored before")
     duplicates: int = Field(description="candles already stored with the same prices")
     conflicts: int = Field(description="candles stored before with other prices (the first stored wins)")
+    bars_scored: int = Field(
+        description='bars these candles close that every loaded version was scored on now (README "Outcomes")'
+    )
 
 
 class ReloadData(Body):
@@ -331,7 +335,21 @@ class UserDataDeleted(Body):
     deleted: int = Field(description="stored predictions (with their outcomes) deleted")
 
 
-ComparisonState = Literal["collecting", "b_better", "a_better", "no_meaningful_difference", "guardrail_breach"]
+ComparisonState = Literal[
+    "collecting", "b_better", "b_better_below_min_effect", "a_better", "no_meaningful_difference", "guardrail_breach"
+]
+
+
+class ExcludedBars(Body):
+    """Bars left out of every figure: ATR under min_atr_pips (or unusable), R not finite or beyond max_abs_r."""
+
+    bars: int
+    atr_invalid: int
+    atr_below_min: int
+    r_not_finite: int
+    r_beyond_max: int
+    min_atr_pips: float
+    max_abs_r: float
 
 
 class FixedHorizonTests(Body):
@@ -398,6 +416,7 @@ class PairedComparison(Body):
     filters: ComparisonFilters
     series: int = Field(description="(pair, timeframe) series among the bars; blocks span 2 x 12 bars of each")
     n_bars: int
+    excluded: ExcludedBars
     mean_r_a: float | None
     mean_r_b: float | None
     mean_diff: float | None = Field(description="mean of r_b - r_a per bar, in R (pips after cost / ATR in pips)")
@@ -451,14 +470,16 @@ class DecisionList(Body):
 
 
 class SrmCheck(Body):
-    """Sample-ratio mismatch: users per variant against the traffic split (chi-square, flagged below threshold)."""
+    """Sample-ratio mismatch: users per variant against the traffic split (anytime-valid e-value test)."""
 
     users: dict[Variant, int]
-    chi2: float | None
-    p_value: float | None
+    chi2: float | None = Field(description="Pearson's statistic, descriptive only")
+    p_value: float | None = Field(description="anytime-valid p-value min(1, 1/e_value); flagged when <= threshold")
+    e_value: float | None = Field(description="null when infinite or beyond the float range")
     flagged: bool
     threshold: float
     total: int
+    rule: str
 
 
 ExperimentMetricsData.model_rebuild()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import (
@@ -13,7 +14,9 @@ from pydantic import (
     Field,
     GetPydanticSchema,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     model_validator,
     with_config,
 )
@@ -39,6 +42,38 @@ MAX_FEATURES = 64
 FEATURE_LIMIT = 10_000.0
 USER_ID_LEN = 128
 TIMEFRAME_PATTERN = r"^[A-Za-z0-9]{1,8}$"  # what the evaluation log stores (experiments.evaluation)
+# Times the service takes (candle times, time filters of queries): datetime64[ns] wraps around after
+# 2262-04-11, and nothing before 1970 or after 2100 is forex data the models could have seen.
+FIRST_TIME, END_TIME = "1970-01-01", "2100-01-01"
+_FIRST_UTC, _END_UTC = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in (FIRST_TIME, END_TIME))
+_TIME_RANGE = f"{FIRST_TIME}T00:00:00Z to {END_TIME}T00:00:00Z"
+
+
+def _utc_in_range(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
+    """A query's time: parsed as pydantic reads a datetime, naive means UTC, within [FIRST_TIME, END_TIME] in UTC.
+
+    An offset that moves a year-1 or year-9999 time out of what datetime holds is out of range too
+    (a 422, where converting it later raised OverflowError).
+    """
+    try:
+        parsed: datetime = handler(value)
+    except ValidationError as exc:
+        why = exc.errors(include_url=False)[0]["msg"] if exc.errors() else "not a time"
+        raise ValueError(
+            f"{why}; send ISO-8601 (e.g. 2024-01-02T00:00:00Z; no offset means UTC) from {_TIME_RANGE}"
+        ) from None
+    try:
+        utc = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        utc = None  # before year 1 or after year 9999 in UTC
+    if utc is None or not _FIRST_UTC <= utc <= _END_UTC:
+        shown = f"{value:.40}" if isinstance(value, str) else repr(value)[:40]
+        raise ValueError(f"{shown} is outside the supported range {_TIME_RANGE} (after conversion to UTC)")
+    return utc
+
+
+# A datetime query parameter (`since`): aware UTC within the candle range; anything else is a 422.
+QueryTime = Annotated[datetime, WrapValidator(_utc_in_range)]
 
 _NEED_INPUT = (
     "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "

@@ -122,7 +122,14 @@ def test_repeated_bar_counts_once_and_features_requests_count(client, candle_jso
     assert len(window) == 1  # the same bar predicted three times
     rows = client.post("/reversal/compare", json={**body, "versions": ["v3.0", VERSION]})
     assert rows.status_code == 200
-    assert {k[2] for k in d._windows} == {"v3.0", VERSION} and len(d._windows[("EUR/USD", "15m", "v3.0")]) == 1
+    assert set(d._windows) == {("EUR/USD", "15m", VERSION)}  # a comparison serves nothing: no drift row (issue 25)
+    body = {**body, "pair": "eurusd", "timeframe": "M15", "data": candle_json(2501, N_CANDLES)}
+    assert client.post("/reversal/predict", json=body).status_code == 200
+    assert set(d._windows) == {("EUR/USD", "15m", VERSION)} and len(window) == 2  # one canonical window
+    for junk in ("ABC/XYZ", "QQQ/JPY", "EUR/USD"):
+        body = {**body, "pair": junk, "timeframe": "1 week" if junk == "EUR/USD" else "15m"}
+        assert client.post("/reversal/predict", json=body).status_code in (200, 422)
+    assert set(d._windows) == {("EUR/USD", "15m", VERSION)}  # unknown pairs and timeframes feed no window
 
 
 def test_references_are_checked_and_a_bad_one_only_turns_drift_off(tmp_path, caplog):

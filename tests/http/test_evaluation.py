@@ -22,7 +22,7 @@ def parts():
 
 @pytest.fixture(scope="module")
 def resolved(client, candle_json):
-    """Bars of PAIR predicted anonymously, then resolved by posting the candles after them."""
+    """Bars of PAIR predicted anonymously (which logs nothing), then scored and resolved by posting the candles."""
     for stop in STOPS:
         body = {"pair": PAIR, "timeframe": "1h", "data": candle_json(stop, 64)}
         assert client.post("/reversal/predict", json=body).status_code == 200
@@ -37,7 +37,7 @@ def test_the_route_equals_the_pure_comparison_of_the_stored_bars(client, resolve
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     rows = parts().outcomes.store.paired("v3.1", "v3.0", resolved)
-    assert data["n_bars"] == len(rows) == len(STOPS)
+    assert data["n_bars"] == len(rows) == 200 - 52 - 12  # both decided (v3.1 needs 53 candles) and resolved
     expected = paired.compare(rows)
     for key in ("mean_r_a", "mean_r_b", "mean_diff", "nw_se", "nw_lag", "confidence_sequence", "hit_rates", "stage1"):
         assert data[key] == expected[key], key
@@ -110,3 +110,18 @@ def test_experiment_metrics_carry_srm_and_the_paired_view(client, experiment, ca
     assert 0 <= srm["p_value"] <= 1 and srm["flagged"] == (srm["p_value"] < 0.001)
     assert data["comparison"]["method"] == "fixed_horizon"
     assert data["paired"]["a"] == "v3.0" and data["paired"]["b"] == "v3.1"
+
+
+def test_versions_are_compared_with_the_naive_baselines_on_the_same_bars(client, resolved):
+    r = client.get("/reversal/evaluation", params={"a": "baseline:long", "b": "v3.1", "pair": resolved})
+    assert r.status_code == 200, r.text
+    rows = parts().outcomes.store.paired("baseline:long", "v3.1", resolved)
+    assert r.json()["data"]["n_bars"] == len(rows) == 200 - 52 - 12
+    assert {row["a"]["signal"] for row in rows} == {"long"}
+    assert {row["a"]["result"] for row in rows} <= {"hit", "stop", "timeout"} and None not in {
+        row["a"]["pips"] for row in rows
+    }
+    hold = client.get("/reversal/evaluation", params={"a": "baseline:hold", "b": "baseline:short", "pair": resolved})
+    assert hold.status_code == 200 and hold.json()["data"]["mean_r_a"] == 0.0
+    bad = client.get("/reversal/evaluation", params={"a": "baseline:sideways", "b": "v3.1"})
+    assert bad.status_code in (404, 422) and "baseline:sideways" in bad.json()["error"]

@@ -79,16 +79,23 @@ def test_a_long_or_short_carries_the_levels_it_is_scored_by(client, candles, can
     assert r.status_code == 200 and "trade" not in r.json()["data"]  # no candles: no entry, no ATR
 
 
-def test_every_loaded_version_is_logged_once_per_bar(client, candles, candle_json):
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_a_trusted_predict_logs_every_loaded_version_once_per_bar(trusting, client, candles, candle_json):
     p = pair()
-    first = predict(client, p, candle_json, 2_100)
-    again = predict(client, p, candle_json, 2_100)
+    body = {"pair": p, "timeframe": "1h", "data": candle_json(2_100, 64)}
+    first = trusting.post("/reversal/predict", json=body, headers=AUTH).json()["data"]
+    again = trusting.post("/reversal/predict", json=body, headers=AUTH).json()["data"]
     assert (first["signal"], first["stage1_prob"]) == (again["signal"], again["stage1_prob"])
-    compared = client.post("/reversal/compare", json={"pair": p, "timeframe": "1h", "data": candle_json(2_100, 64)})
+    compared = client.post("/reversal/compare", json=body)
     bars = stored(p)
     (row,) = bars.values()
     assert bar_time(candles, 2_099) in bars
     decisions = row["decisions"]
+    baselines = {v: d for v, d in decisions.items() if v in outcomes.BASELINES}
+    assert {v: d.signal for v, d in baselines.items()} == outcomes.BASELINES  # the naive trades, on every bar
+    decisions = {v: d for v, d in decisions.items() if v not in baselines}
     assert {v: d.served for v, d in decisions.items()} == {"v3.1": 2, "v3.0": 0, "v2.9": 0, "v3.2": 0}
     for version, d in decisions.items():  # shadow scores are what the version says on these candles
         assert d.signal == compared.json()["data"]["predictions"][version]["signal"]
@@ -96,27 +103,36 @@ def test_every_loaded_version_is_logged_once_per_bar(client, candles, candle_jso
     assert row["bar"].entry == float(candles.close[2_099]) and row["bar"].state == "pending"
 
 
-def test_anonymous_candles_resolve_nothing_posted_candles_resolve_as_offline(client, candles, candle_json):
+def test_anonymous_predicts_log_nothing_posted_candles_score_and_resolve_as_offline(client, candles, candle_json):
     p = pair()
     stops = list(range(2_200, 2_240))
     for stop in stops:
         predict(client, p, candle_json, stop)
-    assert candle_count(p) == 0  # anonymous requests never give their candles
-    parts().outcomes.resolve_due()
-    assert {b["bar"].state for b in stored(p).values()} == {"pending"}
+    assert candle_count(p) == 0 and stored(p) == {}  # anonymous requests write nothing to the outcome loop
+    first = stops[-1] + 12 - 120
     body = {"pair": p, "timeframe": "1h", "data": candle_json(stops[-1] + 12, 120)}
     r = client.post("/reversal/candles", json=body)
     assert r.status_code == 200 and r.json()["data"]["inserted"] == 120, r.text
+    assert r.json()["data"]["bars_scored"] == 120 - 46  # from the 47th candle on (v3.0's min_candles)
+    compared = {}
+    for stop in stops:  # what every version says on the trusted window of each bar
+        c = client.post("/reversal/compare", json={"pair": p, "timeframe": "1h", "data": candle_json(stop, 64)})
+        compared[stop - 1] = c.json()["data"]["predictions"]
     parts().outcomes.resolve_due()
     bars = stored(p)
-    assert {b["bar"].state for b in bars.values()} == {"resolved"} and len(bars) == len(stops)
+    assert len(bars) == 120 - 46
     mismatches = []
     for stop in stops:
         t = stop - 1
         bar = bars[bar_time(candles, t)]
         entry, atr, pip = bar["bar"].entry, bar["bar"].atr, bar["bar"].pip
+        window = slice(max(first, t - 63), t + 1)  # the trusted candles up to the bar, at most 64
+        assert bar["bar"].state == "resolved" and entry == float(candles.close[t])
+        assert atr == outcomes.request_atr(candles.high[window], candles.low[window], candles.close[window])
         h, lo, c = candles.high[t + 1 : t + 13], candles.low[t + 1 : t + 13], candles.close[t + 1 : t + 13]
-        for version, d in bar["decisions"].items():
+        for version, d in bar["decisions"].items():  # the baselines too: the same trade rule
+            assert d.signal == outcomes.BASELINES.get(version, compared[t].get(version, {}).get("signal"))
+            assert d.served == 0
             if d.signal == "hold":
                 expected = (None, None)
             else:
@@ -133,29 +149,32 @@ def test_anonymous_candles_resolve_nothing_posted_candles_resolve_as_offline(cli
                 mismatches.append((t, version, "label", d.label_held))
     assert mismatches == []
     again = client.post("/reversal/candles", json=body).json()["data"]
-    assert again == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 120, "conflicts": 0}
+    assert again == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 120, "conflicts": 0, "bars_scored": 0}
 
 
 def test_live_block_matches_the_resolved_bars(client, candles, candle_json):
     p = pair()
-    for stop in range(2_400, 2_430):
-        predict(client, p, candle_json, stop)
     client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": candle_json(2_450, 100)})
     parts().outcomes.resolve_due()
     bars = stored(p)
-    r = client.get("/reversal/models/v3.1", params={"pair": p, "timeframe": "1h"})
+    r = client.get("/reversal/models/v3.1", params={"pair": p, "timeframe": "1H"})
     assert r.status_code == 200, r.text
     live = r.json()["data"]["live"]
-    signals = [b["decisions"]["v3.1"] for b in bars.values() if b["decisions"]["v3.1"].signal != "hold"]
-    assert live["resolved"] == 30 and live["pending"] == 0 and live["signals"] == len(signals)
+    mine = [b for b in bars.values() if "v3.1" in b["decisions"]]
+    resolved = [b for b in mine if b["bar"].state == "resolved"]
+    signals = [b["decisions"]["v3.1"] for b in resolved if b["decisions"]["v3.1"].signal != "hold"]
+    assert live["resolved"] == len(resolved) == 100 - 52 - 12 and live["pending"] == 12
+    assert live["signals"] == len(signals)
     if signals:
         assert live["hit_rate"] == pytest.approx(sum(d.result == "hit" for d in signals) / len(signals))
         assert live["mean_pips"] == pytest.approx(np.mean([d.pips for d in signals]))
-    probs = [(b["decisions"]["v3.1"].p_reversal, b["decisions"]["v3.1"].label_held) for b in bars.values()]
+    probs = [(b["decisions"]["v3.1"].p_reversal, b["decisions"]["v3.1"].label_held) for b in resolved]
     assert live["brier"] == pytest.approx(np.mean([(pr - float(lab)) ** 2 for pr, lab in probs]))
-    assert live["filters"] == {"pair": p, "timeframe": "1h", "since": None}
+    assert live["filters"] == {"pair": p, "timeframe": "1h", "since": None}  # canonical spellings
     listed = client.get("/reversal/models", params={"pair": p}).json()["data"]["versions"]
-    assert {m["version"]: m["live"]["resolved"] for m in listed} == {"v3.1": 30, "v3.0": 30, "v2.9": 30, "v3.2": 30}
+    want = {v: sum(v in b["decisions"] and b["bar"].state == "resolved" for b in bars.values())
+            for v in ("v3.1", "v3.0", "v2.9", "v3.2")}  # fmt: skip
+    assert {m["version"]: m["live"]["resolved"] for m in listed} == want and want["v3.0"] == 100 - 46 - 12
     assert client.get("/reversal/models/v3.1", params={"pair": "XXX/YYY"}).json()["data"]["live"]["resolved"] == 0
     assert client.get("/reversal/models/v3.1", params={"pair": "not a pair"}).status_code == 422
     assert client.get("/reversal/models/v3.1", params={"since": "yesterday"}).status_code == 422
@@ -169,7 +188,8 @@ def test_candles_route_refuses_unknown_pairs_and_counts_conflicts(client, candle
     assert client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": rows}).status_code == 200
     moved = [{**c, "close": c["close"] * 1.001, "high": c["high"] * 1.002} for c in rows[:2]]
     r = client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": moved})
-    assert r.json()["data"] == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 0, "conflicts": 2}
+    assert r.json()["data"] == {"pair": p, "timeframe": "1h", "inserted": 0, "duplicates": 0, "conflicts": 2,
+                                "bars_scored": 0}  # fmt: skip
     r = client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": []})
     assert r.status_code == 422 and "data" in r.json()["error"]
 
@@ -177,7 +197,7 @@ def test_candles_route_refuses_unknown_pairs_and_counts_conflicts(client, candle
 def test_experiments_get_market_outcomes_by_themselves(client, candles, candle_json, experiment):
     p, eid = pair(), experiment["experiment_id"]
     served = [predict(client, p, candle_json, 2_600 + i, user_id=f"market-user-{i}") for i in range(20)]
-    client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": candle_json(2_640, 80)})
+    client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": candle_json(2_640, 200)})
     parts().outcomes.resolve_due()
     variants = client.get(f"/reversal/experiments/{eid}/metrics").json()["data"]["variants"]
     for v in ("A", "B"):
@@ -250,3 +270,34 @@ def test_one_source_of_bad_candles_costs_no_other_row_of_its_batch(client, candl
                           (records.Decision("v3.1", "long", 0.7, 0.8, 1),))  # fmt: skip
     parts().outcomes._write([bad, good])
     assert list(stored(p)) == [bar_time(candles, 20)]
+
+
+def test_a_bar_that_cannot_resolve_is_set_aside_with_why_and_the_others_resolve(client, candles, candle_json):
+    """One bad bar never stops the others; entry and ATR come from trusted candles, never from what was logged."""
+    from experiments import records
+
+    p = pair()
+    gap, forged = bar_time(candles, 3_379), bar_time(candles, 3_389)
+    rows = [r for r in candle_json(3_420, 120) if r["timestamp"] != gap.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert len(rows) == 119
+    store = parts().outcomes.store
+    logged = [  # rows as the code before issue 25 logged them from anonymous requests: the request's entry and ATR
+        records.BarLog(p, "1h", t, 1_000.0, 5.0, 0.0001, (records.Decision("v3.1", "long", 0.9, 0.9, 1),))
+        for t in (gap, forged)
+    ]
+    store.log(logged)
+    r = client.post("/reversal/candles", json={"pair": p, "timeframe": "1h", "data": rows})
+    assert r.status_code == 200, r.text
+    parts().outcomes.resolve_due()
+    bars = stored(p)
+    assert bars[gap]["bar"].state == "expired" and "no trusted candle of the bar itself" in bars[gap]["bar"].note
+    row = bars[forged]["bar"]
+    window = [i for i in range(3_389 - 64, 3_390) if i != 3_379]  # the 64 trusted candles up to the bar
+    assert row.state == "resolved" and row.entry == float(candles.close[3_389]) and row.note is None
+    assert row.atr == outcomes.request_atr(candles.high[window], candles.low[window], candles.close[window])
+    resolved = [b for t, b in bars.items() if t != gap and b["bar"].state == "resolved"]
+    assert (
+        len(resolved) == 119 - 46 - 12
+    )  # every bar with v3.0's 47 candles behind it and 12 after (the forged one too)
+    live = client.get("/reversal/models/v3.1", params={"pair": p}).json()["data"]["live"]
+    assert live["void"] == 1 and live["expired"] == 1

@@ -169,3 +169,23 @@ def copy_home(model_store, dest: Path) -> Path:
     """A private BENTOML_HOME with the session's models (for tests that damage the store)."""
     shutil.copytree(model_store.home / "models", dest / "models")
     return dest
+
+
+def poll(fn, timeout: float = 90.0, every: float = 0.5):
+    """fn() until it returns something truthy (returned), or the timeout (the last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def home_with_always_long(model_store, work: Path) -> Path:
+    """A private BENTOML_HOME with the session's models and the test-only always-long version v9.1."""
+    home = copy_home(model_store, work / "home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    script = Path(__file__).resolve().parent / "always_long.py"
+    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True)
+    return home

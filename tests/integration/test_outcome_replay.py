@@ -1,6 +1,7 @@
 """Issue 12 against real `bentoml serve`: the bundled data file replayed bar by bar resolves every logged
-version's outcome as an offline computation with the same function does; anonymous requests resolve
-nothing until the candles are posted; SIGTERM loses no logged row and SIGKILL at most a second's."""
+version's outcome as an offline computation with the same function does; anonymous requests log nothing,
+and posted candles score every bar they close exactly as the trusted replay did (issue 25); SIGTERM loses
+no logged row and SIGKILL at most a second's."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "replay-outcome-token-0123456789abcdefghij"
 FIRST, BARS = 200, 1_512  # bars FIRST .. FIRST + BARS - 1, each predicted from the 64 candles ending there
-VERSIONS = {"v3.1", "v3.0", "v2.9", "v3.2"}
+MODELS = {"v3.1", "v3.0", "v2.9", "v3.2"}
+VERSIONS = MODELS | set(outcomes.BASELINES)  # every bar also holds the naive baselines (issue 26)
 RULE = trade.TradeRule()
 FAST = {"AIFX_OUTCOME_TOKEN": TOKEN, "AIFX_RESOLVE_EVERY_SECONDS": "0.5"}
 
@@ -114,7 +116,10 @@ def test_replay_resolves_every_version_as_offline(replayed, candles):
                 per_version[version].append((result, pips))
     assert mismatches == [], mismatches[:5]
     assert len(due) >= 1_500
+    assert per_version["baseline:long"] and per_version["baseline:short"] and not per_version["baseline:hold"]
     for version, trades in per_version.items():
+        if version not in MODELS:
+            continue
         live = httpx.get(f"{server.url}/reversal/models/{version}", params={"pair": "EUR/USD"}).json()["data"]["live"]
         assert live["signals"] == len(trades)
         if trades:
@@ -122,15 +127,16 @@ def test_replay_resolves_every_version_as_offline(replayed, candles):
             assert live["mean_pips"] == pytest.approx(float(np.mean([p for _, p in trades])), abs=1e-9)
 
 
-def test_anonymous_replay_resolves_nothing_until_the_candles_are_posted(replayed, candles, candle_json):
+def test_anonymous_replay_logs_nothing_posted_candles_score_every_bar_as_the_trusted_replay(
+    replayed, candles, candle_json
+):
     server, db = replayed
-    anonymous = stored(db, "GBP/USD")
-    assert len(anonymous) == BARS and {b.state for b, _ in anonymous.values()} == {"pending"}
+    assert stored(db, "GBP/USD") == {}  # anonymous requests write nothing to the outcome loop
     auth = {"Authorization": f"Bearer {TOKEN}"}
     for start in range(FIRST - 63, FIRST + BARS, 1_000):  # at most 1,000 candles a request
         stop = min(start + 1_000, FIRST + BARS)
         r = httpx.post(f"{server.url}/reversal/candles", json={"pair": "GBP/USD", "timeframe": "1h",
-                       "data": candle_json(stop, stop - start)}, headers=auth)  # fmt: skip
+                       "data": candle_json(stop, stop - start)}, headers=auth, timeout=60)  # fmt: skip
         assert r.status_code == 200, r.text
     due = [bar_time(candles, t) for t in range(FIRST, FIRST + BARS - 12)]
     posted, trusted = wait_resolved(db, "GBP/USD", due), stored(db, "EUR/USD")
@@ -142,6 +148,7 @@ def test_anonymous_replay_resolves_nothing_until_the_candles_are_posted(replayed
         != (trusted[t][1][v].signal, trusted[t][1][v].result, trusted[t][1][v].pips, trusted[t][1][v].label_held)
     ]
     assert differ == [] and all(posted[t][0].state == "resolved" for t in due)
+    assert all(set(posted[t][1]) == VERSIONS and posted[t][0].atr == trusted[t][0].atr for t in due)
     r = httpx.post(f"{server.url}/reversal/candles", json={"pair": "GBP/USD", "timeframe": "1h",
                    "data": candle_json(FIRST + 10, 5)})  # fmt: skip
     assert r.status_code == 401  # the candles route needs the outcome token once one is set
@@ -166,7 +173,8 @@ def load_until_signal(server, candle_json, pair: str, sig: int, after_s: float) 
     stop = threading.Event()
 
     def client(offset: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
+        auth = {"Authorization": f"Bearer {TOKEN}"}  # only trusted predicts are logged (issue 25)
+        with httpx.Client(base_url=server.url, timeout=10, headers=auth) as c:
             t = FIRST + offset
             while not stop.is_set() and t < FIRST + 5_000:
                 try:

@@ -12,18 +12,13 @@ the planted trend shifts the return features on purpose.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import copy_home, start_server
+from tests.integration.conftest import home_with_always_long, poll, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +27,6 @@ ADMIN = "promotion-admin-token-0123456789abcdefgh"
 FIRST, N_UP, N_DOWN = 200, 1_300, 240
 UP, DOWN = 1.5e-4, -4e-4  # price units per bar (EUR/USD pip = 1e-4)
 MAX_DRAWDOWN_R = 100.0  # of the cumulative per-bar R: always long gave ~58 on the up stretch
-HERE = Path(__file__).resolve().parent
 
 
 def offset(i: np.ndarray) -> np.ndarray:
@@ -66,24 +60,11 @@ def replay(client: httpx.Client, candles, bars: range) -> None:
     assert statuses == {200}
 
 
-def poll(fn, timeout: float = 90.0, every: float = 0.5):
-    """fn() until it returns something truthy (returned), or the timeout (the last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def server(model_store, tmp_path_factory):
     """A server over a private store holding v3.1 and the test-only v9.1; v3.1 is active."""
     work = tmp_path_factory.mktemp("promotion")
-    home = copy_home(model_store, work / "home")
-    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(HERE.parents[1])}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    subprocess.run([sys.executable, str(HERE / "always_long.py")], env=env, check=True, capture_output=True)
+    home = home_with_always_long(model_store, work)
     srv = start_server(
         model_store, work, BENTOML_HOME=str(home), AIFX_VERSIONS="v3.1,v9.1", AIFX_OUTCOME_TOKEN=TOKEN,
         AIFX_ADMIN_TOKEN=ADMIN, AIFX_RESOLVE_EVERY_SECONDS="0.5", AIFX_PROMOTION_EVERY_SECONDS="1",

@@ -1,4 +1,4 @@
-"""aifx.paired: R per bar, Newey-West against statsmodels, PR-AUC against sklearn, SRM against scipy,
+"""aifx.paired: R per bar and the bars left out, Newey-West against statsmodels, PR-AUC against sklearn,
 the confidence sequence, the states and JSON-safe summaries."""
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from sklearn.metrics import average_precision_score
 from aifx.paired import (
     A_BETTER,
     B_BETTER,
+    B_BETTER_BELOW_MIN_EFFECT,
     COLLECTING,
     GUARDRAIL_BREACH,
+    HORIZON,
     MIN_BLOCKS,
     NO_MEANINGFUL_DIFFERENCE,
     average_precision,
+    bar_r,
     block_means,
     brier_score,
-    chi2_sf,
     compare,
     comparison_state,
     confidence_sequence,
@@ -37,7 +39,6 @@ from aifx.paired import (
     newey_west_se,
     paired_rows,
     r_value,
-    srm_check,
 )
 
 pytestmark = pytest.mark.unit
@@ -99,6 +100,46 @@ def test_paired_rows_keeps_order_and_takes_nested_or_flat_rows() -> None:
     assert paired_rows([]).diff.shape == (0,)
 
 
+def test_bars_with_a_tiny_atr_or_an_absurd_r_are_left_out_and_counted() -> None:
+    assert bar_r(row(0, {"signal": "long", "pips": 20.0}, {})) == (pytest.approx(2.0), 0.0, None)
+    assert bar_r(row(0, {"signal": "long", "pips": 1e300}, {}, atr=1e-310))[2] == "atr_below_min"  # 1e-306 pips
+    assert bar_r(row(0, {}, {}, atr=0.0))[2] == "atr_below_min"  # even when both hold
+    assert bar_r(row(0, {"signal": "long", "pips": 1e300}, {}))[2] == "r_beyond_max"  # 1e299 R
+    assert bar_r(row(0, {}, {"signal": "short", "pips": -201.0}))[2] == "r_beyond_max"  # -20.1 R
+    assert bar_r(row(0, {}, {"signal": "short", "pips": -200.0}))[2] is None  # -20 R is kept
+    assert bar_r(row(0, {}, {"signal": "long", "pips": 1.5e308}, atr=0.00006))[2] == "r_not_finite"  # overflow
+    assert bar_r(row(0, {}, {}, atr=math.nan))[2] == "atr_invalid"
+    assert bar_r(row(0, {}, {}) | {"atr": None})[2] == "atr_invalid"
+    assert bar_r(row(0, {}, {}) | {"pip": 0.0})[2] == "atr_invalid"
+
+
+def test_compare_leaves_excluded_bars_out_of_every_figure() -> None:
+    rng = np.random.default_rng(8)
+    good = []
+    for i in range(600):
+        a = {"signal": "long", "pips": float(rng.normal(1, 15)), "result": str(rng.choice(["hit", "stop"])),
+             "p_reversal": float(rng.random()), "label_held": bool(rng.random() < 0.4)}  # fmt: skip
+        b = {"signal": "short", "pips": float(rng.normal(2, 15)), "result": "hit", "p_reversal": 0.7,
+             "label_held": True}  # fmt: skip
+        good.append(row(i, a, b))
+    broken = {"signal": "long", "pips": 1e300, "result": "hit", "p_reversal": 0.1, "label_held": False}
+    bad = [
+        row(600, broken, {"signal": "short", "pips": -11.0, "result": "stop"}, atr=1e-310),
+        row(601, {"signal": "short", "pips": 5.0}, broken),
+        row(602, {}, {"signal": "long", "pips": 1.5e308}, atr=0.00006),
+        row(603, broken | {"pips": 3.0}, {}, atr=math.inf),
+    ]
+    got, ref = compare(good + bad), compare(good)
+    assert strict_json(got) == got
+    assert got["excluded"] == {"bars": 4, "atr_invalid": 1, "atr_below_min": 1, "r_not_finite": 1,
+                               "r_beyond_max": 1, "min_atr_pips": 0.5, "max_abs_r": 20.0}  # fmt: skip
+    assert {k: v for k, v in got.items() if k != "excluded"} == {k: v for k, v in ref.items() if k != "excluded"}
+    assert got["n_bars"] == 600 and abs(got["max_drawdown_r"]["a"]) < 600 * 20
+    assert got["hit_rates"]["both_signalled"] == 600 and got["stage1"]["a"]["n"] == 600
+    mixed = compare(good[:300] + bad + good[300:])
+    assert mixed["n_bars"] == 600 and mixed["mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-12)
+
+
 # -- Newey-West ----------------------------------------------------------------------------------
 
 
@@ -109,12 +150,14 @@ def test_newey_west_equals_statsmodels_hac(lag: int) -> None:
     assert newey_west_se(x, lag) == pytest.approx(ref, rel=1e-9, abs=1e-9)
 
 
-def test_newey_west_default_lag_is_at_least_the_horizon() -> None:
-    assert default_lag(100) == 12 and default_lag(1000) == 12
-    assert default_lag(100_000) == math.floor(4 * 1000 ** (2 / 9)) == 18
-    assert default_lag(50, horizon=3) == 3
+def test_newey_west_default_lag_is_at_least_twice_the_horizon() -> None:
+    assert HORIZON == 12
+    assert default_lag(100) == 24 and default_lag(1000) == 24 and default_lag(100_000) == 24
+    assert math.floor(4 * 1000 ** (2 / 9)) == 18  # the usual rule alone would under-cover 12-bar trades
+    assert default_lag(10**6) == math.floor(4 * 10_000 ** (2 / 9)) == 30  # ... until the sample is huge
+    assert default_lag(50, horizon=3) == 6 and default_lag(50, horizon=36) == 72
     x = ar1(2000)
-    ref = sm.OLS(x, np.ones(len(x))).fit(cov_type="HAC", cov_kwds={"maxlags": 12}).bse[0]
+    ref = sm.OLS(x, np.ones(len(x))).fit(cov_type="HAC", cov_kwds={"maxlags": 24}).bse[0]
     assert newey_west_se(x) == pytest.approx(ref, rel=1e-9, abs=1e-9)
 
 
@@ -177,15 +220,21 @@ def compare_state_of(diff: np.ndarray) -> str:
 @pytest.mark.parametrize(
     ("low", "high", "blocks", "kwargs", "state"),
     [
-        (0.01, 0.3, MIN_BLOCKS, {}, B_BETTER),
+        (0.06, 0.3, MIN_BLOCKS, {}, B_BETTER),  # rules out every effect up to the minimum
+        (0.01, 0.3, MIN_BLOCKS, {}, B_BETTER_BELOW_MIN_EFFECT),  # better, not yet by the minimum effect
+        (0.05, 0.3, MIN_BLOCKS, {}, B_BETTER_BELOW_MIN_EFFECT),  # the bound itself is not above it
+        (0.01, 0.04, MIN_BLOCKS, {}, NO_MEANINGFUL_DIFFERENCE),  # surely better, but surely by less than it
         (-0.3, -0.01, MIN_BLOCKS, {}, A_BETTER),
+        (-0.04, -0.01, MIN_BLOCKS, {}, NO_MEANINGFUL_DIFFERENCE),
         (-0.04, 0.04, MIN_BLOCKS, {}, NO_MEANINGFUL_DIFFERENCE),
-        (0.01, 0.04, MIN_BLOCKS, {}, B_BETTER),  # certainly better, if only a little
         (-0.04, 0.06, MIN_BLOCKS, {}, COLLECTING),
+        (0.11, 0.3, MIN_BLOCKS, {"min_effect": 0.1}, B_BETTER),
+        (0.09, 0.3, MIN_BLOCKS, {"min_effect": 0.1}, B_BETTER_BELOW_MIN_EFFECT),
         (-0.2, 0.2, 500, {}, COLLECTING),
         (0.5, 0.9, MIN_BLOCKS - 1, {}, COLLECTING),  # too early to decide
         (-0.09, 0.09, MIN_BLOCKS, {"min_effect": 0.1}, NO_MEANINGFUL_DIFFERENCE),
         (0.5, 0.9, 3, {"min_blocks": 3}, B_BETTER),
+        (0.02, 0.9, 3, {"min_blocks": 3}, B_BETTER_BELOW_MIN_EFFECT),
         (None, None, 0, {}, COLLECTING),
         (0.5, 0.9, MIN_BLOCKS, {"guardrail_breached": True}, GUARDRAIL_BREACH),
         (None, None, 0, {"guardrail_breached": True}, GUARDRAIL_BREACH),
@@ -222,50 +271,6 @@ def test_average_precision_equals_sklearn() -> None:
     assert average_precision([1, 1], [0.3, 0.3]) == pytest.approx(1.0)
     assert average_precision([0, 0], [0.3, 0.4]) is None
     assert average_precision([], []) is None
-
-
-# -- sample ratio mismatch -----------------------------------------------------------------------
-
-
-def test_chi2_sf_equals_scipy() -> None:
-    for df in range(1, 12):
-        for x in (0.0, 0.01, 0.5, 1.0, 3.84, 7.5, 20.0, 60.0, 150.0):
-            assert chi2_sf(x, df) == pytest.approx(sps.chi2.sf(x, df), rel=1e-9, abs=1e-15)
-
-
-@pytest.mark.parametrize(
-    ("counts", "shares"),
-    [
-        ({"A": 5050, "B": 4950}, {"A": 0.5, "B": 0.5}),
-        ({"A": 5300, "B": 4700}, {"A": 0.5, "B": 0.5}),
-        ({"A": 820, "B": 180}, {"A": 0.8, "B": 0.2}),
-        ({"A": 300, "B": 360, "C": 340}, {"A": 1, "B": 1, "C": 1}),
-        ({"A": 100, "B": 500, "C": 400}, {"A": 0.2, "B": 0.4, "C": 0.4}),
-    ],
-)
-def test_srm_equals_scipy_chisquare(counts: dict[str, int], shares: dict[str, float]) -> None:
-    total, norm = sum(counts.values()), sum(shares.values())
-    ref = sps.chisquare([counts[g] for g in shares], [total * shares[g] / norm for g in shares])
-    got = srm_check(counts, shares)
-    assert got["chi2"] == pytest.approx(ref.statistic, rel=1e-12)
-    assert got["p_value"] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
-    assert got["flagged"] is bool(ref.pvalue < 0.001)
-
-
-def test_srm_flags_a_mismatch_and_handles_edges() -> None:
-    assert srm_check({"A": 5300, "B": 4700}, {"A": 0.5, "B": 0.5})["flagged"] is True
-    assert srm_check({"A": 5050, "B": 4950}, {"A": 0.5, "B": 0.5})["flagged"] is False
-    assert srm_check({"A": 5050, "B": 4950}, {"A": 0.5, "B": 0.5}, threshold=0.9)["flagged"] is True
-    empty = srm_check({}, {"A": 0.5, "B": 0.5})
-    assert strict_json(empty) == empty and empty["p_value"] is None and empty["flagged"] is False
-    assert srm_check({"A": 10}, {"A": 1.0, "B": 0.0}) == {
-        "chi2": 0.0, "p_value": 1.0, "flagged": False, "threshold": 0.001, "total": 10}  # fmt: skip
-    zero = srm_check({"A": 10, "B": 1}, {"A": 1.0, "B": 0.0})
-    assert zero["flagged"] is True and zero["p_value"] == 0.0 and zero["chi2"] is None
-    with pytest.raises(ValueError):
-        srm_check({"A": 1, "C": 2}, {"A": 0.5, "B": 0.5})
-    with pytest.raises(ValueError):
-        srm_check({"A": 1}, {"A": -0.5, "B": 0.5})
 
 
 # -- compare -------------------------------------------------------------------------------------
@@ -306,10 +311,10 @@ def test_compare_summary() -> None:
     got = compare(rows)
     assert strict_json(got) == got
     series = paired_rows(rows)
-    assert got["n_bars"] == 1200 and got["nw_lag"] == 12
+    assert got["n_bars"] == 1200 and got["nw_lag"] == 24 and got["excluded"]["bars"] == 0
     assert got["mean_diff"] == pytest.approx(series.diff.mean())
     assert got["mean_r_b"] - got["mean_r_a"] == pytest.approx(got["mean_diff"])
-    assert got["nw_se"] == pytest.approx(newey_west_se(series.diff, 12))
+    assert got["nw_se"] == pytest.approx(newey_west_se(series.diff, 24))
     low, high, blocks = confidence_sequence(series.diff)
     cs = got["confidence_sequence"]
     assert (cs["low"], cs["high"], cs["blocks"], cs["alpha"], cs["block_bars"]) == (low, high, 50, 0.05, 24)

@@ -1,11 +1,20 @@
-"""The promotion policy's rules (aifx/promotion.py) with plain asserts."""
+"""The promotion policy's rules (aifx/promotion.py) with plain asserts, and a policy's defaults from the settings."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from types import SimpleNamespace
 
-from aifx import promotion
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from aifx import paired, promotion
+from aifx.api.evaluation_routes import add_evaluation_routes
+from aifx.api.promoter import Promoter
 from aifx.paired import STATES
+from aifx.settings import Settings
+from experiments import ExperimentStore, PromotionStore
 
 pytestmark = pytest.mark.unit
 
@@ -38,6 +47,27 @@ def test_auto_switches_and_recommend_recommends_once():
     assert promotion.decide("recommend", "b_better", "v3.1", "v3.2", [], None).action == "recommend"
     again = promotion.decide("recommend", "b_better", "v3.1", "v3.2", [], "recommend")
     assert again.action is None and "already" in again.reason
+
+
+def promotes(low: float, high: float, min_effect: float = 0.05) -> tuple[str, str | None]:
+    """The state of an always-valid interval and what an `auto` policy does about it."""
+    state = paired.comparison_state(low, high, paired.MIN_BLOCKS, min_effect)
+    return state, promotion.decide("auto", state, "v3.1", "v3.2", [], None).action
+
+
+def test_auto_promotes_only_when_the_interval_rules_out_effects_below_the_minimum():
+    assert promotes(0.06, 0.4) == ("b_better", "switch")
+    assert promotes(0.11, 0.4, min_effect=0.1) == ("b_better", "switch")
+    assert promotes(0.06, 0.4, min_effect=0.1) == ("b_better_below_min_effect", None)
+    assert promotes(0.01, 0.4) == ("b_better_below_min_effect", None)  # better, not shown to be by 0.05
+    assert promotes(0.05, 0.4) == ("b_better_below_min_effect", None)  # a bound at the minimum is not above it
+    assert promotes(0.01, 0.04) == ("no_meaningful_difference", None)  # inside the band: equivalent
+    assert promotes(-0.04, 0.04) == ("no_meaningful_difference", None)
+    assert promotes(-0.04, -0.01) == ("no_meaningful_difference", None)
+    assert promotes(-0.4, -0.01) == ("a_better", None)
+    assert promotes(-0.01, 0.4) == ("collecting", None)
+    recommend = promotion.decide("recommend", "b_better_below_min_effect", "v3.1", "v3.2", [], None)
+    assert recommend.action is None and "b_better_below_min_effect" in recommend.reason
 
 
 def test_off_a_breach_or_an_active_challenger_do_nothing():
@@ -74,3 +104,30 @@ def test_figures_keep_only_the_named_numbers():
         "n_bars": 3,
         "missing": None,
     }
+
+
+def test_a_policy_set_without_limits_takes_the_current_settings(tmp_path: Path):
+    store = ExperimentStore(f"sqlite:///{tmp_path / 'aifx.db'}")
+    pro = Promoter(Settings(comparison_min_effect_r=0.2, guardrail_max_drawdown_r=7.5), None, PromotionStore(store),
+                   None, promotion.Tally())  # type: ignore[arg-type]  # fmt: skip
+    parts = SimpleNamespace(promoter=pro, registry=SimpleNamespace(check_known=lambda *_: None))
+    app = FastAPI()
+    add_evaluation_routes(app, [], lambda _request: parts)  # type: ignore[arg-type, return-value]
+
+    def put(body: dict) -> dict:
+        r = client.put("/reversal/promotion/v3.2", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    try:
+        with TestClient(app) as client:
+            got = put({"mode": "recommend"})
+            assert (got["min_effect_r"], got["max_drawdown_r"], got["probation_bars"]) == (0.2, 7.5, 500)
+            got = put({"mode": "auto", "min_effect_r": 0.1, "max_drawdown_r": 3})
+            assert (got["min_effect_r"], got["max_drawdown_r"]) == (0.1, 3.0)  # given values win
+            pro.settings = Settings(comparison_min_effect_r=0.3, guardrail_max_drawdown_r=40.0)
+            got = put({"mode": "auto", "min_effect_r": None})
+            assert (got["min_effect_r"], got["max_drawdown_r"]) == (0.3, 40.0)  # read when the policy is set
+            assert client.put("/reversal/promotion/v3.2", json={"mode": "auto", "min_effect_r": 0}).status_code == 422
+    finally:
+        store.close()

@@ -157,12 +157,13 @@ def test_threads_with_their_own_engines_logging_the_same_bars_add_up(
 def test_candles_first_wins_and_conflicts_are_counted(ev: EvaluationStore, store: ExperimentStore) -> None:
     day = [candle(T0 + i * H, 1.1 + i * 1e-4) for i in range(10)]
     assert ev.add_candles("EURUSD", "1h", day, "candles_route") == {
-        "inserted": 10, "duplicates": 0, "conflicts": 0, "conflict_times": []
+        "inserted": 10, "duplicates": 0, "conflicts": 0, "conflict_times": [], "inserted_times": [c.ts for c in day]
     }  # fmt: skip
     nudged = candle(day[3].ts, day[3].close * (1 + 1e-7))  # within the tolerance
     moved = candle(day[4].ts, day[4].close + 0.01)  # beyond it
     got = ev.add_candles("EURUSD", "1h", [*day[:3], nudged, moved, candle(T0 + 10 * H)], "predict")
-    assert got == {"inserted": 1, "duplicates": 4, "conflicts": 1, "conflict_times": [day[4].ts]}
+    assert got == {"inserted": 1, "duplicates": 4, "conflicts": 1, "conflict_times": [day[4].ts],
+                   "inserted_times": [T0 + 10 * H]}  # fmt: skip
     repeated = ev.add_candles("EURUSD", "1h", [candle(T0 + 11 * H), candle(T0 + 11 * H, 1.2)], "predict")
     assert (repeated["inserted"], repeated["conflicts"]) == (1, 1)  # within one call the first wins too
     with store.engine.connect() as conn:
@@ -272,6 +273,35 @@ def test_write_results_resolves_once(ev: EvaluationStore, store: ExperimentStore
     assert ev.pending_backlog()[0] == 1  # the refused outcomes left bar 2 pending
 
 
+def test_resolution_stores_the_trusted_entry_and_atr_and_void_bars_say_why(
+    ev: EvaluationStore, store: ExperimentStore
+) -> None:
+    ev.log([bar(i, dec("a"), entry=5.0) for i in range(3)])  # what a request said: entry 5.0
+    ids = _ids(store)
+    done = ev.write_results([Resolution(ids[T0], "a", "hit", 21.5, True)], {ids[T0]: (1.0528, 0.0009)})
+    assert done == 1
+    assert ev.void([(ids[T0 + H], "no trusted candle of the bar itself was stored"), (ids[T0], "late")]) == 1
+    with pytest.raises(Invalid, match="atr"):
+        ev.write_results([Resolution(ids[T0 + 2 * H], "a", "hit", 1.0, True)], {ids[T0 + 2 * H]: (1.05, 1e-320)})
+    with store.engine.connect() as conn:
+        rows = {as_utc(r.bar_time): r for r in conn.execute(select(eval_bars))}
+    assert (rows[T0].entry, rows[T0].atr, rows[T0].state, rows[T0].note) == (1.0528, 0.0009, "resolved", None)
+    assert (rows[T0 + H].state, rows[T0 + H].note) == ("expired", "no trusted candle of the bar itself was stored")
+    assert rows[T0 + 2 * H].state == "pending" and rows[T0 + 2 * H].entry == 5.0
+    assert ev.live("a")["void"] == 1 and ev.live("a")["expired"] == 1
+
+
+def test_candles_for_and_logged_read_the_trusted_history(ev: EvaluationStore) -> None:
+    ev.add_candles("EURUSD", "1h", [candle(T0 + i * H, 1.1 + i * 1e-4) for i in range(100)], "candles_route")
+    got = ev.candles_for("EURUSD", "1h", T0 + 70 * H, T0 + 80 * H, 64)
+    assert got.ts == tuple(T0 + i * H for i in range(7, 81)) and got.close[-1] == pytest.approx(1.108)
+    assert ev.candles_for("EURUSD", "1h", T0 + 3 * H, T0 + 3 * H, 64).ts == tuple(T0 + i * H for i in range(4))
+    assert ev.candles_for("GBPUSD", "1h", T0, T0 + 5 * H, 64).ts == ()
+    ev.log([bar(5, dec()), bar(9, dec())])
+    assert ev.logged("EURUSD", "1h", [T0 + i * H for i in range(12)]) == {T0 + 5 * H, T0 + 9 * H}
+    assert ev.logged("EURUSD", "4h", [T0 + 5 * H]) == set() and ev.logged("EURUSD", "1h", []) == set()
+
+
 def test_expire_and_the_pending_backlog(ev: EvaluationStore, store: ExperimentStore) -> None:
     assert ev.pending_backlog() == (0, None)
     ev.log([bar(i, dec()) for i in range(4)])
@@ -341,7 +371,7 @@ def _expected_live(rows: list[dict[str, Any]]) -> dict[str, Any]:
     total = sum(r["pips"] for r in signals)
     return {
         "resolved": len(done), "pending": sum(r["state"] == "pending" for r in rows),
-        "expired": sum(r["state"] == "expired" for r in rows), "signals": len(signals), "hits": hits,
+        "expired": sum(r["state"] == "expired" for r in rows), "void": 0, "signals": len(signals), "hits": hits,
         "labelled": len(labelled), "tp": tp, "fp": fp, "fn": fn, "total_pips": total, "squared_error": sse,
         "hit_rate": hits / len(signals) if signals else None,
         "mean_pips": total / len(signals) if signals else None,
@@ -385,7 +415,7 @@ def test_paired_lists_bars_both_versions_decided_in_bar_order(ev: EvaluationStor
             want = v[side]
             assert p[side] == {"signal": want["signal"], "result": want["result"], "pips": want["pips"],
                                "p_reversal": want["p"], "label_held": want["held"]}  # fmt: skip
-    assert ev.paired("a", "b", limit=5) == got[:5]
+    assert ev.paired("a", "b", limit=5) == got[-5:]  # the newest bars: old ones cannot crowd them out
     since = T0 + 120 * H
     assert ev.paired("a", "b", pair="EURUSD", since=since) == [
         p for p in got if p["pair"] == "EURUSD" and p["bar_time"] >= since
@@ -442,11 +472,11 @@ def _tables(engine: Engine) -> set[str]:
 def test_migration_0003_goes_up_and_down(store: ExperimentStore, ev: EvaluationStore) -> None:
     store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
     ev.log([bar(0, dec())])
-    assert SCHEMA_VERSION == "0004" and EVAL_TABLES <= _tables(store.engine)
+    assert SCHEMA_VERSION == "0005" and EVAL_TABLES <= _tables(store.engine)
     assert _alembic(store.engine, "downgrade", "0002") == "0002"
     assert not EVAL_TABLES & _tables(store.engine)
     assert store.get_experiment("kept")["name"] == "n"  # the experiment tables are untouched
-    assert _alembic(store.engine, "upgrade", "head") == "0004"
+    assert _alembic(store.engine, "upgrade", "head") == "0005"
     assert EVAL_TABLES <= _tables(store.engine) and ev.pending_backlog() == (0, None)
     ev.log([bar(0, dec())])
     assert ev.pending_backlog()[0] == 1
