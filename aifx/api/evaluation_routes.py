@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
-from aifx import metrics, srm
+from aifx import instruments, metrics, srm
 from aifx.api import ab_tests as ab
 from aifx.api.ab_tests import in_thread
 from aifx.api.context import get_logger
@@ -87,7 +87,8 @@ async def evaluation(p: Parts, q: EvaluationQuery) -> dict[str, Any]:
     except UnknownPair as exc:
         raise ApiError(f"pair: {exc}", status=422) from None
     since = q.since.replace(tzinfo=q.since.tzinfo or UTC) if q.since else None
-    return await _read(pro.compare, q.a, q.b, pair, q.timeframe, since)
+    timeframe = (instruments.canonical_timeframe(q.timeframe) or q.timeframe) if q.timeframe else None
+    return await _read(pro.compare, q.a, q.b, pair, timeframe, since)
 
 
 async def _read(fn: Callable[..., Any], *args: Any) -> Any:

@@ -125,3 +125,13 @@ def test_versions_are_compared_with_the_naive_baselines_on_the_same_bars(client,
     assert hold.status_code == 200 and hold.json()["data"]["mean_r_a"] == 0.0
     bad = client.get("/reversal/evaluation", params={"a": "baseline:sideways", "b": "v3.1"})
     assert bad.status_code in (404, 422) and "baseline:sideways" in bad.json()["error"]
+
+
+def test_timeframe_spellings_are_one_group(client, resolved):
+    got = {
+        tf: client.get(
+            "/reversal/evaluation", params={"a": "v3.1", "b": "v3.0", "pair": resolved, "timeframe": tf}
+        ).json()["data"]["n_bars"]
+        for tf in ("1h", "1H", "H1", "60m")
+    }
+    assert set(got.values()) == {200 - 52 - 12}, got
