@@ -135,7 +135,8 @@ def candle_tail(candles: Candles, spec: VersionSpec) -> Candles:
     if len(candles) < need:
         raise BadCandles(
             f"data: too few candles for {spec.version}: got {len(candles)}, need at least {need} "
-            f"(window {spec.window} + {lookback(spec.features)} for indicator warm-up)"
+            f"(window {spec.window} + {lookback(spec.features)} for indicator warm-up); or post the closed candles "
+            "to /reversal/candles: a shorter request whose candles are the stored ones is topped up from them"
         )
     return candles.tail(need)
 

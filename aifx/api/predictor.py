@@ -13,7 +13,7 @@ import numpy as np
 
 from aifx import instruments, metrics
 from aifx import signal as sig
-from aifx.api import context, inputs
+from aifx.api import context, inputs, stored_inputs
 from aifx.api.ab_tests import ABTests
 from aifx.api.catalog import VersionEntry
 from aifx.api.errors import (
@@ -245,7 +245,7 @@ class Predictor:
         self.active += 1
         try:
             assigned = await self.ab.assign(req.user_id, req.version)
-            candles = _candles(req)
+            candles = await self.candles(req, _candles(req))
             job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
             scored = await self.score_each([job.served, *job.shadows], served=1)
         finally:
@@ -257,6 +257,16 @@ class Predictor:
         if assigned is not None:
             data |= await self.ab.record(assigned, req.user_id or "", decision, _bar_of(job))
         return data
+
+    async def candles(self, req: _Inputs, sent: Candles | None) -> Candles | None:
+        """The request's candles, topped up from the trusted store when short; the store's when none were sent."""
+        if req.features:
+            return None
+        try:
+            need = max(e.spec.min_candles for _, e in await self.registry.loaded_entries() if e.spec is not None)
+        except (ApiError, ValueError):
+            return sent
+        return await stored_inputs.request_candles(self.outcomes, req.pair, req.timeframe, sent, req.bar_time, need)
 
     async def _job(
         self, req: PredictRequest, served: Prepared, candles: Candles | None, trusted: bool, defer: bool = False
@@ -320,6 +330,7 @@ class Predictor:
                 candles = parsed.get(i)
                 if isinstance(candles, ApiError):
                     raise candles
+                candles = await self.candles(req, candles)
                 served_window = await self.prepare(req, variant, candles, defer=True)
                 ready.append((i, req, await self._job(req, served_window, candles, trusted, defer=True)))
                 if variant is not None:
@@ -358,7 +369,7 @@ class Predictor:
             resolved = [await self.registry.resolve(v, "versions") for v in dict.fromkeys(req.versions)]
         else:
             resolved = await self.registry.loaded_entries()
-        candles = None if req.features else inputs.to_candles(req.data or [])
+        candles = await self.candles(req, _candles(req))
         batch = [self.cached_window(req, v, e, candles) for v, e in resolved]
         decisions = await self.score(batch, served=0)  # a comparison serves no prediction and feeds no drift window
         metrics.COMPARES.inc()
@@ -385,7 +396,7 @@ class Predictor:
 
     async def predict_legacy(self, req: PredictRequest) -> dict[str, Any]:
         """The old engine's {prediction, confidence, factors}."""
-        prepared = await self.prepare(req)
+        prepared = await self.prepare(req, candles=await self.candles(req, _candles(req)))
         (d,) = await self.score([prepared])
         factors = {
             **sig.factors(d),
@@ -409,13 +420,13 @@ class Job:
 
 
 def _candles(req: _Inputs) -> Candles | None:
-    """The request's candles (validated once for every version), or None when features are sent."""
-    return None if req.features else inputs.to_candles(req.data or [])
+    """The request's candles (validated once for every version), or None when features or no candles are sent."""
+    return None if req.features or not req.data else inputs.to_candles(req.data)
 
 
 def _candles_many(items: Sequence[PredictRequest | InvalidItem]) -> dict[int, Candles | ApiError]:
     """The candles of every batch item that sends them, parsed together (or the error of each bad one)."""
-    sends = {i: r.data or [] for i, r in enumerate(items) if isinstance(r, PredictRequest) and not r.features}
+    sends = {i: r.data for i, r in enumerate(items) if isinstance(r, PredictRequest) and not r.features and r.data}
     return dict(zip(sends, inputs.to_candles_many(list(sends.values())), strict=True))
 
 

@@ -78,7 +78,7 @@ QueryTime = Annotated[datetime, WrapValidator(_utc_in_range)]
 _NEED_INPUT = (
     "send `data` (candles: objects with timestamp, open, high, low, close and optional volume) "
     "or `features` (rows in the version's feature order)"
-)
+)  # or neither: the service answers from the trusted candles posted to /reversal/candles
 
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -149,10 +149,17 @@ class _Inputs(BaseModel):
         ),
     )
 
+    bar_time: QueryTime | None = Field(
+        default=None,
+        description="without `data` and `features`: the stored bar to answer for (default: the latest closed one)",
+    )
+
     @model_validator(mode="after")
     def _has_input(self) -> _Inputs:
-        if not self.data and not self.features:
-            raise ValueError(f"no input: {_NEED_INPUT}")
+        if self.data is not None and not self.data and not self.features:
+            raise ValueError(f"no input: `data` is empty; {_NEED_INPUT}, or neither to use the stored candles")
+        if self.bar_time is not None and (self.data or self.features):
+            raise ValueError("bar_time: only for a request without `data` and `features` (stored candles)")
         return self
 
 

@@ -23,9 +23,9 @@ from aifx.api.catalog import VersionEntry
 from aifx.api.errors import ApiError
 from aifx.api.outcome_log import LOOKBACK, Bar, OutcomeLog, bar_log
 from aifx.api.predictor import Predictor, Prepared
+from aifx.api.stored_inputs import as_candles
 from aifx.candles import Candles
 from aifx.versions import VersionSpec
-from experiments import records
 
 MAX_BARS = 1_000  # bars scored per call: one POST holds at most 1,000 candles
 
@@ -54,7 +54,7 @@ async def score_closed_bars(predictor: Predictor, log: OutcomeLog, pair: str, ti
         return 0  # no version serves: nothing to score (the candles are stored all the same)
     need = max([LOOKBACK, *(e.spec.min_candles for _, e in entries if e.spec is not None)])
     series = await log.history(pair, timeframe, due[0], due[-1], need)
-    candles = _as_candles(series)
+    candles = as_candles(series)
     jobs = _jobs(log, pair, timeframe, candles, due, entries)
     flat = [p for j in jobs for p in j.windows]
     decisions = await predictor.score_each(flat, served=0) if flat else []
@@ -106,13 +106,6 @@ def _jobs(log: OutcomeLog, pair: str, timeframe: str, candles: Candles, due: lis
                 kept.append(p)
         job.windows = kept
     return [j for j in jobs if j.windows]
-
-
-def _as_candles(series: records.CandleSeries) -> Candles:
-    """Stored candles as the arrays features are computed from."""
-    ts = np.array([t.replace(tzinfo=None) for t in series.ts], dtype="datetime64[ns]")
-    return Candles(ts, *(np.asarray(c, dtype=np.float64) for c in (series.open, series.high, series.low,
-                                                                     series.close)))  # fmt: skip
 
 
 _NO_ROWS = np.empty((0, 0))

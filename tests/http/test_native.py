@@ -126,7 +126,7 @@ def test_native_errors_keep_the_rest_status_and_message(client):
     ("body", "field"),
     [
         ({"pair": "EUR/USD"}, "timeframe"),
-        ({**PAIR}, "no input"),
+        ({**PAIR, "data": []}, "no input"),
         ({**PAIR, "data": [{"timestamp": 1, "open": 1, "high": -1, "low": 1, "close": 1}]}, "high"),
         ({**PAIR, "features": [[1e308 * 10]]}, "features"),
         ({**PAIR, "features": [[1.0]], "user_id": "a\nb"}, "user_id"),

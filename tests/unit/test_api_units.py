@@ -114,8 +114,10 @@ def test_feature_rows_shape_checks():
 
 def test_request_validation_messages():
     with pytest.raises(ValidationError) as err:
-        PredictRequest.model_validate({"pair": "EUR/USD", "timeframe": "1h"})
+        PredictRequest.model_validate({"pair": "EUR/USD", "timeframe": "1h", "data": []})
     assert "send `data`" in format_errors(err.value.errors())
+    stored = PredictRequest.model_validate({"pair": "EUR/USD", "timeframe": "1h"})  # from the stored candles
+    assert stored.data is None and stored.features is None and stored.bar_time is None
     req = PredictRequest.model_validate({"pair": "EUR/USD", "timeframe": "1h", "features": [[1.0]], "userId": "u1"})
     assert req.user_id == "u1"
 
