@@ -6,44 +6,63 @@ numbers, so plain asserts test it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aifx.paired import B_BETTER, STATES
+from aifx.paired import A_BETTER, B_BETTER, STATES
 
 MODES = ("off", "recommend", "auto")
 Action = Literal["recommend", "switch", "rollback", "confirm"]
 
 
+MIN_DRAWDOWN_BARS = 240  # paired bars before the drawdown guardrail may fire: 10 blocks, 20 trade horizons
+MIN_CALLS = 200  # stage calls before the error-rate guardrail may fire
+WILSON_Z = 3.0  # one-sided 99.87 %: the bound is re-read every pass, so it leaves room for many looks
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The minimum effect and guardrail limits: drawdown from the policy, error rate and drift from the settings."""
+    """The minimum effect and guardrail limits: drawdown margin from the policy, error rate from the settings."""
 
     min_effect: float
     max_drawdown_r: float
     max_error_rate: float = 0.05
-    max_psi: float = 0.25
 
 
 @dataclass(frozen=True)
 class Watch:
-    """What the guardrails look at for one version: its drawdown in R, stage error rate and worst PSI."""
+    """What the guardrails compare on the same paired bars: both drawdowns, and b's stage calls and errors."""
 
-    drawdown_r: float | None = None
-    error_rate: float | None = None
-    psi: float | None = None
+    drawdown_a: float | None = None
+    drawdown_b: float | None = None
+    bars: int = 0
+    errors: int = 0
+    calls: int = 0
+
+
+def wilson_lower(errors: int, calls: int, z: float = WILSON_Z) -> float:
+    """Wilson score lower bound of an error rate (0.0 without calls)."""
+    if calls <= 0:
+        return 0.0
+    p = errors / calls
+    centre = p + z * z / (2 * calls)
+    spread = z * math.sqrt(p * (1 - p) / calls + z * z / (4 * calls * calls))
+    return max(0.0, (centre - spread) / (1 + z * z / calls))
 
 
 def breaches(watch: Watch, limits: Limits) -> list[str]:
-    """The guardrails a version breaks, each as a readable reason (empty when none)."""
+    """The guardrails b breaks relative to a on the same bars, each as a readable reason (empty when none)."""
     out = []
-    if watch.drawdown_r is not None and watch.drawdown_r > limits.max_drawdown_r:
-        out.append(f"drawdown {watch.drawdown_r:.3f} R above max_drawdown_r {limits.max_drawdown_r:g}")
-    if watch.error_rate is not None and watch.error_rate > limits.max_error_rate:
-        out.append(f"stage error rate {watch.error_rate:.3f} above {limits.max_error_rate:g}")
-    if watch.psi is not None and watch.psi > limits.max_psi:
-        out.append(f"input drift PSI {watch.psi:.3f} above {limits.max_psi:g}")
+    da, db = watch.drawdown_a, watch.drawdown_b
+    if da is not None and db is not None and watch.bars >= MIN_DRAWDOWN_BARS and db - da > limits.max_drawdown_r:
+        out.append(f"drawdown {db:.3f} R exceeds the incumbent's {da:.3f} R by more than max_drawdown_r "
+                   f"{limits.max_drawdown_r:g} over {watch.bars} paired bars")  # fmt: skip
+    low = wilson_lower(watch.errors, watch.calls)
+    if watch.calls >= MIN_CALLS and low > limits.max_error_rate:
+        out.append(f"stage error rate {watch.errors}/{watch.calls} (Wilson lower bound {low:.3f}) above "
+                   f"{limits.max_error_rate:g}")  # fmt: skip
     return out
 
 
@@ -80,12 +99,14 @@ def decide(mode: str, state: str, active: str, challenger: str, broken: Sequence
     return Step("switch", f"{why}, no guardrail broken")
 
 
-def decide_probation(broken: Sequence[str], bars_seen: int, probation_bars: int) -> Step:
-    """During probation: roll back on a breach, confirm after probation_bars resolved bars, else wait."""
+def decide_probation(broken: Sequence[str], bars_seen: int, probation_bars: int, decision: str | None = None) -> Step:
+    """During probation: roll back on the anchored a_better or a breach, confirm after probation_bars, else wait."""
+    if decision == A_BETTER:
+        return Step("rollback", "the version it replaced is better (anchored interval below 0 since the switch)")
     if broken:
         return Step("rollback", "guardrail during probation: " + "; ".join(broken))
     if bars_seen >= probation_bars:
-        return Step("confirm", f"probation passed: {bars_seen} resolved bars without a guardrail breach")
+        return Step("confirm", f"probation passed: {bars_seen} paired bars without a_better or a guardrail breach")
     return Step(None, f"probation: {bars_seen} of {probation_bars} bars")
 
 
@@ -100,7 +121,7 @@ def figures(comparison: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any
 
 
 class Tally:
-    """Windows each version scored and failed (stage call failed or output not a probability) since the last take()."""
+    """Windows each version scored and failed (stage call failed or output not a probability) since the last take."""
 
     def __init__(self) -> None:
         self._counts: dict[str, list[int]] = {}
@@ -114,5 +135,9 @@ class Tally:
 
     def take(self) -> dict[str, float | None]:
         """Each version's error rate since the last call (None without windows), then start again."""
+        return {v: (bad / n if n else None) for v, (bad, n) in self.take_counts().items()}
+
+    def take_counts(self) -> dict[str, tuple[int, int]]:
+        """Each version's (errors, windows) since the last take, then start again."""
         counts, self._counts = self._counts, {}
-        return {v: (bad / (good + bad) if good + bad else None) for v, (good, bad) in counts.items()}
+        return {v: (bad, good + bad) for v, (good, bad) in counts.items()}

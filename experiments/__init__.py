@@ -2,6 +2,7 @@
 evaluation log (every version's decision per bar, trusted candles, outcomes) with its write-behind queue, and
 promotion policies with their audit trail."""
 
+from experiments.anchors import AnchorStore
 from experiments.assignment import BUCKETS, assign_variant, bucket
 from experiments.db import DEFAULT_DATABASE_URL, ENV_DATABASE_URL, default_database_url
 from experiments.errors import Conflict, ExperimentError, Invalid, KeyReused, NotFound, SchemaMismatch
@@ -17,6 +18,7 @@ from experiments.writebehind import WriteBehind
 __all__ = [
     "ABTestingFramework",
     "ACTIVE_VERSION_KEY",
+    "AnchorStore",
     "Assignment",
     "BUCKETS",
     "BarLog",

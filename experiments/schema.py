@@ -21,7 +21,7 @@ from sqlalchemy import (
 
 # The Alembic head these tables match (experiments/migrations/versions); change both together
 # (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
-SCHEMA_VERSION = "0005"
+SCHEMA_VERSION = "0006"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
 NOTE_LEN = 200
@@ -263,3 +263,28 @@ promotion_lease = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("expires_at > acquired_at", name="ck_promotion_lease_expiry"),
 )
+
+# -- anchored comparisons (migration 0006): running block sums from a fixed start, outside retention --
+
+# One row per comparison (a, b, scope): the pure state of aifx.anchored as JSON, its alpha fixed at the
+# start, the decision once reached (it stands until an admin reset starts the row anew), and the index
+# of this anchor among its challenger's anchors (decisions_spent, the j of the alpha-spending rule).
+comparison_anchors = Table(
+    "comparison_anchors",
+    metadata,
+    Column("a", String(ID_LEN), primary_key=True),
+    Column("b", String(ID_LEN), primary_key=True),
+    Column("scope", String(ID_LEN), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("alpha", Float, nullable=False),
+    Column("state", Text, nullable=False),  # a JSON object
+    Column("decision", String(STATE_LEN)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("decisions_spent", Integer, nullable=False),
+    CheckConstraint("alpha > 0 AND alpha < 1", name="ck_comparison_anchors_alpha"),
+    CheckConstraint("decisions_spent >= 0", name="ck_comparison_anchors_spent"),
+    CheckConstraint("a <> b", name="ck_comparison_anchors_versions"),
+    CheckConstraint("(decision IS NULL) = (decided_at IS NULL)", name="ck_comparison_anchors_decision"),
+)
+Index("ix_comparison_anchors_b", comparison_anchors.c.b)

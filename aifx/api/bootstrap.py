@@ -33,6 +33,7 @@ from aifx.drift import DriftWindows, Reference
 from aifx.settings import Settings, get_settings
 from aifx.versions import DRIFT_FILE, recorded_checksums, sha256_hex
 from experiments import EvaluationStore, ExperimentStore
+from experiments.anchors import AnchorStore
 from experiments.db import DatabaseOptions
 from experiments.promotion import PromotionStore
 
@@ -82,7 +83,8 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     if outcomes is not None:  # comparisons read the evaluation log
         # Input drift is no challenger guardrail: both versions see the same inputs, and anonymous requests
         # fill the drift windows. It is an alert (aifx_feature_drift_psi), never a promotion's or rollback's cause.
-        promoter = Promoter(settings, outcomes.store, PromotionStore(store), registry, predictor.health)
+        policies, anchors = PromotionStore(store), AnchorStore(store)
+        promoter = Promoter(settings, outcomes.store, policies, registry, predictor.health, anchors)
     return Parts(registry, predictor, ab, outcomes, promoter)
 
 

@@ -14,16 +14,24 @@ from starlette.responses import JSONResponse
 
 from aifx import instruments, metrics, srm
 from aifx.api import ab_tests as ab
-from aifx.api.ab_tests import in_thread
+from aifx.api.ab_tests import api_error, in_thread
 from aifx.api.context import get_logger
 from aifx.api.errors import ApiError, ok
 from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.promoter import Promoter
-from aifx.api.responses import DecisionList, Envelope, PairedComparison, PolicyList, PromotionPolicy
+from aifx.api.responses import (
+    AnchorReset,
+    DecisionList,
+    Envelope,
+    PairedComparison,
+    PolicyList,
+    PromotionPolicy,
+)
 from aifx.api.schemas import TIMEFRAME_PATTERN, QueryTime
 from aifx.outcomes import BASELINES
 from aifx.trade import UnknownPair, normalise_pair, pip_size
+from experiments.errors import ExperimentError
 from experiments.schema import ID_LEN
 
 logger = get_logger("bentoml.aifx.evaluation")
@@ -88,7 +96,12 @@ async def evaluation(p: Parts, q: EvaluationQuery) -> dict[str, Any]:
         raise ApiError(f"pair: {exc}", status=422) from None
     since = q.since.replace(tzinfo=q.since.tzinfo or UTC) if q.since else None
     timeframe = (instruments.canonical_timeframe(q.timeframe) or q.timeframe) if q.timeframe else None
-    return await _read(pro.compare, q.a, q.b, pair, timeframe, since)
+    out = await _read(pro.compare, q.a, q.b, pair, timeframe, since)
+    # The anchored sequence the promoter decides on covers every series from its start: it answers only
+    # for the unfiltered comparison; the windowed figures beside it are for reading, not deciding.
+    unfiltered = pair is None and timeframe is None and since is None
+    out["anchored"] = await _read(pro.anchoring.view, q.a, q.b) if unfiltered else None
+    return out
 
 
 async def _read(fn: Callable[..., Any], *args: Any) -> Any:
@@ -161,6 +174,22 @@ def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Reque
         store = promoter(parts(request)).policies
         await in_thread(store.delete_policy, challenger)
         return ok({"policies": await _read(store.policies)})
+
+    @app.post(
+        "/reversal/promotion/{challenger}/reset",
+        response_model=Envelope[AnchorReset],
+        tags=["evaluation"],
+        dependencies=admin,
+    )
+    async def reset_anchor(challenger: Challenger, request: Request) -> JSONResponse:
+        """Admin: start the challenger's anchored comparison anew (its standing decision is dropped)."""
+        pro = promoter(parts(request))
+        try:
+            out = await pro.reset(challenger)
+        except ExperimentError as exc:
+            raise api_error(exc) from None
+        logger.warning("anchored comparison of %s against %s reset by an admin", challenger, out["a"])
+        return ok(out)
 
     @app.get("/reversal/decisions", response_model=Envelope[DecisionList], tags=["evaluation"], dependencies=admin)
     async def list_decisions(request: Request, q: Annotated[DecisionQuery, Query()]) -> JSONResponse:

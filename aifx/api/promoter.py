@@ -1,8 +1,10 @@
 """Paired comparisons of versions on the evaluation log, and the opt-in promotion policy that acts on them.
 
 One worker per replica runs `run()`; a database lock (experiments.promotion) lets one of them act per
-pass. Guardrails: the version's drawdown in R, its stage error rate in this worker (input drift is an alert
-only: anonymous requests fill its windows).
+pass. Decisions come from the anchored sequence of each (incumbent, challenger) (aifx.anchored, issue 26):
+started when the policy is armed, at a switch or at an admin reset, advanced every pass, its decision
+standing. The windowed comparison (`compare`) is for display and the gauges only. Guardrails are relative
+to the incumbent on the same bars, each with a minimum count (aifx.promotion); input drift is an alert only.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aifx import metrics, paired, promotion
+from aifx import anchored, metrics, paired, promotion
+from aifx.api.anchoring import Anchoring
 from aifx.api.outcome_log import HORIZON
 from aifx.api.registry import VersionRegistry
 from aifx.settings import Settings
+from experiments.anchors import AnchorStore
+from experiments.errors import Conflict, NotFound
 from experiments.evaluation import EvaluationStore
 from experiments.promotion import PromotionStore
 
 logger = logging.getLogger("bentoml.aifx.promotion")
 AUDIT_FIGURES = ("n_bars", "mean_r_a", "mean_r_b", "mean_diff", "nw_se", "confidence_sequence", "max_drawdown_r")
-Drift = Callable[[str], float | None]
 
 
 class Promoter:
@@ -35,15 +39,15 @@ class Promoter:
         policies: PromotionStore,
         registry: VersionRegistry,
         health: promotion.Tally,
-        drift: Drift | None = None,
+        anchors: AnchorStore | None = None,
     ) -> None:
         self.settings = settings
         self.evaluation = evaluation
         self.policies = policies
         self.registry = registry
         self.health = health
-        self.drift = drift or (lambda _version: None)
-        self.errors: dict[str, float | None] = {}
+        self.anchoring = Anchoring(settings, evaluation, anchors or AnchorStore(policies._store), policies)
+        self.calls: dict[str, tuple[int, int]] = {}  # (errors, calls) per version in this worker since its anchor
 
     # -- comparisons ---------------------------------------------------------------------------
 
@@ -66,8 +70,8 @@ class Promoter:
         """The paired comparison of b against a (blocking: call in a thread), with b's guardrails applied.
 
         Bars logged within the retention period (or since logged_since), at or after bar time `since`.
-        The drawdown guardrail comes from those bars, so every worker answers alike; the stage error
-        rate and input drift are this worker's own and count only where worker_guardrails (the promoter).
+        The drawdown guardrail (b's beyond a's) comes from those bars, so every worker answers alike; the
+        stage error rate is this worker's own and counts only where worker_guardrails (the promoter).
         """
         limits = limits or self.default_limits()
         given, logged_since = logged_since, logged_since or self.window_start()
@@ -77,9 +81,9 @@ class Promoter:
         series = len({(r["pair"], r["timeframe"]) for r in rows}) or 1
         out = paired.compare(rows, HORIZON * series, self.settings.comparison_alpha, limits.min_effect,
                              expected_bars=paired.EXPECTED_BARS * series)  # fmt: skip
-        drawdown = out["max_drawdown_r"]["b"]
-        watch = self.watch(b, drawdown) if worker_guardrails else promotion.Watch(drawdown)
-        broken = promotion.breaches(watch, limits)
+        dd = out["max_drawdown_r"]
+        errors, calls = self.calls.get(b, (0, 0)) if worker_guardrails else (0, 0)
+        broken = promotion.breaches(promotion.Watch(dd["a"], dd["b"], out["n_bars"], errors, calls), limits)
         filters = {"pair": pair, "timeframe": timeframe, "since": since.isoformat() if since else None,
                    "logged_since": given.isoformat() if given else None,
                    "window_days": self.settings.retention_days or 90}  # fmt: skip
@@ -91,17 +95,35 @@ class Promoter:
             **out,
             "state": promotion.with_guardrails(out["state"], broken),
             "guardrails": broken,
+            "view": "windowed",
         }
 
     def default_limits(self) -> promotion.Limits:
-        """Guardrail limits without a policy: the settings' drawdown, error rate and drift limits."""
+        """Guardrail limits without a policy: the settings' minimum effect, drawdown margin and error rate."""
         s = self.settings
-        return promotion.Limits(s.comparison_min_effect_r, s.guardrail_max_drawdown_r, s.guardrail_max_error_rate,
-                                s.guardrail_max_psi)  # fmt: skip
+        return promotion.Limits(s.comparison_min_effect_r, s.guardrail_max_drawdown_r, s.guardrail_max_error_rate)
 
-    def watch(self, version: str, drawdown: float | None) -> promotion.Watch:
-        """What the guardrails look at for a version now."""
-        return promotion.Watch(drawdown, self.errors.get(version), self.drift(version))
+    def watch(self, version: str, state: anchored.Anchored) -> promotion.Watch:
+        """What the guardrails compare: both drawdowns on the anchor's bars, the version's calls in this worker."""
+        errors, calls = self.calls.get(version, (0, 0))
+        return promotion.Watch(state.dd_a, state.dd_b, state.bars, errors, calls)
+
+    def _start(self, a: str, b: str, min_effect: float) -> anchored.Anchored:
+        """A new anchor of b against a; b's stage calls count again from here (blocking)."""
+        self.calls.pop(b, None)
+        return self.anchoring.start(a, b, min_effect)
+
+    async def reset(self, challenger: str) -> dict[str, Any]:
+        """Admin reset: the challenger's anchor against its incumbent starts anew; returns the anchor's figures."""
+        policy = await asyncio.to_thread(self.policies.get_policy, challenger)
+        if policy is None:
+            raise NotFound(f"challenger {challenger!r} has no promotion policy")
+        incumbent = policy["probation_from_version"] or await self.registry.active_version()
+        if incumbent is None or incumbent == challenger:
+            raise Conflict(f"{challenger!r} is the active version: there is nothing to compare it with")
+        await asyncio.to_thread(self._start, incumbent, challenger, float(policy["min_effect_r"]))
+        return {"a": incumbent, "b": challenger, "anchored": await asyncio.to_thread(self.anchoring.view,
+                                                                                   incumbent, challenger)}  # fmt: skip
 
     # -- the policy loop -----------------------------------------------------------------------
 
@@ -120,8 +142,10 @@ class Promoter:
             await asyncio.sleep(self.settings.promotion_every_seconds)
 
     async def step(self) -> None:
-        """One pass: comparison gauges, then each policy's decision."""
-        self.errors = self.health.take()
+        """One pass: windowed comparison gauges, then each policy's anchored decision."""
+        for version, (errors, calls) in self.health.take_counts().items():
+            old = self.calls.get(version, (0, 0))
+            self.calls[version] = (old[0] + errors, old[1] + calls)
         avail = await self.registry.availability()
         active = await self.registry.active_version()
         if active is None:
@@ -132,10 +156,10 @@ class Promoter:
             comparisons[b] = await asyncio.to_thread(self.compare, active, b, worker_guardrails=True)
         metrics.set_comparison_states({(active, b): c["state"] for b, c in comparisons.items()})
         for policy in await asyncio.to_thread(self.policies.policies):
-            await self._apply(policy, active, set(avail.loaded), comparisons)
+            await self._apply(policy, active, comparisons)
 
     async def _apply(
-        self, policy: Mapping[str, Any], active: str, loaded: set[str], comparisons: Mapping[str, Mapping[str, Any]]
+        self, policy: Mapping[str, Any], active: str, comparisons: Mapping[str, Mapping[str, Any]]
     ) -> None:
         challenger = policy["challenger"]
         if policy.get("probation_from_version"):
@@ -144,22 +168,27 @@ class Promoter:
         if challenger not in comparisons or policy["mode"] == "off":
             return
         limits = _limits(policy, self.settings)
-        comparison = await asyncio.to_thread(self.compare, active, challenger, limits=limits, worker_guardrails=True)
-        last = await asyncio.to_thread(self._last_action, challenger)
-        step = promotion.decide(policy["mode"], comparison["state"], active, challenger, comparison["guardrails"], last)
+        state = await asyncio.to_thread(self._advance, active, challenger, limits.min_effect)
+        broken = promotion.breaches(self.watch(challenger, state), limits)
+        last = await asyncio.to_thread(_last_action, self.policies, challenger)
+        verdict = state.decision or paired.COLLECTING
+        step = promotion.decide(policy["mode"], verdict, active, challenger, broken, last)
+        figures = _figures(comparisons[challenger], state)
         if step.action == "recommend":
-            await asyncio.to_thread(self._audit, "recommend", policy, active, comparison, step.reason)
+            await asyncio.to_thread(_audit, self.policies, "recommend", policy, active, verdict, figures, step.reason)
         elif step.action == "switch":
-            await self._switch(policy, active, challenger, comparison, step.reason)
+            await self._switch(policy, active, challenger, figures, step.reason)
 
-    def _last_action(self, challenger: str) -> str | None:
-        rows = self.policies.decisions(limit=1, challenger=challenger)
-        return rows[0]["action"] if rows else None
+    def _advance(self, a: str, b: str, min_effect: float) -> anchored.Anchored:
+        """The anchor of b against a after this pass's rows; started (and b's calls reset) if it has none."""
+        if self.anchoring.load(a, b) is None:
+            self._start(a, b, min_effect)
+        return self.anchoring.advance(a, b, min_effect)
 
     async def _switch(
-        self, policy: Mapping[str, Any], active: str, challenger: str, comparison: Mapping[str, Any], reason: str
+        self, policy: Mapping[str, Any], active: str, challenger: str, figures: Mapping[str, Any], reason: str
     ) -> None:
-        """Auto mode: switch through the persisted switch, one worker across replicas, then start probation."""
+        """Auto mode: switch, start probation and its anchor (previous, promoted), one worker across replicas."""
         with self.policies.try_act("promotion") as acting:
             now = self.policies.get_policy(challenger)  # another replica may have acted since our read
             if not acting or now is None or now["mode"] != "auto" or now["probation_from_version"]:
@@ -168,37 +197,54 @@ class Promoter:
                 return
             await self.registry.switch(challenger)
             self.policies.start_probation(challenger, active, datetime.now(UTC))
-            self._audit("switch", policy, active, comparison, reason)
+            self._start(active, challenger, float(policy["min_effect_r"]))  # probation keeps testing from here
+            _audit(self.policies, "switch", policy, active, paired.B_BETTER, figures, reason)
         logger.warning("promotion: active version switched %s -> %s: %s", active, challenger, reason)
 
     async def _probation(self, policy: Mapping[str, Any], active: str) -> None:
-        """Watch the promoted version against the one it replaced; roll back on a breach, confirm at the end."""
+        """The promoted version against the one it replaced, anchored at the switch: roll back or confirm."""
         challenger, previous = policy["challenger"], policy["probation_from_version"]
-        started = datetime.fromisoformat(policy["probation_started_at"])
-        comparison = await asyncio.to_thread(self.compare, previous, challenger, limits=_limits(policy, self.settings),
-                                             logged_since=started, worker_guardrails=True)  # fmt: skip
-        step = promotion.decide_probation(comparison["guardrails"], comparison["n_bars"], policy["probation_bars"])
+        limits = _limits(policy, self.settings)
+        state = await asyncio.to_thread(self._advance, previous, challenger, limits.min_effect)
+        broken = promotion.breaches(self.watch(challenger, state), limits)
+        step = promotion.decide_probation(broken, state.bars, policy["probation_bars"], state.decision)
         if step.action is None:
             return
+        started = datetime.fromisoformat(policy["probation_started_at"])
+        window = await asyncio.to_thread(self.compare, previous, challenger, limits=limits, logged_since=started,
+                                         worker_guardrails=True)  # fmt: skip
+        verdict = promotion.with_guardrails(state.decision or paired.COLLECTING, broken)
         with self.policies.try_act("promotion") as acting:
             if not acting:
                 return
             if step.action == "rollback" and active == challenger:
                 await self.registry.switch(previous)
             self.policies.end_probation(challenger)
-            if step.action == "rollback":  # no automatic second try: an admin arms the policy again
+            if step.action == "rollback":  # no automatic second try: an admin resets the anchor and re-arms
                 self.policies.set_policy(challenger, "recommend", float(policy["min_effect_r"]),
                                          float(policy["max_drawdown_r"]), int(policy["probation_bars"]))  # fmt: skip
-            self._audit(step.action, policy, previous, comparison, step.reason)
+            _audit(self.policies, step.action, policy, previous, verdict, _figures(window, state), step.reason)
         logger.warning("promotion: %s of %s: %s", step.action, challenger, step.reason)
 
-    def _audit(self, action: str, policy: Mapping[str, Any], incumbent: str, comparison: Mapping[str, Any],
-               reason: str) -> None:  # fmt: skip
-        self.policies.record_decision(action, policy["challenger"], incumbent, policy["mode"], comparison["state"],
-                                      reason, promotion.figures(comparison, AUDIT_FIGURES))  # fmt: skip
+
+def _last_action(store: PromotionStore, challenger: str) -> str | None:
+    """The action of the challenger's newest audit row."""
+    rows = store.decisions(limit=1, challenger=challenger)
+    return rows[0]["action"] if rows else None
+
+
+def _audit(store: PromotionStore, action: str, policy: Mapping[str, Any], incumbent: str, state: str,
+           figures: Mapping[str, Any], reason: str) -> None:  # fmt: skip
+    """Append an audit row."""
+    store.record_decision(action, policy["challenger"], incumbent, policy["mode"], state, reason, figures)
+
+
+def _figures(window: Mapping[str, Any], state: anchored.Anchored) -> dict[str, Any]:
+    """An audit row's figures: the anchored sequence that decided, and the windowed view beside it."""
+    return {**promotion.figures(window, AUDIT_FIGURES), "anchored": anchored.summary(state)}
 
 
 def _limits(policy: Mapping[str, Any], settings: Settings) -> promotion.Limits:
-    """A policy's guardrail limits: its own drawdown and minimum effect, the settings' error rate and drift."""
+    """A policy's limits: its own minimum effect and drawdown margin, the settings' error rate."""
     return promotion.Limits(float(policy["min_effect_r"]), float(policy["max_drawdown_r"]),
-                            settings.guardrail_max_error_rate, settings.guardrail_max_psi)  # fmt: skip
+                            settings.guardrail_max_error_rate)  # fmt: skip

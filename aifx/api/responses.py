@@ -408,6 +408,41 @@ class ComparisonFilters(Body):
     window_days: int = Field(description="bars logged within this many days are read (the retention period)")
 
 
+class AnchoredInterval(Body):
+    low: float | None
+    high: float | None
+
+
+class AnchoredComparison(Body):
+    """The anchored sequence the promoter decides on (issue 26): every bar since a fixed start, read once per block."""
+
+    started_at: str = Field(description="the anchor's start: the policy armed, a switch or an admin reset")
+    alpha: float = Field(description="this anchor's share: alpha / armed challengers x 6 / (pi^2 (index + 1)^2)")
+    min_effect: float
+    blocks: int
+    block_bars: int
+    bars: int
+    series: int
+    excluded: int
+    late: int = Field(description="bars older than their series' last processed bar: skipped")
+    mean_diff: float | None
+    interval: AnchoredInterval
+    drawdown_r: PairedDrawdown
+    decision: Literal["b_better", "a_better", "no_meaningful_difference"] | None = Field(
+        description="set once and standing until an admin reset (POST /reversal/promotion/{b}/reset)"
+    )
+    decided_blocks: int | None
+    decided_bar: str | None
+    decided_at: str | None
+    index: int = Field(description="j: this anchor's place among the challenger's anchors (alpha spending)")
+
+
+class AnchorReset(Body):
+    a: str
+    b: str
+    anchored: AnchoredComparison | None
+
+
 class PairedComparison(Body):
     """Version b against version a on the bars both were scored on (README "Deciding between versions")."""
 
@@ -430,8 +465,12 @@ class PairedComparison(Body):
     min_effect: float
     state: ComparisonState
     guardrails: list[str] = Field(
-        description="guardrails version b breaks now (state guardrail_breach when any): its drawdown here; the "
-        "promoter also checks its stage error rate and input drift"
+        description="guardrails version b breaks now (state guardrail_breach when any): its drawdown beyond a's "
+        "here; the promoter also checks its stage error rate"
+    )
+    view: Literal["windowed"] = Field(description="the figures above: bars logged within the window, for reading")
+    anchored: AnchoredComparison | None = Field(
+        default=None, description="the anchored sequence the promoter decides on (unfiltered requests; null: none)"
     )
 
 

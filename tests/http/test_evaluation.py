@@ -135,3 +135,25 @@ def test_timeframe_spellings_are_one_group(client, resolved):
         for tf in ("1h", "1H", "H1", "60m")
     }
     assert set(got.values()) == {200 - 52 - 12}, got
+
+
+def test_the_anchored_state_is_shown_beside_the_windowed_view_and_an_admin_resets_it(client, resolved):
+    """Arming a policy starts the anchor at the next pass; it counts only bars logged after it; reset starts anew."""
+    assert client.put("/reversal/promotion/v3.0", json={"mode": "recommend"}).status_code == 200
+    try:
+        client.portal.call(parts().promoter.step)
+        data = client.get("/reversal/evaluation", params={"a": "v3.1", "b": "v3.0"}).json()["data"]
+        assert data["view"] == "windowed" and data["n_bars"] > 0
+        anchor = data["anchored"]
+        assert anchor["bars"] == 0 and anchor["decision"] is None and anchor["interval"] == {"low": None, "high": None}
+        assert 0 < anchor["alpha"] <= 0.05 * 6 / np.pi**2 and anchor["block_bars"] == 24
+        filtered = client.get("/reversal/evaluation", params={"a": "v3.1", "b": "v3.0", "pair": resolved})
+        assert filtered.json()["data"]["anchored"] is None  # the anchor covers every series: unfiltered only
+        r = client.post("/reversal/promotion/v3.0/reset")
+        assert r.status_code == 200, r.text
+        reset = r.json()["data"]
+        assert (reset["a"], reset["b"]) == ("v3.1", "v3.0") and reset["anchored"]["index"] == anchor["index"] + 1
+        assert reset["anchored"]["alpha"] < anchor["alpha"]
+        assert client.post("/reversal/promotion/v3.1/reset").status_code == 404  # no policy
+    finally:
+        client.delete("/reversal/promotion/v3.0")

@@ -1,11 +1,14 @@
-"""Issue 13 end to end against a real `bentoml serve`: a version built to be better on a replayed stretch reaches
-`b_better`, the `auto` policy switches to it with an audit row, and a guardrail breach during probation rolls back.
+"""Issues 13 and 26 end to end against a real `bentoml serve`: a version built to be better on a replayed stretch
+reaches the anchored `b_better`, the `auto` policy switches to it with an audit row, and probation, which keeps
+testing on a new anchor from the switch, rolls back on a drawdown beyond the incumbent's (after its minimum of
+240 paired bars) or on the anchored `a_better`.
 
 The stretch is the bundled EUR/USD file with a planted drift: every candle from bar FIRST on is shifted by
 UP per bar (prices rise 1.5 pips per bar more than they did), then after the up stretch by DOWN per bar.
 The test-only version v9.1 (tests/integration/always_long.py) signals long on every bar, so it is better
-than v3.1 while prices rise (by construction) and loses on every bar once they fall: its drawdown breaks
-the policy's max_drawdown_r during probation. The drift guardrail is raised in this test only, because
+than v3.1 while prices rise (by construction) and loses on every bar once they fall: its drawdown beyond
+v3.1's breaks the policy's max_drawdown_r during probation (the down stretch is long enough for 240 paired
+bars logged after the switch). The drift guardrail is raised in this test only, because
 the planted trend shifts the return features on purpose.
 """
 
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "promotion-outcome-token-0123456789abcdef"
 ADMIN = "promotion-admin-token-0123456789abcdefgh"
-FIRST, N_UP, N_DOWN = 200, 1_300, 240
+FIRST, N_UP, N_DOWN = 200, 1_300, 420
 UP, DOWN = 1.5e-4, -4e-4  # price units per bar (EUR/USD pip = 1e-4)
 MAX_DRAWDOWN_R = 100.0  # of the cumulative per-bar R: always long gave ~58 on the up stretch
 
@@ -103,7 +106,8 @@ def test_a_better_version_is_promoted_and_rolled_back_on_a_breach(server, candle
         switch = [d for d in decisions if d["action"] == "switch"]
         assert len(switch) == 1, decisions
         assert switch[0]["challenger"] == "v9.1" and switch[0]["incumbent"] == "v3.1"
-        assert switch[0]["state"] == "b_better" and switch[0]["figures"]["confidence_sequence"]["low"] > 0
+        assert switch[0]["state"] == "b_better" and switch[0]["figures"]["anchored"]["decision"] == "b_better"
+        assert switch[0]["figures"]["anchored"]["interval"]["low"] > policy["min_effect_r"]
         probation = client.get("/reversal/promotion", headers=admin).json()["data"]["policies"][0]
         assert probation["probation_from_version"] == "v3.1"
         # The gauges follow the new active version: v3.1 is now the challenger, worse on the up stretch; with
@@ -121,8 +125,13 @@ def test_a_better_version_is_promoted_and_rolled_back_on_a_breach(server, candle
         decisions = client.get("/reversal/decisions", headers=admin).json()["data"]["decisions"]
         assert [d["action"] for d in decisions][:2] == ["rollback", "switch"], decisions
         rollback = decisions[0]
-        assert rollback["incumbent"] == "v3.1" and "drawdown" in rollback["reason"]
-        assert rollback["figures"]["max_drawdown_r"]["b"] > MAX_DRAWDOWN_R
+        assert rollback["incumbent"] == "v3.1" and rollback["state"] in ("a_better", "guardrail_breach"), rollback
+        probation_anchor = rollback["figures"]["anchored"]
+        if rollback["state"] == "guardrail_breach":
+            assert "drawdown" in rollback["reason"] and probation_anchor["bars"] >= 240, rollback
+            assert probation_anchor["drawdown_r"]["b"] - probation_anchor["drawdown_r"]["a"] > MAX_DRAWDOWN_R
+        else:
+            assert probation_anchor["decision"] == "a_better" and probation_anchor["interval"]["high"] < 0
         # after a rollback the policy only recommends until an admin arms it again
         policies = client.get("/reversal/promotion", headers=admin).json()["data"]["policies"]
         assert policies[0]["mode"] == "recommend" and policies[0]["probation_from_version"] is None

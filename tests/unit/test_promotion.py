@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aifx import paired, promotion
 from aifx.api.evaluation_routes import add_evaluation_routes
@@ -18,18 +20,39 @@ from experiments import ExperimentStore, PromotionStore
 
 pytestmark = pytest.mark.unit
 
-LIMITS = promotion.Limits(min_effect=0.05, max_drawdown_r=5.0, max_error_rate=0.05, max_psi=0.25)
+LIMITS = promotion.Limits(min_effect=0.05, max_drawdown_r=5.0, max_error_rate=0.05)
 
 
 def test_no_guardrail_breaks_inside_the_limits_or_without_figures():
-    assert promotion.breaches(promotion.Watch(5.0, 0.05, 0.25), LIMITS) == []
+    assert promotion.breaches(promotion.Watch(1.0, 6.0, 240, 10, 200), LIMITS) == []  # b 5 R beyond a: not more
     assert promotion.breaches(promotion.Watch(), LIMITS) == []
 
 
 def test_each_guardrail_names_itself():
-    broken = promotion.breaches(promotion.Watch(5.5, 0.2, 0.4), LIMITS)
-    assert len(broken) == 3
-    assert "drawdown 5.500 R" in broken[0] and "error rate 0.200" in broken[1] and "PSI 0.400" in broken[2]
+    broken = promotion.breaches(promotion.Watch(1.0, 6.5, 240, 40, 200), LIMITS)
+    assert len(broken) == 2
+    assert "drawdown 6.500 R exceeds the incumbent's 1.000 R" in broken[0] and "error rate 40/200" in broken[1]
+
+
+def test_guardrails_need_their_minimum_counts():
+    assert promotion.breaches(promotion.Watch(0.0, 500.0, promotion.MIN_DRAWDOWN_BARS - 1), LIMITS) == []
+    assert promotion.breaches(promotion.Watch(errors=199, calls=promotion.MIN_CALLS - 1), LIMITS) == []
+    assert len(promotion.breaches(promotion.Watch(0.0, 500.0, promotion.MIN_DRAWDOWN_BARS), LIMITS)) == 1
+
+
+def test_the_error_guardrail_needs_the_wilson_bound_above_the_limit():
+    assert promotion.wilson_lower(0, 0) == 0.0 and promotion.wilson_lower(0, 1000) == 0.0
+    assert promotion.wilson_lower(500, 1000) == pytest.approx(0.4528, abs=1e-4)  # z = 3
+    assert promotion.wilson_lower(15, 200) < 0.05  # a 7.5 % rate over 200 calls is not shown to exceed 5 %
+    assert promotion.breaches(promotion.Watch(errors=15, calls=200), LIMITS) == []
+    assert promotion.breaches(promotion.Watch(errors=60, calls=400), LIMITS) != []  # 15 % over 400: it is
+
+
+@given(errors=st.integers(min_value=0, max_value=5000), extra=st.integers(min_value=0, max_value=5000))
+def test_the_wilson_bound_lies_below_the_rate(errors: int, extra: int) -> None:
+    calls = errors + extra
+    low = promotion.wilson_lower(errors, calls)
+    assert 0.0 <= low <= (errors / calls if calls else 0.0) + 1e-12
 
 
 def test_a_breach_overrides_the_state():
@@ -77,11 +100,15 @@ def test_off_a_breach_or_an_active_challenger_do_nothing():
     assert promotion.decide("auto", "b_better", "v3.2", "v3.2", [], None).action is None
 
 
-def test_probation_rolls_back_on_a_breach_and_confirms_after_its_bars():
+def test_probation_rolls_back_on_a_breach_or_a_better_and_confirms_after_its_bars():
     assert promotion.decide_probation(["drawdown"], 10, 500).action == "rollback"
     assert promotion.decide_probation([], 499, 500).action is None
     assert promotion.decide_probation([], 500, 500).action == "confirm"
     assert promotion.decide_probation(["drawdown"], 900, 500).action == "rollback"  # a breach wins
+    worse = promotion.decide_probation([], 30, 500, paired.A_BETTER)
+    assert worse.action == "rollback" and "better" in worse.reason
+    for verdict in (None, paired.B_BETTER, paired.NO_MEANINGFUL_DIFFERENCE):
+        assert promotion.decide_probation([], 499, 500, verdict).action is None  # probation runs its bars
 
 
 def test_state_gauge_is_one_for_the_current_state_only():
@@ -97,6 +124,8 @@ def test_tally_gives_error_rates_since_the_last_take():
     t.record("v3.0", True)
     assert t.take() == {"v3.1": 0.25, "v3.0": 0.0}
     assert t.take() == {}
+    t.record("v3.1", False)
+    assert t.take_counts() == {"v3.1": (1, 1)} and t.take_counts() == {}
 
 
 def test_figures_keep_only_the_named_numbers():
