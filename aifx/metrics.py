@@ -34,6 +34,15 @@ STAGES = ("stage1", "stage2")
 PROB_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 
 PREDICTIONS = Counter("aifx_predictions", "Predictions served, by model version and signal", ["version", "signal"])
+SIGNAL_SUBSCRIBERS = Gauge(
+    "aifx_signal_subscribers", "Open signal streams (GET /reversal/signals/stream)", multiprocess_mode="livesum"
+)
+SIGNAL_EVENTS = Counter("aifx_signal_events_published", "Signal events published (one per bar trusted candles close)")
+SIGNAL_PUBLISH_LATENCY = Histogram(
+    "aifx_signal_publish_latency_seconds",
+    "From a signal event's commit to its hand-over to a subscriber of this worker",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 COMPARES = Counter("aifx_compares", "Compare requests answered (their answers are not served predictions)")
 STAGE1_PROBABILITY = Histogram(
     "aifx_stage1_probability", "Stage 1 P(reversal) of served predictions", ["version"], buckets=PROB_BUCKETS

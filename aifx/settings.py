@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Two trusted sources whose prices of one candle differ by more than this share of the price conflict.
     candle_tolerance: float = Field(default=1e-6, ge=0, le=0.01)
     evaluation_queue_rows: int = Field(default=50_000, ge=100)
+    # Signal streams (GET /reversal/signals/stream): open streams per entry worker and per client address,
+    # how often a worker without PostgreSQL's NOTIFY looks for new events, and a stream's longest life (the
+    # client reconnects with Last-Event-ID and misses nothing).
+    signals_max_subscribers: int = Field(default=256, ge=1, le=10_000)
+    signals_max_per_client: int = Field(default=4, ge=1, le=1_000)
+    signals_poll_seconds: float = Field(default=0.25, gt=0, le=60)
+    signals_max_stream_seconds: float = Field(default=3600.0, gt=0)
     # Paired comparisons and the promotion policy (README "Deciding between versions"): the always-valid
     # interval's error level, the smallest difference in R per bar worth acting on, the guardrails.
     comparison_alpha: float = Field(default=0.05, gt=0, lt=0.5)

@@ -21,7 +21,7 @@ from sqlalchemy import (
 
 # The Alembic head these tables match (experiments/migrations/versions); change both together
 # (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
-SCHEMA_VERSION = "0006"
+SCHEMA_VERSION = "0007"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
 NOTE_LEN = 200
@@ -288,3 +288,20 @@ comparison_anchors = Table(
     CheckConstraint("(decision IS NULL) = (decided_at IS NULL)", name="ck_comparison_anchors_decision"),
 )
 Index("ix_comparison_anchors_b", comparison_anchors.c.b)
+
+# -- signal events (migration 0007): one event per bar that trusted candles close, streamed to subscribers --
+
+signal_events = Table(
+    "signal_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pair", String(PAIR_LEN), nullable=False),
+    Column("timeframe", String(TIMEFRAME_LEN), nullable=False),
+    Column("bar_time", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("pair", "timeframe", "bar_time", name="uq_signal_events_bar"),
+)
+# Replay after Last-Event-ID and the latest event read one series by id.
+Index("ix_signal_events_series", signal_events.c.pair, signal_events.c.timeframe, signal_events.c.id)
+Index("ix_signal_events_created", signal_events.c.created_at)

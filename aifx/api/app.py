@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from aifx import instruments, metrics
 from aifx.api import ab_tests as ab
+from aifx.api import signal_routes
 from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
@@ -351,6 +352,9 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     _add_experiment_routes(app, settings, admin)
     add_data_routes(app, admin, parts)
     add_evaluation_routes(app, admin, parts)
+    # The router's routes themselves: this FastAPI's include_router() adds one opaque route object, which
+    # neither the route templates of BentoML's metrics (aifx/api/asgi.py) nor the 404 handler can see into.
+    app.router.routes.extend(signal_routes.router.routes)
 
     @app.post(
         "/predict",
@@ -423,7 +427,7 @@ async def add_candles(p: Parts, body: CandlesRequest) -> dict[str, Any]:
     check_trusted_candles(candles, inst, timeframe)
     counts = await p.outcomes.add_candles(inst.name, timeframe, candles)
     posted = [t.replace(tzinfo=UTC) for t in candles.timestamp.astype("datetime64[us]").astype(datetime)]
-    scored = await score_closed_bars(p.predictor, p.outcomes, inst.name, timeframe, posted)
+    scored = await score_closed_bars(p.predictor, p.outcomes, inst.name, timeframe, posted, p.signals)
     counted = {k: int(counts.get(k, 0)) for k in ("inserted", "duplicates", "conflicts")}
     return {"pair": inst.name, "timeframe": timeframe, **counted, "bars_scored": scored}
 

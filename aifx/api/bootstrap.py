@@ -26,6 +26,7 @@ from aifx.api.predictor import Predictor
 from aifx.api.promoter import Promoter
 from aifx.api.ratelimit import buckets_of
 from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
+from aifx.api.signal_hub import SignalHub
 from aifx.api.stage_client import StageClient
 from aifx.api.window_cache import WindowCache
 from aifx.cache import SharedState
@@ -36,6 +37,7 @@ from experiments import EvaluationStore, ExperimentStore
 from experiments.anchors import AnchorStore
 from experiments.db import DatabaseOptions
 from experiments.promotion import PromotionStore
+from experiments.signals import SignalStore
 
 logger = get_logger("bentoml.aifx")
 STARTUP_WAIT_SECONDS = 120.0
@@ -85,7 +87,11 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
         # fill the drift windows. It is an alert (aifx_feature_drift_psi), never a promotion's or rollback's cause.
         policies, anchors = PromotionStore(store), AnchorStore(store)
         promoter = Promoter(settings, outcomes.store, policies, registry, predictor.health, anchors)
-    return Parts(registry, predictor, ab, outcomes, promoter)
+    signals = None
+    if outcomes is not None:  # events are made where trusted candles close bars (aifx/api/trusted_bars.py)
+        signals = SignalHub(SignalStore(store), settings.signals_max_subscribers, settings.signals_max_per_client,
+                            settings.signals_poll_seconds)  # fmt: skip
+    return Parts(registry, predictor, ab, outcomes, promoter, signals)
 
 
 def drift_references(catalog: Catalog, folder_of: Callable[[str], Path] | None = None) -> dict[str, Reference]:
@@ -157,6 +163,8 @@ def attach(parts: Parts) -> None:
     drift = parts.predictor.drift
     if drift is not None and drift.references:  # every worker: each has its own windows (aifx/metrics.py)
         loop.create_task(publish_drift(drift, parts.registry.labels, parts.registry.settings.drift_every_seconds))
+    if parts.signals is not None:  # every worker follows the events for its own subscribers
+        loop.create_task(parts.signals.run())
     if parts.registry.settings.retention_days:
         loop.create_task(purge_periodically(parts, parts.registry.settings.retention_days))
     if parts.outcomes is not None and server_context.worker_index in (None, 1):
@@ -210,6 +218,8 @@ async def purge_periodically(parts: Parts, days: int, every_s: float = 3600.0) -
                 purged = await asyncio.to_thread(parts.outcomes.store.purge, timedelta(days=days))
                 if any(purged.values()):
                     logger.info("retention: deleted %s of the evaluation log older than %d days", purged, days)
+            if parts.signals is not None:
+                await asyncio.to_thread(parts.signals.store.purge, timedelta(days=days))
         except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
             logger.warning("retention purge failed: %s", type(exc).__name__)
         await asyncio.sleep(every_s)

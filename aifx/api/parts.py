@@ -9,6 +9,7 @@ from aifx.api.outcome_log import OutcomeLog
 from aifx.api.predictor import Predictor
 from aifx.api.promoter import Promoter
 from aifx.api.registry import VersionRegistry
+from aifx.api.signal_hub import SignalHub
 
 
 @dataclass(frozen=True)
@@ -20,3 +21,4 @@ class Parts:
     ab: ABTests
     outcomes: OutcomeLog | None = None
     promoter: Promoter | None = None
+    signals: SignalHub | None = None

@@ -10,6 +10,7 @@ bars, prices or decisions the scoreboard sees.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ from aifx.api import inputs
 from aifx.api.catalog import VersionEntry
 from aifx.api.errors import ApiError
 from aifx.api.outcome_log import LOOKBACK, Bar, OutcomeLog, bar_log
-from aifx.api.predictor import Predictor, Prepared
+from aifx.api.predictor import Predictor, Prepared, prediction_data
+from aifx.api.signal_hub import SignalHub
 from aifx.api.stored_inputs import as_candles
 from aifx.candles import Candles
 from aifx.versions import VersionSpec
@@ -39,34 +41,60 @@ class _Scoring:
 
 
 async def score_closed_bars(predictor: Predictor, log: OutcomeLog, pair: str, timeframe: str,
-                            times: Sequence[datetime]) -> int:  # fmt: skip
-    """Score and log the bars at `times` (canonical pair and timeframe) not logged yet; the bars written."""
+                            times: Sequence[datetime], hub: SignalHub | None = None) -> int:  # fmt: skip
+    """Score the bars at `times` (canonical pair and timeframe): log those not logged yet, publish the signal
+    event of those without one; the bars written to the log."""
     now = datetime.now(UTC)
     due = sorted({t for t in times if instruments.bar_problem(t, timeframe, now, log.expiry) is None})[-MAX_BARS:]
-    if due:
-        done = await log.logged(pair, timeframe, due)
-        due = [t for t in due if t not in done]
     if not due:
+        return 0
+    unlogged = set(due) - await log.logged(pair, timeframe, due)
+    unpublished = set()
+    if hub is not None:  # (a hub with no subscribers has len 0: test it against None)
+        unpublished = set(due) - await asyncio.to_thread(hub.store.published, pair, timeframe, due)
+    todo = sorted(unlogged | unpublished)
+    if not todo:
         return 0
     try:
         entries = [(v, e) for v, e in await predictor.registry.loaded_entries() if e.spec is not None]
     except ApiError:
         return 0  # no version serves: nothing to score (the candles are stored all the same)
     need = max([LOOKBACK, *(e.spec.min_candles for _, e in entries if e.spec is not None)])
-    series = await log.history(pair, timeframe, due[0], due[-1], need)
-    candles = as_candles(series)
-    jobs = _jobs(log, pair, timeframe, candles, due, entries)
+    series = await log.history(pair, timeframe, todo[0], todo[-1], need)
+    jobs = _jobs(log, pair, timeframe, as_candles(series), todo, entries)
     flat = [p for j in jobs for p in j.windows]
-    decisions = await predictor.score_each(flat, served=0) if flat else []
-    out = iter(decisions)
-    rows = []
+    decisions = iter(await predictor.score_each(flat, served=0) if flat else [])
+    active = await predictor.registry.active_version() if hub is not None else None
+    rows, events = [], []
     for job in jobs:
-        made = [(p.version, d, 0) for p in job.windows if isinstance(d := next(out), sig.Decision)]
+        made = [(p, d) for p in job.windows if isinstance(d := next(decisions), sig.Decision)]
         if len(made) < len(job.windows):  # a model output that is no probability: that decision alone is lost
             metrics.count_evaluation_drop("shadow", len(job.windows) - len(made))
-        if made:
-            rows.append(bar_log(job.bar, made))
-    return await log.log_now(rows)
+        if not made:
+            continue
+        if job.bar.time in unlogged:
+            rows.append(bar_log(job.bar, [(p.version, d, 0) for p, d in made]))
+        if hub is not None and job.bar.time in unpublished:
+            events.append((pair, timeframe, job.bar.time, signal_event(log, job.bar, made, active)))
+    written = await log.log_now(rows)
+    if hub is not None and events:
+        metrics.SIGNAL_EVENTS.inc(len(await asyncio.to_thread(hub.store.publish, events)))
+        hub.kick()
+    return written
+
+
+def signal_event(log: OutcomeLog, bar: Bar, made: list[tuple[Prepared, sig.Decision]], active: str | None) -> dict:
+    """A bar's event: the active version's answer as predict returns it (with `trade`), every version's decision."""
+    versions = {p.version: {"signal": d.signal, "confidence": d.confidence, "stage1_prob": d.stage1_prob,
+                            "stage2_prob": d.stage2_prob} for p, d in made}  # fmt: skip
+    answer = None
+    for p, d in made:
+        if p.version == active:
+            answer = prediction_data(bar.pair, bar.timeframe, p.version, d, p.in_domain)
+            levels = log.trade(bar, d.signal)
+            if levels is not None:
+                answer["trade"] = levels
+    return {"active_version": active, "signal": answer, "versions": versions}
 
 
 def _jobs(log: OutcomeLog, pair: str, timeframe: str, candles: Candles, due: list[datetime],
