@@ -15,19 +15,13 @@ from starlette.responses import JSONResponse
 from aifx import instruments, metrics, srm
 from aifx.api import ab_tests as ab
 from aifx.api.ab_tests import api_error, in_thread
+from aifx.api.comparison_responses import AnchorReset, DecisionList, PairedComparison, PolicyList, PromotionPolicy
 from aifx.api.context import get_logger
 from aifx.api.errors import ApiError, ok
 from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.promoter import Promoter
-from aifx.api.responses import (
-    AnchorReset,
-    DecisionList,
-    Envelope,
-    PairedComparison,
-    PolicyList,
-    PromotionPolicy,
-)
+from aifx.api.responses import Envelope
 from aifx.api.schemas import TIMEFRAME_PATTERN, QueryTime
 from aifx.outcomes import BASELINES
 from aifx.trade import UnknownPair, normalise_pair, pip_size

@@ -171,3 +171,52 @@ def test_a_lifes_alpha_over_all_challengers_and_decisions_is_at_most_alpha(k: in
     assert total <= 0.05 + 1e-12
     assert anchored.split_alpha(0.05, k) * k == pytest.approx(0.05)
     assert anchored.split_alpha(0.05, 0) == 0.05  # no challenger armed yet counts as one
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**16), effect=st.sampled_from([-0.6, 0.0, 0.1, 0.6]))
+def test_the_decision_is_the_first_crossing_of_paireds_path(seed: int, effect: float) -> None:
+    rng = np.random.default_rng(seed)
+    n = 24 * 80
+    diff = rng.normal(effect, 2.0, n)
+    state = anchored.start(T0, 0.05)
+    times = [f"{i:06d}" for i in range(n)]
+    for lo in range(0, n, 37):  # passes that cut blocks anywhere
+        state = anchored.advance_series(state, "s", times[lo : lo + 37], np.zeros(len(diff[lo : lo + 37])),
+                                        diff[lo : lo + 37])  # fmt: skip
+    low, high = paired.cs_path(paired.block_means(diff, anchored.BLOCK))
+    first = None
+    for k in range(1, low.size + 1):
+        lo_k, hi_k = (float(low[k - 1]), float(high[k - 1])) if k >= 2 else (None, None)
+        verdict = paired.comparison_state(lo_k, hi_k, k)
+        if verdict in anchored.DECISIONS:
+            first = (verdict, k)
+            break
+    assert (state.decision, state.decided_blocks) == (first if first else (None, None))
+
+
+def test_null_series_of_different_spread_fed_pass_by_pass_rarely_decide_for_either() -> None:
+    """Three null series (one with 3 x the spread) in one anchor, a pass every 24 bars: false decisions <= alpha."""
+    from bench import power
+
+    runs, bars, series = 200, 2400, 3
+    rng = np.random.default_rng(2626)
+    diffs = []
+    for _ in range(series):
+        r_a, r_b = power.versions(rng, power.simulate_outcomes(rng, runs, bars), 0.0)
+        diffs.append(r_b - r_a)
+    diffs[2] = 3.0 * diffs[2]
+    times = [f"{i:06d}" for i in range(bars)]
+    wrong = 0
+    for run in range(runs):
+        state = anchored.start(T0, 0.05)
+        for lo in range(0, bars, 24):
+            for s in range(series):
+                d = diffs[s][run, lo : lo + 24]
+                state = anchored.advance_series(state, f"s{s}", times[lo : lo + 24], np.zeros(d.size), d)
+            if state.decision is not None:
+                break
+        wrong += state.decision in (paired.B_BETTER, paired.A_BETTER)
+    # 0.05 is the guarantee; 200 runs: + 2 Monte Carlo standard errors is about 0.08
+    print(f"null series: {wrong} of {runs} runs decided for a or b")
+    assert wrong / runs <= 0.08, wrong / runs
