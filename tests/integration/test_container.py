@@ -134,7 +134,14 @@ def test_serves_predicts_switches_and_stops_on_sigterm(running, candle_json):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     r = httpx.post(f"{base}/reversal/models/v3.0/switch", headers=auth, timeout=10)
     assert r.status_code == 200, r.text
-    assert httpx.get(f"{base}/reversal/models", timeout=10).json()["data"]["active_version"] == "v3.0"
+    # Every worker sees the switch within the state TTL (0.5 s): the next read may reach the other worker.
+    active = ""
+    for _ in range(20):
+        active = httpx.get(f"{base}/reversal/models", timeout=10).json()["data"]["active_version"]
+        if active == "v3.0":
+            break
+        time.sleep(0.25)
+    assert active == "v3.0"
 
     started = time.monotonic()
     stop = subprocess.run(
