@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VERSIONS := v3.0 v3.1 v3.2
 ARTIFACTS := artifacts
+PORT ?= 3000
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install models train search report serve test test-unit lint bench clean
+.PHONY: install models train search report serve test test-unit lint bench clean container run-container
 
 install: $(STAMP)
 
@@ -32,7 +33,7 @@ report: install
 	$(BIN)/python -m training.report --artifacts $(ARTIFACTS) --out docs
 
 serve: models migrate
-	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port 3000 --timeout-keep-alive 75
+	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port $(PORT) --timeout-keep-alive 75
 
 # Installs promtool/prometheus and starts a local PostgreSQL when missing or stopped, then pytest.
 test: install
@@ -65,3 +66,12 @@ soak-pg: models
 # Bring the state database ($$AIFX_DATABASE_URL, default sqlite:///var/aifx.db) to this code's schema.
 migrate: install
 	$(BIN)/python -m experiments migrate
+
+# The serving image (podman, Debian base from debootstrap, serving requirements only): docs/deployment.md.
+# Needs Debian's podman, runc and debootstrap (scripts/test-deps.sh installs them as root).
+container: models
+	$(BIN)/python -m deploy.container build
+
+# Foreground, host network on $(PORT); AIFX_*, ENVIRONMENT, LOG_LEVEL pass through. Ctrl-C / SIGTERM stops it.
+run-container:
+	$(BIN)/python -m deploy.container run --port $(PORT)

@@ -112,6 +112,32 @@ LIVE_MEAN_PIPS = Gauge(
 LIVE_SIGNALS = Gauge(
     "aifx_live_signals", "Resolved long/short signals of a version", ["version"], multiprocess_mode="livemostrecent"
 )
+# The seed's monitoring target: Stage 1 recall above 70 % on live bars (alert AIFXStage1RecallBelowTarget).
+LIVE_STAGE1_RECALL = Gauge(
+    "aifx_live_stage1_recall",
+    "Share of a version's resolved reversal bars its Stage 1 fired on (NaN before the first)",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+LIVE_STAGE1_PRECISION = Gauge(
+    "aifx_live_stage1_precision",
+    "Share of a version's resolved Stage 1 firings that were reversals (NaN before the first)",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+LIVE_STAGE1_REVERSALS = Gauge(
+    "aifx_live_stage1_reversals",
+    "Resolved bars of a version that were reversals (the recall's denominator: how much it rests on)",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
+# The seed's other target, A/B predictions being recorded (alert AIFXExperimentNotRecording).
+EXPERIMENT_PREDICTIONS = Counter(
+    "aifx_experiment_predictions", "Predictions recorded under the active experiment, by variant", ["variant"]
+)
+EXPERIMENT_ACTIVE = Gauge(
+    "aifx_experiment_active", "1 while an experiment is active, else 0", multiprocess_mode="livemostrecent"
+)
 WALKFORWARD_HIT_RATE = Gauge(
     "aifx_walkforward_hit_rate",
     "Share of the version's walk-forward backtest trades that reached take profit (model metadata)",
@@ -149,6 +175,8 @@ SRM_P_VALUE = Gauge(
 )
 
 
+for _variant in ("A", "B"):  # from 0, so increase() sees the first recorded prediction
+    EXPERIMENT_PREDICTIONS.labels(variant=_variant)
 for _reason in EVAL_DROP_REASONS:
     EVAL_DROPPED.labels(reason=_reason)
 for _reason in ERROR_REASONS:  # start every bounded series at 0 so rate() sees the first error
@@ -229,10 +257,18 @@ def set_backlog(pending: int, oldest_age_s: float) -> None:
 
 
 def set_live(labels: MetricLabels, version: str, live: Mapping[str, object]) -> None:
-    """Publish a version's live hit rate, mean pips and signal count (NaN while undefined)."""
+    """Publish a version's live hit rate, mean pips, signals and Stage 1 recall and precision (NaN while undefined)."""
     name = labels.version(version)
-    for gauge, key in ((LIVE_HIT_RATE, "hit_rate"), (LIVE_MEAN_PIPS, "mean_pips"), (LIVE_SIGNALS, "signals")):
-        value = live.get(key)
+    tp, fn = live.get("tp"), live.get("fn")
+    reversals = tp + fn if isinstance(tp, int) and isinstance(fn, int) else None
+    for gauge, value in (
+        (LIVE_HIT_RATE, live.get("hit_rate")),
+        (LIVE_MEAN_PIPS, live.get("mean_pips")),
+        (LIVE_SIGNALS, live.get("signals")),
+        (LIVE_STAGE1_RECALL, live.get("stage1_recall")),
+        (LIVE_STAGE1_PRECISION, live.get("stage1_precision")),
+        (LIVE_STAGE1_REVERSALS, reversals),
+    ):
         gauge.labels(version=name).set(float(value) if isinstance(value, int | float) else math.nan)
 
 

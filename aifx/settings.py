@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # Input drift (aifx/drift.py): each entry worker recomputes the PSI of its changed windows this often,
     # off the request path, and sets aifx_feature_drift_psi; 0 turns drift monitoring off.
     drift_every_seconds: float = Field(default=10.0, ge=0)
+    # Logs (aifx/api/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
+    # INFO); AIFX_LOG_FORMAT=json writes one JSON object per line for log shippers.
+    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
+        default=None, validation_alias=AliasChoices("LOG_LEVEL", "AIFX_LOG_LEVEL")
+    )
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("versions", "shadow_versions", mode="before")
     @classmethod
@@ -120,6 +126,19 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError(f"AIFX_VERSIONS lists a version twice: {','.join(value)}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower() or None  # LOG_LEVEL= (empty) means unset
+            return "warning" if value == "warn" else value
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return (value.strip().lower() or "text") if isinstance(value, str) else value
 
     @field_validator("environment")
     @classmethod

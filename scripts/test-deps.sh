@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the venv, then runs its arguments (e.g. pytest) with AIFX_TEST_PG_URL set:
 #   - promtool (rule and metric checks) and prometheus (live scrape test): Debian package `prometheus`;
+#   - podman, runc and debootstrap (the container test builds and runs the serving image: docs/deployment.md);
 #   - a running local PostgreSQL when one is installed (the `postgres` tests; they skip without it
 #     locally and fail under CI).
 set -euo pipefail
@@ -14,6 +15,18 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   echo "test-deps: installing Debian's prometheus package (promtool, prometheus)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# The container test must not skip in CI: install what `make container` needs when root can.
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "test-deps: podman, runc and debootstrap are missing, the container test will skip (fail under CI):" \
+      "sudo apt-get install podman runc debootstrap" >&2
+  else
+    echo "test-deps: installing Debian's podman, runc and debootstrap (the container test)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  fi
 fi
 
 if [ -d /etc/postgresql ] && command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import anyio
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from aifx import metrics as aifx_metrics
 from aifx.api import context
 from aifx.api.context import get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
@@ -161,6 +162,7 @@ class ABTests:
             self.active.expire()  # stopped meanwhile: look again on the next request
             logger.info("experiment %s ended before the prediction was recorded", assigned.experiment_id)
             return {}
+        aifx_metrics.EXPERIMENT_PREDICTIONS.labels(variant=assigned.variant).inc()  # Variant: "A" or "B"
         return {"prediction_id": prediction_id, "experiment_id": assigned.experiment_id, "variant": assigned.variant}
 
 

@@ -328,8 +328,9 @@ async def _not_found(path: str, scope: Scope, send: Any) -> None:
         (b"content-length", str(len(body)).encode()),
         (context.HEADER.encode(), rid.encode()),
     ]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    with context.bound(rid, path):  # outside the request id middleware: the access line names it too
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]

@@ -20,6 +20,7 @@ from aifx.api.asgi import ByteBudget
 from aifx.api.catalog import Catalog
 from aifx.api.context import get_logger
 from aifx.api.evaluation_routes import publish_srm
+from aifx.api.logs import configure as configure_logs
 from aifx.api.outcome_log import OutcomeLog
 from aifx.api.parts import Parts
 from aifx.api.predictor import Predictor
@@ -40,6 +41,8 @@ from experiments.promotion import PromotionStore
 from experiments.signals import SignalStore
 
 logger = get_logger("bentoml.aifx")
+# At import: every process that loads service.py (the arbiter and each worker, after BentoML set up its logging).
+configure_logs(get_settings().log_level, get_settings().log_format)
 STARTUP_WAIT_SECONDS = 120.0
 
 _settings = get_settings()

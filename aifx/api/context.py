@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -13,12 +14,18 @@ HEADER = "x-request-id"
 _VALID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _CURRENT: ContextVar[str | None] = ContextVar("aifx_request_id", default=None)
 _IDEMPOTENCY: ContextVar[str | None] = ContextVar("aifx_idempotency_key", default=None)
+_PATH: ContextVar[str | None] = ContextVar("aifx_request_path", default=None)
 IDEMPOTENCY_HEADER = b"idempotency-key"
 
 
 def current() -> str | None:
     """The id of the request being served, if any."""
     return _CURRENT.get()
+
+
+def current_path() -> str | None:
+    """The raw path of the request being served (access logs name its route template too)."""
+    return _PATH.get()
 
 
 def idempotency_key() -> str | None:
@@ -37,6 +44,17 @@ def from_headers(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+@contextmanager
+def bound(rid: str, path: str | None) -> Iterator[None]:
+    """Within the block, log lines (access lines included) name this request and path."""
+    tokens = (_CURRENT.set(rid), _PATH.set(path))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(tokens[0])
+        _PATH.reset(tokens[1])
+
+
 class RequestId:
     """ASGI middleware: sets the request id for the request's task and echoes it as a response header."""
 
@@ -51,6 +69,7 @@ class RequestId:
         token = _CURRENT.set(rid)
         key = next((v.decode("latin-1") for n, v in scope.get("headers", []) if n == IDEMPOTENCY_HEADER), None)
         key_token = _IDEMPOTENCY.set(key)
+        path_token = _PATH.set(scope.get("path"))
         header = (HEADER.encode(), rid.encode())
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -63,6 +82,7 @@ class RequestId:
         finally:
             _CURRENT.reset(token)
             _IDEMPOTENCY.reset(key_token)
+            _PATH.reset(path_token)
 
 
 class RequestLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

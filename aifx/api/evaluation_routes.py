@@ -194,8 +194,9 @@ def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Reque
 
 
 def publish_srm(p: Parts) -> None:
-    """Set the SRM gauge from the active experiment (blocking: the promoter's thread)."""
+    """Set the SRM and experiment-active gauges from the active experiment (blocking: the promoter's thread)."""
     active = p.ab.store.active_experiment()
+    metrics.EXPERIMENT_ACTIVE.set(0.0 if active is None else 1.0)
     if active is None:
         metrics.SRM_P_VALUE.set(1.0)
         return
