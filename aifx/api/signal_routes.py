@@ -16,12 +16,14 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from aifx import instruments
-from aifx.api.errors import ApiError, ok
+from aifx.api.errors import ERROR_RESPONSES, ApiError, ok
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import client_key
+from aifx.api.responses import Envelope
 from aifx.api.signal_hub import SignalHub, Subscriber
+from aifx.api.signal_responses import SignalEvent
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error, as the app's own routes
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 
 
@@ -47,7 +49,7 @@ Pair = Annotated[str, Query(min_length=1, max_length=32, examples=["EUR/USD"])]
 Timeframe = Annotated[str, Query(min_length=1, max_length=16, examples=["1h"])]
 
 
-@router.get("/reversal/signals/latest", tags=["signals"])
+@router.get("/reversal/signals/latest", tags=["signals"], response_model=Envelope[SignalEvent])
 async def latest(request: Request, pair: Pair, timeframe: Timeframe) -> JSONResponse:
     """The last signal event of a pair and timeframe (null before the first)."""
     hub = _hub(request)
@@ -56,7 +58,13 @@ async def latest(request: Request, pair: Pair, timeframe: Timeframe) -> JSONResp
     return ok(public(event) if event is not None else None)
 
 
-@router.get("/reversal/signals/stream", tags=["signals"], response_class=StreamingResponse)
+@router.get(
+    "/reversal/signals/stream",
+    tags=["signals"],
+    response_class=StreamingResponse,
+    responses={200: {"description": "Server-Sent Events: `id`, `event: signal`, `data` = a SignalEvent as JSON",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)  # fmt: skip
 async def stream(
     request: Request,
     pair: Pair,
