@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -19,6 +15,7 @@ from starlette.responses import JSONResponse
 
 from aifx import instruments, metrics
 from aifx.api import ab_tests as ab
+from aifx.api.access import check_admin, check_outcome, check_same_site, is_admin, is_trusted
 from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
@@ -26,8 +23,6 @@ from aifx.api.data_routes import add_data_routes
 from aifx.api.errors import (
     ERROR_RESPONSES,
     ApiError,
-    Forbidden,
-    Unauthorized,
     UnsupportedMediaType,
     error_id,
     fail,
@@ -102,69 +97,6 @@ def parts(request: Request) -> Parts:
     return attached
 
 
-def check_admin(settings: Settings, authorization: str | None) -> None:
-    """Admin routes need `Authorization: Bearer <AIFX_ADMIN_TOKEN>` when a token is set.
-
-    Without a token (only allowed in development and test, see Settings) admin routes are open.
-    """
-    token = settings.admin_token
-    if token is None:
-        return
-    given = _bearer(authorization)
-    if given is None:
-        raise Unauthorized("admin route: send the header `Authorization: Bearer <AIFX_ADMIN_TOKEN>`")
-    if not _matches(given, [token]):
-        raise Forbidden("admin route: the bearer token is not AIFX_ADMIN_TOKEN")
-
-
-def check_outcome(settings: Settings, authorization: str | None) -> None:
-    """The outcome route needs AIFX_OUTCOME_TOKEN or AIFX_ADMIN_TOKEN when either is set (open when neither is)."""
-    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
-    if not tokens:
-        return
-    given = _bearer(authorization)
-    if given is None:
-        raise Unauthorized(
-            "outcome route: send the header `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (the admin token works too)"
-        )
-    if not _matches(given, tokens):
-        raise Forbidden("outcome route: the bearer token is neither AIFX_OUTCOME_TOKEN nor AIFX_ADMIN_TOKEN")
-
-
-def is_trusted(settings: Settings, authorization: str | None) -> bool:
-    """True when the caller presents the outcome or admin token: its candles may resolve outcomes."""
-    given = _bearer(authorization)
-    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
-    return bool(tokens) and given is not None and _matches(given, tokens)
-
-
-def is_admin(settings: Settings, authorization: str | None) -> bool:
-    """True when the caller presents the admin token (never when none is set): who may see experiment salts."""
-    given = _bearer(authorization)
-    return settings.admin_token is not None and given is not None and _matches(given, [settings.admin_token])
-
-
-def check_same_site(request: Request) -> None:
-    """Admin and outcome POSTs sent by a web page of another site are refused (403), token or not.
-
-    Without a token (development/test) a page on any site could otherwise make a visitor's browser
-    trigger a bodiless admin POST (switch, activate, stop). Browsers mark such requests:
-    `Sec-Fetch-Site: cross-site|same-site`, and older browsers an `Origin` that is not this host.
-    Command-line and server clients send neither header and are not affected.
-    """
-    site = request.headers.get("sec-fetch-site", "").strip().lower()
-    if site in ("same-origin", "none"):
-        return
-    origin = request.headers.get("origin")
-    host = request.headers.get("host", "").strip().lower()
-    foreign_origin = origin is not None and (origin.strip().lower() == "null" or _netloc(origin) != host)
-    if site in ("cross-site", "same-site") or foreign_origin:
-        raise Forbidden(
-            "requests from a web page of another site are refused on admin and outcome routes; "
-            "call the API from a server or the command line"
-        )
-
-
 def check_json_content_type(content_type: str | None) -> None:
     """JSON routes take `application/json` (or `application/*+json`); no Content-Type is accepted for old clients.
 
@@ -189,9 +121,9 @@ JSON_ONLY = [Depends(json_only)]
 def admin_guard(settings: Settings) -> list[Any]:
     """Route dependencies that check the admin token before the body or path is validated (401 before 422)."""
 
-    async def admin_only(request: Request, authorization: AdminAuth = None) -> None:
-        check_same_site(request)
-        check_admin(settings, authorization)
+    async def admin_only(request: Request) -> None:
+        check_same_site(settings, request.scope)
+        check_admin(settings, request.scope)
 
     return [Depends(admin_only), *JSON_ONLY]
 
@@ -199,36 +131,11 @@ def admin_guard(settings: Settings) -> list[Any]:
 def outcome_guard(settings: Settings) -> list[Any]:
     """Route dependencies of the outcome route: same-site check, then AIFX_OUTCOME_TOKEN or the admin token."""
 
-    async def outcome_writer(request: Request, authorization: AdminAuth = None) -> None:
-        check_same_site(request)
-        check_outcome(settings, authorization)
+    async def outcome_writer(request: Request) -> None:
+        check_same_site(settings, request.scope)
+        check_outcome(settings, request.scope)
 
     return [Depends(outcome_writer), *JSON_ONLY]
-
-
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, given = (authorization or "").partition(" ")
-    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
-
-
-def _matches(given: str, tokens: Sequence[str]) -> bool:
-    """Constant time: fixed-length digests (length hidden too), every token compared."""
-    digest = _digest(given)
-    found = False
-    for token in tokens:
-        found |= hmac.compare_digest(digest, _digest(token))
-    return found
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
-
-
-def _netloc(origin: str) -> str:
-    try:
-        return urlsplit(origin.strip()).netloc.lower()
-    except ValueError:
-        return ""
 
 
 def _without_salt(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +160,7 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodySizeLimit, limits=limits, budget=budget or ByteBudget(limits.budget))
-    app.add_middleware(RateLimit, buckets=buckets)
+    app.add_middleware(RateLimit, buckets=buckets, settings=settings)
     app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
 
@@ -464,8 +371,11 @@ def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -
         response_model=Envelope[ExperimentData],
         tags=["experiments"],
         dependencies=admin,
+        openapi_extra=openapi_body(ExperimentCreate),
     )
-    async def create_experiment(body: ExperimentCreate, request: Request) -> JSONResponse:
+    async def create_experiment(
+        body: Annotated[ExperimentCreate, json_body(ExperimentCreate)], request: Request
+    ) -> JSONResponse:
         """Admin: create an A/B experiment between two loaded versions (traffic_split = share sent to B)."""
         p = parts(request)
         return ok(await ab.create(p.registry, p.ab, body), status=201)
@@ -514,8 +424,11 @@ def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -
         tags=["experiments"],
         responses={201: {"model": Envelope[OutcomeData], "description": "Outcome recorded"}},
         dependencies=outcome_guard(settings),
+        openapi_extra=openapi_body(OutcomeRequest),
     )
-    async def record_outcome(prediction_id: PredictionId, body: OutcomeRequest, request: Request) -> JSONResponse:
+    async def record_outcome(
+        prediction_id: PredictionId, body: Annotated[OutcomeRequest, json_body(OutcomeRequest)], request: Request
+    ) -> JSONResponse:
         """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different).
 
         Needs `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (or the admin token) when either token is set.

@@ -18,14 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
-from aifx.api.app import (
-    check_admin,
-    check_json_content_type,
-    check_same_site,
-    is_trusted,
-    model_with_live,
-    models_with_live,
-)
+from aifx.api.access import check_admin, check_same_site, is_trusted
+from aifx.api.app import check_json_content_type, model_with_live, models_with_live
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
@@ -50,6 +44,8 @@ M = TypeVar("M", bound=BaseModel)
 PICKLE = "application/vnd.bentoml+pickle"  # BentoML's own media type between services (refused by the main server)
 
 ROUTES = NATIVE_ROUTES
+# BentoML's own routes other than its probes (/livez, /healthz, /readyz): rate-limited like the API.
+BENTOML_ROUTES = frozenset({"/metrics", "/docs.json", "/schema.json", "/"})
 
 
 class VersionInput(BaseModel):
@@ -124,8 +120,8 @@ async def experiment_metrics(parts: Parts, experiment_id: str) -> ExperimentMetr
 
 async def switch_model(parts: Parts, request: Request, version: str) -> SwitchData:
     """Admin: POST /reversal/models/{version}/switch (same token and same-site rule)."""
-    check_same_site(request)
-    check_admin(parts.registry.settings, request.headers.get("authorization"))
+    check_same_site(parts.registry.settings, request.scope)
+    check_admin(parts.registry.settings, request.scope)
     return out(SwitchData, await parts.registry.switch(version))
 
 
@@ -159,10 +155,15 @@ class NativeGuards:
         self.app = app
         self.paths = frozenset(ROUTES.values())
         limited = BodySizeLimit(app, limits=BodyLimits.of(settings), budget=budget)
-        self.guarded = RequestId(RateLimit(limited, buckets=buckets))
+        self.guarded = RequestId(RateLimit(limited, buckets=buckets, settings=settings))
+        self.limited = RateLimit(app, buckets=buckets, settings=settings)  # BentoML's own routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in BENTOML_ROUTES or path.startswith("/static_content/")):
+            await self.limited(scope, receive, send)  # /metrics, /docs.json, /schema.json, the docs page
+            return
+        if scope["type"] != "http" or path not in self.paths:
             await self.app(scope, receive, send)
             return
         media = _content_type(scope)

@@ -46,8 +46,8 @@ def test_every_route_names_its_2xx_body(document):
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
     # the seed's routes, the admin erasure route, POST candles, and issue 13's evaluation, promotion
-    # (list, and put/delete by version) and decisions routes, and issue 14's reload
-    assert len({p for _, p in named}) == 20
+    # (list, and put/delete by version) and decisions routes, issue 14's reload and issue 29's erasure by query
+    assert len({p for _, p in named}) == 21
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 
