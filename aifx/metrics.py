@@ -23,6 +23,7 @@ ERROR_REASONS = (
     "version_unavailable",
     "stage_unavailable",
     "body_too_large",
+    "body_too_slow",
     "unauthorized",
     "not_found",
     "conflict",

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # aifx/api/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
     # to ~125 MB: the 1 Gi API pod holds the arbiter and 2 workers (~230 MB each at rest) plus that twice.
     body_budget_bytes: int = Field(default=2_000_000, gt=0)
+    # Bytes are taken from the budget as they arrive, and a body must arrive within this (408 beyond):
+    # slow senders hold neither the budget nor a concurrency slot for long.
+    body_read_seconds: float = Field(default=10.0, gt=0, le=300)
     # The outcome loop (README "Outcomes"): every served prediction and every other loaded version's decision
     # on the same bar are logged, then resolved from later candles of trusted sources.
     outcomes: bool = True

@@ -120,16 +120,19 @@ def client_address(settings: Settings, scope: Scope) -> str:
     return hops[0] if hops else peer
 
 
-def is_loopback(settings: Settings, scope: Scope) -> bool:
-    """A caller on this machine: a loopback peer that no untrusted proxy forwarded for."""
-    address = client_address(settings, scope)
-    peer = str((scope.get("client") or ("", 0))[0])
-    if address == peer and any(header(scope, name) is not None for name in FORWARDED):
-        return False  # a local reverse proxy we were not told about: its clients are elsewhere
+def is_loopback(scope: Scope) -> bool:
+    """A caller on this machine, directly: a loopback peer, and no proxy forwarded the request."""
+    if any(header(scope, name) is not None for name in FORWARDED):
+        return False  # a reverse proxy (on this machine or not): its clients are elsewhere
     try:
-        return ip_address(address).is_loopback
+        return ip_address(str((scope.get("client") or ("", 0))[0])).is_loopback
     except ValueError:
         return False
+
+
+def is_local_operator(settings: Settings, scope: Scope) -> bool:
+    """Without an admin token: a direct local caller under an allowed host (who may call the admin routes)."""
+    return not settings.tokens(outcome=False) and host_allowed(settings, scope) and is_loopback(scope)
 
 
 def _local_only(settings: Settings, scope: Scope, kind: str) -> None:
@@ -140,7 +143,7 @@ def _local_only(settings: Settings, scope: Scope, kind: str) -> None:
             f"{kind} route: without {token} it answers only to the host names of AIFX_ALLOWED_HOSTS "
             f"({', '.join(sorted(settings.hosts))}), not {name[:100]!r}"
         )
-    if not is_loopback(settings, scope):
+    if not is_loopback(scope):
         raise Forbidden(
             f"{kind} route: without {token} set it answers loopback clients (127.0.0.1, ::1) only; "
             f"set {token.split(' ')[0]} to call it from another machine"

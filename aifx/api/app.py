@@ -15,7 +15,15 @@ from starlette.responses import JSONResponse
 
 from aifx import instruments, metrics
 from aifx.api import ab_tests as ab
-from aifx.api.access import check_admin, check_outcome, check_same_site, is_admin, is_trusted
+from aifx.api.ab_tests import database_unavailable
+from aifx.api.access import (
+    check_admin,
+    check_outcome,
+    check_same_site,
+    is_admin,
+    is_local_operator,
+    is_trusted,
+)
 from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
@@ -165,9 +173,11 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     _add_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["health"], responses={503: {"model": Health}})
-    async def health(request: Request) -> JSONResponse:
-        """Service health (flat, as in the seed)."""
-        body, status = await parts(request).registry.health()
+    async def health(request: Request, authorization: AdminAuth = None) -> JSONResponse:
+        """Service health (flat, as in the seed); why a version failed only for the admin (or a local caller
+        without tokens)."""
+        details = is_admin(settings, authorization) or is_local_operator(settings, request.scope)
+        body, status = await parts(request).registry.health(details)
         return JSONResponse(body, status_code=status)
 
     @app.post(
@@ -453,6 +463,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         metrics.count_error("not_found" if exc.status_code in (404, 405) else "validation")
         return fail(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(DatabaseResting)
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """A database failure a route did not map itself is 503, never 500 (what failed stays in the log)."""
+        error = database_unavailable(exc, f"{request.method} {request.url.path[:100]} did not complete")
+        metrics.count_error(error.reason)
+        return fail(error.message, error.status, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import json
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +41,9 @@ logger = get_logger("bentoml.aifx")
 STARTUP_WAIT_SECONDS = 120.0
 
 _settings = get_settings()
+# uvicorn (under `bentoml serve`) replaces the peer address by X-Forwarded-For from 127.0.0.1 and ::1 unless
+# told otherwise, so any local client could choose its rate-limit key: only AIFX_TRUSTED_PROXIES may.
+os.environ["FORWARDED_ALLOW_IPS"] = ",".join(_settings.trusted_proxies)
 # One rate limit and one body budget per worker, whichever face (REST or native API) a request uses.
 _buckets = buckets_of(_settings.rate_limit_per_second, _settings.rate_limit_burst)
 _budget = ByteBudget(_settings.body_budget_bytes)
@@ -155,7 +159,8 @@ def attach(parts: Parts) -> None:
     drift = parts.predictor.drift
     if drift is not None and drift.references:  # every worker: each has its own windows (aifx/metrics.py)
         loop.create_task(publish_drift(drift, parts.registry.labels, parts.registry.settings.drift_every_seconds))
-    if parts.registry.settings.retention_days:
+    if parts.registry.settings.retention_days and server_context.worker_index in (None, 1):
+        # One purger per pod (the deletes are idempotent across pods, and batched: experiments/purge.py).
         loop.create_task(purge_periodically(parts, parts.registry.settings.retention_days))
     if parts.outcomes is not None and server_context.worker_index in (None, 1):
         # One resolver per pod: the database keeps the first resolution, and one writer avoids lock waits.

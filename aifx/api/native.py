@@ -14,16 +14,19 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
+from aifx.api.ab_tests import database_unavailable
 from aifx.api.access import check_admin, check_same_site, is_trusted
 from aifx.api.app import check_json_content_type, model_with_live, models_with_live
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
 from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
+from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets
 from aifx.api.responses import (
@@ -132,6 +135,10 @@ async def answer(ctx: Any, call: Callable[[], Awaitable[M]]) -> M | Response:
     except ApiError as exc:
         metrics.count_error(exc.reason)
         return _error(ctx, exc.status, exc.message, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+    except (SQLAlchemyError, DatabaseResting) as exc:  # a failure no part mapped itself: 503, never 500
+        error = database_unavailable(exc, "the call did not complete")
+        metrics.count_error(error.reason)
+        return _error(ctx, error.status, error.message, {"Retry-After": "1"})
     except Exception:
         metrics.count_error("internal")
         eid = error_id()  # the exception text goes to the log only

@@ -96,3 +96,24 @@ def test_allowed_hosts_and_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("AIFX_TRUSTED_PROXIES", "not-an-address")
     with pytest.raises(ValidationError, match="AIFX_TRUSTED_PROXIES"):
         Settings()
+
+
+def test_the_migrate_command_runs_without_the_serving_statement_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29, item 6: `python -m experiments migrate` connects with statement_timeout=0 (none)."""
+    from experiments import __main__ as cli
+    from experiments import db
+    from experiments.db import _postgres_engine
+
+    seen: list[object] = []
+
+    def spy(url: str, options: object = None) -> object:
+        seen.append(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "make_engine", spy)
+    assert cli.main(["migrate", "--url", PG]) == 2
+    assert seen == [cli.MIGRATION_OPTIONS] and cli.MIGRATION_OPTIONS.statement_timeout_ms == 0
+    made: list[dict] = []
+    monkeypatch.setattr(db, "create_engine", lambda url, **kwargs: made.append(kwargs))
+    _postgres_engine(PG, cli.MIGRATION_OPTIONS)
+    assert made[0]["connect_args"]["options"] == "-c statement_timeout=0"
