@@ -74,6 +74,9 @@ EVAL_DROP_REASONS = ("full", "database", "shadow", "bar")
 EVAL_DROPPED = Counter(
     "aifx_evaluation_rows_dropped", "Evaluation-log rows or shadow decisions dropped, by reason", ["reason"]
 )
+EVAL_SPOOLED = Counter(
+    "aifx_evaluation_rows_spooled", "Evaluation-log rows put in the local spool while the database refused connections"
+)
 EVAL_LOGGED = Counter("aifx_evaluation_bars_logged", "Bars written to the evaluation log (first writer of each)")
 CANDLE_CONFLICTS = Counter(
     "aifx_candle_conflicts", "Trusted candles that differ from the stored one beyond the tolerance (first wins)"

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # Bytes the write-behind queue of evaluation rows holds per worker (a trusted predict queues its
     # candles: ~136 bytes each); beyond it rows are dropped and counted, whatever their number.
     evaluation_queue_bytes: int = Field(default=64_000_000, ge=100_000)
+    # While the database refuses connections, evaluation rows go to a local spool (per worker, on disk)
+    # and are written when it answers again; beyond this many bytes they are dropped and counted. 0: no spool.
+    evaluation_spool_bytes: int = Field(default=256_000_000, ge=0)
+    # Default: beside a SQLite file (<file>.spool), else var/spool; each worker has its own subdirectory.
+    evaluation_spool_dir: str | None = None
     # Paired comparisons and the promotion policy (README "Deciding between versions"): the always-valid
     # interval's error level, the smallest difference in R per bar worth acting on, the guardrails.
     comparison_alpha: float = Field(default=0.05, gt=0, lt=0.5)

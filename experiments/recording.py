@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -21,8 +22,7 @@ from experiments.errors import ExperimentError, Invalid, KeyReused
 from experiments.records import as_utc, utcnow
 from experiments.schema import experiments, predictions
 
-if TYPE_CHECKING:
-    from experiments.store import ExperimentStore
+Write = Callable[[], AbstractContextManager[Connection]]  # a write transaction (ExperimentStore.write)
 
 
 class Abandoned(RuntimeError):
@@ -49,7 +49,7 @@ class Served:
 Result = str | None | ExperimentError | DataError
 
 
-def record_all(store: ExperimentStore, items: list[Served], abandoned: threading.Event | None = None) -> list[Result]:
+def record_all(write: Write, items: list[Served], abandoned: threading.Event | None = None) -> list[Result]:
     """Record every item in one write transaction; each item's id, None or error in its place.
 
     A row the database refuses (a concurrent retry won the same key, a value it rejects as data)
@@ -57,19 +57,19 @@ def record_all(store: ExperimentStore, items: list[Served], abandoned: threading
     """
     gone = abandoned or threading.Event()
     try:
-        with store.write() as conn:
+        with write() as conn:
             out = _in_transaction(conn, items, gone.is_set)
             if gone.is_set():
                 raise Abandoned("the request was abandoned before its predictions were committed")
             return out
     except (IntegrityError, DataError):
-        return [_one_by_one(store, item, gone.is_set) for item in items]
+        return [_one_by_one(write, item, gone.is_set) for item in items]
 
 
-def _one_by_one(store: ExperimentStore, item: Served, is_gone: Callable[[], bool]) -> Result:
+def _one_by_one(write: Write, item: Served, is_gone: Callable[[], bool]) -> Result:
     for attempt in range(2):  # a concurrent retry that won the key is found on the second look
         try:
-            with store.write() as conn:
+            with write() as conn:
                 result = _in_transaction(conn, [item], is_gone)[0]
                 if is_gone():
                     raise Abandoned("the request was abandoned before its predictions were committed")

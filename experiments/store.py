@@ -303,7 +303,7 @@ class ExperimentStore:
 
     def record_predictions(self, items: list[Served], abandoned: threading.Event | None = None) -> list[Result]:
         """Record many served predictions in one transaction (experiments/recording.py); nothing once abandoned."""
-        return record_all(self, items, abandoned)
+        return record_all(self.write, items, abandoned)
 
     def _by_idempotency_key(self, key: str, experiment_id: str, user_id: str) -> str | None:
         """The prediction recorded earlier under this key, or None."""

@@ -35,10 +35,12 @@ class WriteBehind(Generic[T]):
         name: str = "write-behind",
         max_bytes: int | None = None,
         size_of: Callable[[T], int] | None = None,
+        idle: Callable[[], object] | None = None,
     ) -> None:
         if capacity < 1 or max_batch < 1 or flush_every_s <= 0 or (max_bytes is not None and max_bytes < 1):
             raise ValueError("capacity, max_batch and max_bytes must be >= 1 and flush_every_s > 0")
         self._max_bytes = max_bytes
+        self._idle = idle  # called by the thread when a cycle found nothing to write (e.g. replay a spool)
         self._size_of = size_of or (lambda _row: 1)
         self._bytes = 0  # estimated bytes queued or being written
         self._write_batch = write_batch
@@ -104,6 +106,11 @@ class WriteBehind(Generic[T]):
         while not self._stop.is_set():
             started = time.monotonic()
             self.flush()
+            if self._idle is not None and not self.pending():
+                try:
+                    self._idle()
+                except Exception:  # noqa: BLE001 - the idle work retries next cycle
+                    log.debug("write-behind: idle work failed", exc_info=True)
             self._wake.wait(max(0.0, self._flush_every_s - (time.monotonic() - started)))
             self._wake.clear()
         self.flush()  # rows put before close() are written, not lost

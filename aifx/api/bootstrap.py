@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bentoml import server_context
+from sqlalchemy.engine import make_url
 
 from aifx import metrics
 from aifx.api.ab_tests import ABTests
@@ -36,6 +37,7 @@ from aifx.versions import DRIFT_FILE, recorded_checksums, sha256_hex
 from experiments import EvaluationStore, ExperimentStore
 from experiments.db import DatabaseOptions
 from experiments.promotion import PromotionStore
+from experiments.spool import Spool
 
 logger = get_logger("bentoml.aifx")
 STARTUP_WAIT_SECONDS = 120.0
@@ -134,7 +136,24 @@ def outcome_log(settings: Settings, catalog: Catalog, store: ExperimentStore) ->
     def label_params() -> dict[str, Any]:
         return {v: e.spec.label_params for v, e in catalog.entries.items() if e.spec is not None}
 
-    return OutcomeLog(settings, EvaluationStore(store), label_params)
+    return OutcomeLog(settings, EvaluationStore(store), label_params, evaluation_spool(settings))
+
+
+def evaluation_spool(settings: Settings) -> Spool | None:
+    """This worker's spool of evaluation rows (None with AIFX_EVALUATION_SPOOL_BYTES=0)."""
+    if not settings.evaluation_spool_bytes:
+        return None
+    base = settings.evaluation_spool_dir
+    if base is None:
+        url = make_url(settings.database_url)
+        on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        base = f"{url.database}.spool" if on_disk else "var/spool"
+    # Per worker index, not pid: a restarted worker replays what its predecessor left.
+    try:
+        return Spool(Path(base) / f"worker-{server_context.worker_index or 0}", settings.evaluation_spool_bytes)
+    except OSError as exc:  # a read-only or missing directory: serve without a spool, and say so
+        logger.warning("evaluation spool off: %s is not usable (%s); set AIFX_EVALUATION_SPOOL_DIR", base, exc)
+        return None
 
 
 def database_options(settings: Settings) -> DatabaseOptions:
