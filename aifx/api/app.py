@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from aifx import instruments, metrics
+from aifx import metrics
 from aifx.api import ab_tests as ab
 from aifx.api.ab_tests import database_unavailable
 from aifx.api.access import (
@@ -34,13 +31,12 @@ from aifx.api.errors import (
     UnsupportedMediaType,
     error_id,
     fail,
-    format_errors,
     ok,
+    validation_message,
     with_error_id,
 )
 from aifx.api.evaluation_routes import add_evaluation_routes
 from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
-from aifx.api.inputs import to_candles
 from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets, buckets_of
@@ -62,7 +58,6 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import (
-    TIMEFRAME_PATTERN,
     BatchRequest,
     CandlesRequest,
     CompareRequest,
@@ -70,12 +65,9 @@ from aifx.api.schemas import (
     LegacyPredictRequest,
     OutcomeRequest,
     PredictRequest,
-    QueryTime,
 )
-from aifx.api.trusted_bars import score_closed_bars
-from aifx.candles import Candles
+from aifx.api.views import LiveFilters, add_candles, model_with_live, models_with_live
 from aifx.settings import Settings
-from aifx.trade import UnknownPair, pip_size
 from experiments.schema import ID_LEN
 
 logger = get_logger("bentoml.aifx.api")
@@ -83,18 +75,6 @@ AdminAuth = Annotated[str | None, Header()]
 ExperimentId = Annotated[str, Path(max_length=ID_LEN, description=f"1-{ID_LEN} characters of A-Z a-z 0-9 _ . -")]
 PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id a predict response returned")]
 Version = Annotated[str, Path(max_length=ID_LEN, description="a configured model version, e.g. v3.1")]
-_EXAMPLE = (
-    '{"pair": "EUR/USD", "timeframe": "1h", "data": [{"timestamp": "2017-01-02T00:00:00Z", '
-    '"open": 1.05, "high": 1.06, "low": 1.04, "close": 1.055}, ...]}'
-)
-_EXAMPLES = (  # path prefix -> body example for the bad-JSON / empty-body messages
-    (
-        "/reversal/experiments",
-        '{"experiment_id": "v30_vs_v31", "name": "Swing Point vs Profitable Logic", '
-        '"variant_a": "v3.0", "variant_b": "v3.1", "traffic_split": 0.5}',
-    ),
-    ("/reversal/predictions/", '{"pips": 12.5}'),
-)
 
 
 def parts(request: Request) -> Parts:
@@ -285,93 +265,6 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     return app
 
 
-class LiveFilters(BaseModel):
-    """Filters of the `live` block: pair, timeframe, bars since a time."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pair: str | None = Field(default=None, max_length=32)
-    timeframe: str | None = Field(default=None, pattern=TIMEFRAME_PATTERN)
-    since: QueryTime | None = Field(default=None, description="ISO-8601; bars at or after this time")
-
-
-async def models_with_live(p: Parts, filters: LiveFilters | None = None) -> dict[str, Any]:
-    """GET /reversal/models with each version's `live` block (left out when the database does not answer)."""
-    data = await p.registry.models()
-    blocks = await _live(p, [m["version"] for m in data["versions"]], filters or LiveFilters())
-    return {**data, "versions": [m | ({"live": blocks[m["version"]]} if blocks else {}) for m in data["versions"]]}
-
-
-async def model_with_live(p: Parts, version: str, filters: LiveFilters | None = None) -> dict[str, Any]:
-    """GET /reversal/models/{version} with its `live` block."""
-    data = await p.registry.model(version)
-    blocks = await _live(p, [version], filters or LiveFilters())
-    return data | ({"live": blocks[version]} if blocks else {})
-
-
-async def _live(p: Parts, versions: list[str], f: LiveFilters) -> dict[str, dict[str, Any]]:
-    if p.outcomes is None:
-        return {}
-    since = f.since.replace(tzinfo=f.since.tzinfo or UTC) if f.since else None
-    try:
-        return await p.outcomes.live(versions, f.pair, f.timeframe, since)
-    except UnknownPair as exc:
-        raise ApiError(f"pair: {exc}", status=422) from None
-    except (SQLAlchemyError, DatabaseResting) as exc:  # the models answer without their live figures
-        logger.warning("live figures unavailable: %s", type(exc).__name__)
-        return {}
-
-
-async def add_candles(p: Parts, body: CandlesRequest) -> dict[str, Any]:
-    """Store trusted candles, score the bars they close and resolve what they cover; the counts of new,
-    duplicate and conflicting candles and of bars scored."""
-    if p.outcomes is None:
-        raise ApiError("the outcome loop is off (AIFX_OUTCOMES=false): candles are not stored", status=409,
-                       reason="conflict")  # fmt: skip
-    inst = instruments.instrument(body.pair, p.registry.settings.pip_sizes)
-    if inst is None:
-        raise ApiError(f"pair: {body.pair!r:.40} is not in the instrument table ({unknown_pair(body.pair)}); "
-                       "the service reads extra pip sizes from AIFX_PIP_SIZES", status=422)  # fmt: skip
-    timeframe = instruments.canonical_timeframe(body.timeframe)
-    if timeframe is None:
-        raise ApiError(f"timeframe: {body.timeframe!r:.20} is not a timeframe such as 1m, 15m, 1h, 4h, 1d or 1w",
-                       status=422)  # fmt: skip
-    candles = to_candles(body.data)
-    check_trusted_candles(candles, inst, timeframe)
-    counts = await p.outcomes.add_candles(inst.name, timeframe, candles)
-    posted = [t.replace(tzinfo=UTC) for t in candles.timestamp.astype("datetime64[us]").astype(datetime)]
-    scored = await score_closed_bars(p.predictor, p.outcomes, inst.name, timeframe, posted)
-    counted = {k: int(counts.get(k, 0)) for k in ("inserted", "duplicates", "conflicts")}
-    return {"pair": inst.name, "timeframe": timeframe, **counted, "bars_scored": scored}
-
-
-def check_trusted_candles(candles: Candles, inst: instruments.Instrument, timeframe: str) -> None:
-    """422 for a candle off the timeframe's grid, more than one bar in the future, or outside the band."""
-    seconds = instruments.timeframe_seconds(timeframe) or 0
-    micros = candles.timestamp.astype("datetime64[us]").astype(np.int64)
-    grid = instruments.grid_seconds(seconds) * 1_000_000
-    off = np.flatnonzero(micros % grid)
-    if off.size:
-        raise ApiError(f"data[{off[0]}]: timestamp is not on the {timeframe} grid (bars start every "
-                       f"{grid // 1_000_000} s from 1970-01-01T00:00:00Z)", status=422)  # fmt: skip
-    future = np.flatnonzero(micros > (datetime.now(UTC).timestamp() + seconds) * 1e6)
-    if future.size:
-        raise ApiError(f"data[{future[0]}]: timestamp is more than one {timeframe} bar in the future; post closed "
-                       "candles only", status=422)  # fmt: skip
-    bad = np.flatnonzero(~((candles.low >= inst.low) & (candles.high <= inst.high)))
-    if bad.size:
-        raise ApiError(f"data[{bad[0]}]: {inst.describe_band()} (a price in another unit or a bad tick)", status=422)
-
-
-def unknown_pair(pair: str) -> str:
-    """Why a pair is not in the instrument table, from the pip table's own message."""
-    try:
-        pip_size(pair)
-    except UnknownPair as exc:
-        return str(exc)
-    return "only configured pairs and the pip table's are logged"
-
-
 def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -> None:
     """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes (outcome token)."""
 
@@ -457,7 +350,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.count_error("validation")
-        return fail(*_validation_message(exc, request.url.path))
+        return fail(*validation_message(exc, request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -478,25 +371,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         eid = error_id()  # the exception text goes to the log only
         logger.exception("error %s: unhandled error on %s %s", eid, request.method, request.url.path)
         return fail(with_error_id("internal error; retry later, or report the error id", eid), 500)
-
-
-def _example(path: str) -> str:
-    """A request body example for the route at path."""
-    return next((example for prefix, example in _EXAMPLES if path.startswith(prefix)), _EXAMPLE)
-
-
-def _validation_message(exc: RequestValidationError, path: str = "") -> tuple[str, int]:
-    """A readable message and status for FastAPI's 422 (bad JSON and empty bodies are 400)."""
-    example = _example(path)
-    errors = list(exc.errors())
-    kinds = {e.get("type") for e in errors}
-    if "json_invalid" in kinds:
-        detail = next(e for e in errors if e.get("type") == "json_invalid")
-        reason = (detail.get("ctx") or {}).get("error", "")
-        return f"request body is not valid JSON ({reason}); send a JSON object like {example}", 400
-    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body is empty; send a JSON object like {example}", 400
-    not_object = ("model_attributes_type", "model_type")
-    if any(e.get("type") in not_object and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body must be a JSON object (Content-Type: application/json) like {example}", 400
-    return format_errors(errors), 422

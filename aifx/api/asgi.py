@@ -202,6 +202,8 @@ class BodySizeLimit:
         async def limited_receive() -> dict[str, Any]:
             if reading.rejected:
                 return {"type": "http.disconnect"}
+            if reading.complete:  # the body is in: a later receive waits for the disconnect, without a deadline
+                return dict(await receive())
             try:
                 async with asyncio.timeout_at(reading.deadline):
                     message = await receive()
@@ -209,6 +211,7 @@ class BodySizeLimit:
                 await reading.refuse(_too_slow(send, self.limits.read_seconds))
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
+                reading.complete = not message.get("more_body", False)
                 chunk = len(message.get("body", b""))
                 reading.seen += chunk
                 if reading.seen > max_bytes:
@@ -232,7 +235,7 @@ class _Reading:
     def __init__(self, budget: ByteBudget, deadline: float) -> None:
         self.budget, self.deadline = budget, deadline
         self.seen = self.reserved = 0
-        self.rejected = False
+        self.rejected = self.complete = False
 
     async def take(self, size: int) -> bool:
         """Reserve size more bytes (one request holds at most the whole budget); False after the wait."""

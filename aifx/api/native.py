@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from aifx import metrics
 from aifx.api.ab_tests import database_unavailable
 from aifx.api.access import check_admin, check_same_site, is_trusted
-from aifx.api.app import check_json_content_type, model_with_live, models_with_live
+from aifx.api.app import check_json_content_type
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
@@ -39,6 +39,7 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
+from aifx.api.views import model_with_live, models_with_live
 from aifx.settings import Settings
 from experiments.schema import ID_LEN
 
