@@ -23,6 +23,7 @@ ERROR_REASONS = (
     "version_unavailable",
     "stage_unavailable",
     "body_too_large",
+    "body_too_slow",
     "unauthorized",
     "not_found",
     "conflict",
@@ -81,6 +82,9 @@ STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage calls that failed af
 EVAL_DROP_REASONS = ("full", "database", "shadow", "bar")
 EVAL_DROPPED = Counter(
     "aifx_evaluation_rows_dropped", "Evaluation-log rows or shadow decisions dropped, by reason", ["reason"]
+)
+EVAL_SPOOLED = Counter(
+    "aifx_evaluation_rows_spooled", "Evaluation-log rows put in the local spool while the database refused connections"
 )
 EVAL_LOGGED = Counter("aifx_evaluation_bars_logged", "Bars written to the evaluation log (first writer of each)")
 CANDLE_CONFLICTS = Counter(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from ipaddress import ip_network
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -16,6 +18,7 @@ class SettingsError(ValueError):
 # The only environments that may run without AIFX_ADMIN_TOKEN (admin and outcome routes then open).
 OPEN_ENVIRONMENTS = ("development", "test")
 MIN_TOKEN_CHARS = 32
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
@@ -26,8 +29,15 @@ class Settings(BaseSettings):
     environment: str = Field(default="development", validation_alias=AliasChoices("ENVIRONMENT", "AIFX_ENVIRONMENT"))
     # Bearer tokens (docs: README "Authentication"). Outside development/test the admin token is required;
     # a token that is set has at least MIN_TOKEN_CHARS characters in every environment.
-    admin_token: str | None = None
-    outcome_token: str | None = None  # write token of POST /reversal/predictions/{id}/outcome (admin token works too)
+    # SecretStr: a token never shows in a repr, a log line or a validation error.
+    admin_token: SecretStr | None = None
+    outcome_token: SecretStr | None = None  # write token of POST /reversal/predictions/{id}/outcome (admin works too)
+    # Host names the admin and outcome routes answer to (a DNS-rebinding page sends its own name):
+    # default localhost, 127.0.0.1 and ::1 in development and test, any ("*") elsewhere (tokens required there).
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the client; from
+    # anyone else the header is ignored (rate-limit key, loopback check). Empty: honoured from nobody.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     database_url: str = "sqlite:///var/aifx.db"  # same default as experiments.DEFAULT_DATABASE_URL
     # SQLite is one file per machine: in production every pod would have its own state. Allow it explicitly.
     allow_sqlite_in_production: bool = False
@@ -72,6 +82,9 @@ class Settings(BaseSettings):
     # aifx/api/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
     # to ~125 MB: the 1 Gi API pod holds the arbiter and 2 workers (~230 MB each at rest) plus that twice.
     body_budget_bytes: int = Field(default=2_000_000, gt=0)
+    # Bytes are taken from the budget as they arrive, and a body must arrive within this (408 beyond):
+    # slow senders hold neither the budget nor a concurrency slot for long.
+    body_read_seconds: float = Field(default=10.0, gt=0, le=300)
     # The outcome loop (README "Outcomes"): every served prediction and every other loaded version's decision
     # on the same bar are logged, then resolved from later candles of trusted sources.
     outcomes: bool = True
@@ -93,6 +106,14 @@ class Settings(BaseSettings):
     signals_max_per_client: int = Field(default=4, ge=1, le=1_000)
     signals_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     signals_max_stream_seconds: float = Field(default=3600.0, gt=0)
+    # Bytes the write-behind queue of evaluation rows holds per worker (a trusted predict queues its
+    # candles: ~136 bytes each); beyond it rows are dropped and counted, whatever their number.
+    evaluation_queue_bytes: int = Field(default=64_000_000, ge=100_000)
+    # While the database refuses connections, evaluation rows go to a local spool (per worker, on disk)
+    # and are written when it answers again; beyond this many bytes they are dropped and counted. 0: no spool.
+    evaluation_spool_bytes: int = Field(default=256_000_000, ge=0)
+    # Default: beside a SQLite file (<file>.spool), else var/spool; each worker has its own subdirectory.
+    evaluation_spool_dir: str | None = None
     # Paired comparisons and the promotion policy (README "Deciding between versions"): the always-valid
     # interval's error level, the smallest difference in R per bar worth acting on, the guardrails.
     comparison_alpha: float = Field(default=0.05, gt=0, lt=0.5)
@@ -111,7 +132,7 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("versions", "shadow_versions", mode="before")
+    @field_validator("versions", "shadow_versions", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _split_versions(cls, value: object) -> object:
         if isinstance(value, str):
@@ -145,10 +166,37 @@ class Settings(BaseSettings):
     def _normalize_environment(cls, value: str) -> str:
         return value.strip().lower()  # `Production ` is production
 
-    @field_validator("admin_token", "outcome_token")
+    @field_validator("admin_token", "outcome_token", mode="before")
     @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return (value or "").strip() or None  # a secret file's trailing newline is not part of the token
+    def _blank_is_none(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None  # a secret file's trailing newline is not part of the token
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"AIFX_TRUSTED_PROXIES: {item[:60]!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        scheme = scheme.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,29}", scheme) else "(not a URL)"
+        if scheme.split("+", 1)[0] not in ("sqlite", "postgresql"):
+            # Only the scheme is named: the rest of the URL may carry a password.
+            raise ValueError(
+                f"AIFX_DATABASE_URL has the unsupported scheme {scheme[:30]!r}: use sqlite:///... or "
+                "postgresql+psycopg://..."
+            )
+        return value
 
     @property
     def migrate_on_start(self) -> bool:
@@ -159,10 +207,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tokens_fail_closed(self) -> Settings:
-        for name, token in (("AIFX_ADMIN_TOKEN", self.admin_token), ("AIFX_OUTCOME_TOKEN", self.outcome_token)):
-            if token is not None and len(token) < MIN_TOKEN_CHARS:
+        for name, secret in (("AIFX_ADMIN_TOKEN", self.admin_token), ("AIFX_OUTCOME_TOKEN", self.outcome_token)):
+            if secret is not None and len(secret.get_secret_value()) < MIN_TOKEN_CHARS:
                 raise SettingsError(
-                    f"{name} has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}; "
+                    f"{name} has {len(secret.get_secret_value())} characters, fewer than {MIN_TOKEN_CHARS}; "
                     "use a random one, e.g. `openssl rand -hex 32`"
                 )
         if self.token_required and not self.admin_token:
@@ -180,6 +228,18 @@ class Settings(BaseSettings):
                 "AIFX_DATABASE_URL=postgresql+psycopg://... (or AIFX_ALLOW_SQLITE_IN_PRODUCTION=true for one machine)"
             )
         return self
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Allowed Host names, lower case without port ("*": any)."""
+        if self.allowed_hosts:  # unset or empty: the environment's default
+            return frozenset(h.lower().strip("[]") for h in self.allowed_hosts)
+        return LOCAL_HOSTS if self.environment in OPEN_ENVIRONMENTS else frozenset({"*"})
+
+    def tokens(self, *, outcome: bool) -> list[str]:
+        """The admin token's value, with the outcome token's first when outcome (none when unset)."""
+        secrets = (self.outcome_token, self.admin_token) if outcome else (self.admin_token,)
+        return [s.get_secret_value() for s in secrets if s is not None]
 
     @property
     def token_required(self) -> bool:

@@ -9,6 +9,7 @@ from experiments.errors import Conflict, ExperimentError, Invalid, KeyReused, No
 from experiments.evaluation import EvaluationStore
 from experiments.framework import ABTestingFramework, Assignment, assignment_for
 from experiments.promotion import PromotionStore
+from experiments.recording import Abandoned, Served
 from experiments.records import BarLog, Candle, CandleSeries, Decision, PendingBar, Resolution, StoredDecision
 from experiments.schema import SCHEMA_VERSION
 from experiments.stats import compare, two_proportion_z_test, welch_t_test
@@ -16,6 +17,8 @@ from experiments.store import ACTIVE_VERSION_KEY, ExperimentStore
 from experiments.writebehind import WriteBehind
 
 __all__ = [
+    "Abandoned",
+    "Served",
     "ABTestingFramework",
     "ACTIVE_VERSION_KEY",
     "AnchorStore",

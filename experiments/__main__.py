@@ -7,8 +7,11 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from experiments.db import default_database_url, make_engine
+from experiments.db import DatabaseOptions, default_database_url, make_engine
 from experiments.migrate import upgrade
+
+# A migration rewrites whole tables: no serving statement timeout (0 = none on PostgreSQL), one connection.
+MIGRATION_OPTIONS = DatabaseOptions(statement_timeout_ms=0, pool_size=1, max_overflow=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("--url", default=None, help="database URL (default: $AIFX_DATABASE_URL or sqlite:///var/aifx.db)")
     args = ap.parse_args(argv)
     try:
-        engine = make_engine(args.url or default_database_url())
+        engine = make_engine(args.url or default_database_url(), MIGRATION_OPTIONS)
     except ValueError as exc:  # not a sqlite:/// or postgresql+psycopg:// URL
         print(f"python -m experiments migrate: {exc}", file=sys.stderr)
         return 2

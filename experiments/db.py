@@ -8,6 +8,7 @@ answering costs a bounded wait, never a hang; pool sizes are set against max_con
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,24 @@ def _postgres_engine(url: str, o: DatabaseOptions) -> Engine:
 
 def make_engine(url: str, options: DatabaseOptions | None = None) -> Engine:
     """Engine for a SQLite or PostgreSQL URL (pre-ping on, so dropped connections are replaced)."""
-    backend = make_url(url).get_backend_name()
+    scheme = url_scheme(url)  # only the scheme: the rest of a URL may carry a password
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:  # noqa: BLE001 - SQLAlchemy's message quotes the whole URL
+        backend = ""
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
         return _postgres_engine(url, options or DatabaseOptions())
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql+psycopg://...")
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///... or postgresql+psycopg://...")
+
+
+def url_scheme(url: str) -> str:
+    """A database URL's scheme for messages ("(not a URL)" when it has none): never its password."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,29}", scheme):
+        return "(not a URL)"
+    return scheme.lower()
 
 
 def is_sqlite(engine: Engine) -> bool:

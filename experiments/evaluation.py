@@ -39,7 +39,6 @@ from sqlalchemy import (
     case,
     cast,
     column,
-    delete,
     func,
     select,
     tuple_,
@@ -53,6 +52,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from experiments import validation as v
 from experiments.db import WRITE_OPTION, is_sqlite
 from experiments.errors import Invalid
+from experiments.purge import delete_in_batches
 from experiments.records import (
     BarLog,
     Candle,
@@ -372,10 +372,9 @@ class EvaluationStore:
     def purge(self, older_than: timedelta) -> dict[str, int]:
         """Delete bars created (with their decisions) and candles received before now - older_than."""
         cutoff = utcnow() - older_than
-        with self._write() as conn:
-            bars = conn.execute(delete(eval_bars).where(eval_bars.c.created_at < cutoff)).rowcount
-            candles = conn.execute(delete(market_candles).where(market_candles.c.received_at < cutoff)).rowcount
-        return {"bars": int(bars or 0), "candles": int(candles or 0)}
+        bars = delete_in_batches(self._write, eval_bars, eval_bars.c.created_at < cutoff)
+        candles = delete_in_batches(self._write, market_candles, market_candles.c.received_at < cutoff)
+        return {"bars": bars, "candles": candles}
 
 
 # -- many-row statements (built once per dialect) -------------------------------------------------

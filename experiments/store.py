@@ -36,7 +36,9 @@ from experiments import validation as v
 from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
 from experiments.errors import Conflict, Invalid, KeyReused, NotFound
 from experiments.metrics import experiment_metrics, user_counts
-from experiments.records import as_utc, experiment_dict, iso, outcome_dict, prediction_dict, utcnow
+from experiments.purge import delete_in_batches
+from experiments.recording import Result, Served, bar_columns, record_all
+from experiments.records import experiment_dict, iso, outcome_dict, prediction_dict, utcnow
 from experiments.schema import experiments, outcomes, predictions, settings
 
 ACTIVE_VERSION_KEY = "active_version"
@@ -97,6 +99,12 @@ class ExperimentStore:
             finally:
                 self._attempts += 1
             self._ready, self._failure = True, None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed on exit (for the package's own modules, e.g. experiments/recording.py)."""
+        with self._write() as conn:
+            yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -282,7 +290,7 @@ class ExperimentStore:
             "stage2_prob": v.check_probability(stage2_prob, "stage2_prob", required=False),
             "created_at": utcnow(),
             "idempotency_key": key,
-            **_bar_columns(bar),
+            **bar_columns(bar),
         }
         try:
             self._insert_prediction(values, experiment_id, variant, model_version)
@@ -292,6 +300,10 @@ class ExperimentStore:
                 raise
             return found  # a concurrent retry with the same key won the insert
         return str(values["prediction_id"])
+
+    def record_predictions(self, items: list[Served], abandoned: threading.Event | None = None) -> list[Result]:
+        """Record many served predictions in one transaction (experiments/recording.py); nothing once abandoned."""
+        return record_all(self.write, items, abandoned)
 
     def _by_idempotency_key(self, key: str, experiment_id: str, user_id: str) -> str | None:
         """The prediction recorded earlier under this key, or None."""
@@ -365,8 +377,7 @@ class ExperimentStore:
     def purge_predictions(self, older_than: timedelta) -> int:
         """Delete predictions (and their outcomes) recorded before now - older_than; returns how many."""
         cutoff: datetime = utcnow() - older_than
-        with self._write() as conn:
-            return int(conn.execute(delete(predictions).where(predictions.c.created_at < cutoff)).rowcount or 0)
+        return delete_in_batches(self._write, predictions, predictions.c.created_at < cutoff)
 
     def delete_user(self, user_id: str) -> int:
         """Delete every stored prediction (and outcome) of one user; returns how many."""
@@ -428,11 +439,3 @@ def _check_open(experiment: Row[Any]) -> None:
             f"experiment {experiment.experiment_id!r} stopped at {iso(stopped)}; outcomes are accepted "
             f"for {hours:g} h after the stop"
         )
-
-
-def _bar_columns(bar: tuple[str, str, datetime] | None) -> dict[str, Any]:
-    """The prediction's bar columns (all None without a bar)."""
-    if bar is None:
-        return {"pair": None, "timeframe": None, "bar_time": None}
-    pair, timeframe, bar_time = bar
-    return {"pair": pair[:16], "timeframe": timeframe[:8], "bar_time": as_utc(bar_time)}

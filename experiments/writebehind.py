@@ -1,9 +1,11 @@
 """A bounded write-behind queue: producers never wait, one daemon thread writes batches.
 
-put() only appends under a lock (safe from an asyncio event loop); when the queue is full the row
-is dropped and counted. The thread writes whatever is queued at least every flush_every_s, so a
-SIGKILL loses about that much; close() writes everything still queued. A failing write (database
-unreachable) drops its batch and counts it; producers are never blocked by the database.
+put() only appends under a lock (safe from an asyncio event loop); when the queue is full, in rows
+or in bytes (size_of estimates a row's), the row is dropped and counted. The thread writes whatever
+is queued at least every flush_every_s; close() writes everything still queued. A SIGKILL loses
+everything queued or being written (pending()): with a database that keeps up, the rows of the last
+flush_every_s and the batch in flight; with a slow one, up to the whole bound. A failing write
+(database unreachable) drops its batch and counts it; producers are never blocked by the database.
 """
 
 from __future__ import annotations
@@ -31,18 +33,25 @@ class WriteBehind(Generic[T]):
         max_batch: int = 2_000,
         on_drop: Callable[[str, int], None] | None = None,
         name: str = "write-behind",
+        max_bytes: int | None = None,
+        size_of: Callable[[T], int] | None = None,
+        idle: Callable[[], object] | None = None,
     ) -> None:
-        if capacity < 1 or max_batch < 1 or flush_every_s <= 0:
-            raise ValueError("capacity and max_batch must be >= 1 and flush_every_s > 0")
+        if capacity < 1 or max_batch < 1 or flush_every_s <= 0 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("capacity, max_batch and max_bytes must be >= 1 and flush_every_s > 0")
+        self._max_bytes = max_bytes
+        self._idle = idle  # called by the thread when a cycle found nothing to write (e.g. replay a spool)
+        self._size_of = size_of or (lambda _row: 1)
+        self._bytes = 0  # estimated bytes queued or being written
         self._write_batch = write_batch
         self._capacity = capacity
         self._flush_every_s = flush_every_s
         self._max_batch = max_batch
         self._on_drop = on_drop
-        self._queue: deque[T] = deque()
+        self._queue: deque[tuple[T, int]] = deque()
         self._lock = threading.Lock()  # guards _queue and _closed; held for O(1) work only
         self._writing = threading.Lock()  # one writer at a time: the thread, flush() or close()
-        self._in_flight = 0
+        self._in_flight = self._in_flight_bytes = 0
         self._wake = threading.Event()
         self._closed = False
         self._stop = threading.Event()
@@ -52,10 +61,15 @@ class WriteBehind(Generic[T]):
 
     def put(self, row: T) -> bool:
         """Queue a row without waiting; False (and on_drop) when full or closed."""
+        size = self._size_of(row) if self._max_bytes is not None else 0
         with self._lock:
-            reason = "closed" if self._closed else "full" if len(self._queue) >= self._capacity else None
+            full = len(self._queue) >= self._capacity or (
+                self._max_bytes is not None and self._bytes + size > self._max_bytes
+            )
+            reason = "closed" if self._closed else "full" if full else None
             if reason is None:
-                self._queue.append(row)
+                self._queue.append((row, size))
+                self._bytes += size
                 if len(self._queue) == self._max_batch:
                     self._wake.set()  # a full batch is ready: no need to wait for the timer
                 return True
@@ -63,9 +77,14 @@ class WriteBehind(Generic[T]):
         return False
 
     def pending(self) -> int:
-        """Rows queued or being written."""
+        """Rows queued or being written (what a SIGKILL would lose now)."""
         with self._lock:
             return len(self._queue) + self._in_flight
+
+    def pending_bytes(self) -> int:
+        """Estimated bytes of the rows queued or being written (0 without max_bytes)."""
+        with self._lock:
+            return self._bytes
 
     def flush(self) -> None:
         """Write everything queued now, in the caller's thread (waits for a write in progress)."""
@@ -87,6 +106,11 @@ class WriteBehind(Generic[T]):
         while not self._stop.is_set():
             started = time.monotonic()
             self.flush()
+            if self._idle is not None and not self.pending():
+                try:
+                    self._idle()
+                except Exception:  # noqa: BLE001 - the idle work retries next cycle
+                    log.debug("write-behind: idle work failed", exc_info=True)
             self._wake.wait(max(0.0, self._flush_every_s - (time.monotonic() - started)))
             self._wake.clear()
         self.flush()  # rows put before close() are written, not lost
@@ -95,10 +119,11 @@ class WriteBehind(Generic[T]):
         """Take up to max_batch rows and write them; False when the queue was empty."""
         with self._lock:
             n = min(len(self._queue), self._max_batch)
-            batch = [self._queue.popleft() for _ in range(n)]
-            self._in_flight = n
-        if not batch:
+            taken = [self._queue.popleft() for _ in range(n)]
+            self._in_flight, self._in_flight_bytes = n, sum(size for _, size in taken)
+        if not taken:
             return False
+        batch = [row for row, _ in taken]
         try:
             self._write_batch(batch)
         except Exception as exc:  # the database is down or refused the batch: drop it, keep going
@@ -110,7 +135,8 @@ class WriteBehind(Generic[T]):
             self._dropped("database", n)
         finally:
             with self._lock:
-                self._in_flight = 0
+                self._bytes -= self._in_flight_bytes
+                self._in_flight = self._in_flight_bytes = 0
         return True
 
     def _dropped(self, reason: str, n: int) -> None:

@@ -18,6 +18,8 @@ Behaviour decisions:
 from __future__ import annotations
 
 import functools
+import hashlib
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -33,7 +35,8 @@ from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import ExperimentCreate
 from aifx.cache import SharedState
 from aifx.signal import Decision
-from experiments import Assignment, Conflict, ExperimentError, ExperimentStore, KeyReused, assignment_for
+from experiments import Assignment, ExperimentError, ExperimentStore, Served, assignment_for
+from experiments.schema import IDEMPOTENCY_KEY_LEN
 
 logger = get_logger("bentoml.aifx.ab_tests")
 T = TypeVar("T")
@@ -70,6 +73,40 @@ def rejected(exc: DataError, what: str) -> ApiError:
     logger.warning("error %s: the experiment database rejected a value (%s): %s", eid, what, first)
     message = f"the experiment database rejected a value of this request as invalid data, {what}; check its text fields"
     return ApiError(with_error_id(message, eid), status=422, reason="validation")
+
+
+def database_unavailable(exc: BaseException, what: str) -> ApiError:
+    """503 for any database failure (SQLAlchemy's, or the outcome log resting after one)."""
+    if isinstance(exc, SQLAlchemyError):
+        return unavailable(exc, what)
+    eid = error_id()
+    logger.warning("error %s: database unavailable (%s): %s", eid, what, type(exc).__name__)
+    return DatabaseUnavailable(with_error_id(f"the database is unavailable, {what}; retry later", eid))
+
+
+def item_key(base: str | None, index: int) -> str | None:
+    """Batch item index's Idempotency-Key: `<key>:<i>`, or `h<sha256 of key>:<i>` when that would not fit."""
+    if base is None:
+        return None
+    key = f"{base}:{index}"
+    if len(key) <= IDEMPOTENCY_KEY_LEN:
+        return key
+    return f"h{hashlib.sha256(base.encode()).hexdigest()[:96]}:{index}"
+
+
+def _served(assigned: Assignment, user_id: str, decision: Decision, bar: BarKey | None, key: str | None) -> Served:
+    return Served(
+        assigned.experiment_id,
+        user_id,
+        assigned.variant,
+        assigned.model_version,
+        decision.signal,
+        decision.confidence,
+        decision.stage1_prob,
+        decision.stage2_prob,
+        idempotency_key=key,
+        bar=bar,
+    )
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -110,60 +147,44 @@ class ABTests:
     async def record_many(
         self, items: dict[int, tuple[Assignment, str, Decision, BarKey | None]], batch: bool = True
     ) -> dict[int, dict[str, Any] | ApiError]:
-        """Commit several served predictions (one transaction each) in one worker thread, by item key.
+        """Commit several served predictions in one transaction (one worker thread), by item key.
 
-        The request's Idempotency-Key (item i of a batch: `<key>:<i>`) makes a client retry find the
-        first recording instead of counting again.
+        The request's Idempotency-Key (item i of a batch: `<key>:<i>`, or a digest of the key when that
+        would be too long) makes a client retry find the first recording instead of counting again.
+        When the request is cancelled (its timeout), the transaction rolls back: nothing more is recorded.
         """
         if not items:
             return {}
         keys = list(items)
         base = context.idempotency_key()
-        idem = {k: (f"{base}:{k}" if batch else base) if base else None for k in keys}
-        out = await anyio.to_thread.run_sync(self._record_all, [(*items[k], idem[k]) for k in keys])
-        return dict(zip(keys, out, strict=True))
-
-    def _record_all(
-        self, items: list[tuple[Assignment, str, Decision, BarKey | None, str | None]]
-    ) -> list[dict[str, Any] | ApiError]:
-        """Blocking: record each prediction; a failure is returned in its place."""
-        out: list[dict[str, Any] | ApiError] = []
-        for assigned, user_id, decision, bar, key in items:
-            try:
-                out.append(self._record_one(assigned, user_id, decision, key, bar))
-            except DataError as exc:
-                out.append(rejected(exc, "the prediction was not recorded"))
-            except SQLAlchemyError as exc:
-                out.append(unavailable(exc, "the prediction was not recorded"))
-            except ExperimentError as exc:
-                out.append(api_error(exc))
+        served = [_served(*items[k], item_key(base, k) if batch else base) for k in keys]
+        abandoned = threading.Event()
+        try:
+            results = await anyio.to_thread.run_sync(
+                self.store.record_predictions, served, abandoned, abandon_on_cancel=True
+            )
+        except anyio.get_cancelled_exc_class():
+            abandoned.set()  # the thread sees it before its next row and before committing
+            raise
+        except SQLAlchemyError as exc:
+            error = unavailable(exc, "the prediction was not recorded")
+            return dict.fromkeys(keys, error)
+        out: dict[int, dict[str, Any] | ApiError] = {}
+        for k, item, result in zip(keys, served, results, strict=True):
+            out[k] = self._answer(item, result)
         return out
 
-    def _record_one(
-        self, assigned: Assignment, user_id: str, decision: Decision, key: str | None = None, bar: BarKey | None = None
-    ) -> dict[str, Any]:
-        """Blocking: commit one prediction; {} when the experiment is no longer active."""
-        try:
-            prediction_id = self.store.record_prediction(
-                assigned.experiment_id,
-                user_id,
-                assigned.variant,
-                assigned.model_version,
-                decision.signal,
-                decision.confidence,
-                decision.stage1_prob,
-                decision.stage2_prob,
-                idempotency_key=key,
-                bar=bar,
-            )
-        except KeyReused:
-            raise
-        except Conflict:
+    def _answer(self, item: Served, result: Any) -> dict[str, Any] | ApiError:
+        if isinstance(result, str):
+            aifx_metrics.EXPERIMENT_PREDICTIONS.labels(variant=item.variant).inc()  # Variant: "A" or "B"
+            return {"prediction_id": result, "experiment_id": item.experiment_id, "variant": item.variant}
+        if result is None:
             self.active.expire()  # stopped meanwhile: look again on the next request
-            logger.info("experiment %s ended before the prediction was recorded", assigned.experiment_id)
+            logger.info("experiment %s ended before the prediction was recorded", item.experiment_id)
             return {}
-        aifx_metrics.EXPERIMENT_PREDICTIONS.labels(variant=assigned.variant).inc()  # Variant: "A" or "B"
-        return {"prediction_id": prediction_id, "experiment_id": assigned.experiment_id, "variant": assigned.variant}
+        if isinstance(result, DataError):
+            return rejected(result, "the prediction was not recorded")
+        return api_error(result)
 
 
 # ---- route logic ---------------------------------------------------------------------------

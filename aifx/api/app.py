@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
-import numpy as np
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from aifx import instruments, metrics
+from aifx import metrics
 from aifx.api import ab_tests as ab
 from aifx.api import signal_routes
+from aifx.api.ab_tests import database_unavailable
+from aifx.api.access import (
+    check_admin,
+    check_outcome,
+    check_same_site,
+    is_admin,
+    is_local_operator,
+    is_trusted,
+)
 from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.body import json_body, openapi_body
 from aifx.api.context import RequestId, get_logger
@@ -27,18 +29,15 @@ from aifx.api.data_routes import add_data_routes
 from aifx.api.errors import (
     ERROR_RESPONSES,
     ApiError,
-    Forbidden,
-    Unauthorized,
     UnsupportedMediaType,
     error_id,
     fail,
-    format_errors,
     ok,
+    validation_message,
     with_error_id,
 )
 from aifx.api.evaluation_routes import add_evaluation_routes
 from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
-from aifx.api.inputs import to_candles
 from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets, buckets_of
@@ -60,7 +59,6 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import (
-    TIMEFRAME_PATTERN,
     BatchRequest,
     CandlesRequest,
     CompareRequest,
@@ -68,12 +66,9 @@ from aifx.api.schemas import (
     LegacyPredictRequest,
     OutcomeRequest,
     PredictRequest,
-    QueryTime,
 )
-from aifx.api.trusted_bars import score_closed_bars
-from aifx.candles import Candles
+from aifx.api.views import LiveFilters, add_candles, model_with_live, models_with_live
 from aifx.settings import Settings
-from aifx.trade import UnknownPair, pip_size
 from experiments.schema import ID_LEN
 
 logger = get_logger("bentoml.aifx.api")
@@ -81,18 +76,6 @@ AdminAuth = Annotated[str | None, Header()]
 ExperimentId = Annotated[str, Path(max_length=ID_LEN, description=f"1-{ID_LEN} characters of A-Z a-z 0-9 _ . -")]
 PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id a predict response returned")]
 Version = Annotated[str, Path(max_length=ID_LEN, description="a configured model version, e.g. v3.1")]
-_EXAMPLE = (
-    '{"pair": "EUR/USD", "timeframe": "1h", "data": [{"timestamp": "2017-01-02T00:00:00Z", '
-    '"open": 1.05, "high": 1.06, "low": 1.04, "close": 1.055}, ...]}'
-)
-_EXAMPLES = (  # path prefix -> body example for the bad-JSON / empty-body messages
-    (
-        "/reversal/experiments",
-        '{"experiment_id": "v30_vs_v31", "name": "Swing Point vs Profitable Logic", '
-        '"variant_a": "v3.0", "variant_b": "v3.1", "traffic_split": 0.5}',
-    ),
-    ("/reversal/predictions/", '{"pips": 12.5}'),
-)
 
 
 def parts(request: Request) -> Parts:
@@ -101,69 +84,6 @@ def parts(request: Request) -> Parts:
     if attached is None:
         raise ApiError("the service is starting; retry in a moment", status=503, reason="stage_unavailable")
     return attached
-
-
-def check_admin(settings: Settings, authorization: str | None) -> None:
-    """Admin routes need `Authorization: Bearer <AIFX_ADMIN_TOKEN>` when a token is set.
-
-    Without a token (only allowed in development and test, see Settings) admin routes are open.
-    """
-    token = settings.admin_token
-    if token is None:
-        return
-    given = _bearer(authorization)
-    if given is None:
-        raise Unauthorized("admin route: send the header `Authorization: Bearer <AIFX_ADMIN_TOKEN>`")
-    if not _matches(given, [token]):
-        raise Forbidden("admin route: the bearer token is not AIFX_ADMIN_TOKEN")
-
-
-def check_outcome(settings: Settings, authorization: str | None) -> None:
-    """The outcome route needs AIFX_OUTCOME_TOKEN or AIFX_ADMIN_TOKEN when either is set (open when neither is)."""
-    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
-    if not tokens:
-        return
-    given = _bearer(authorization)
-    if given is None:
-        raise Unauthorized(
-            "outcome route: send the header `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (the admin token works too)"
-        )
-    if not _matches(given, tokens):
-        raise Forbidden("outcome route: the bearer token is neither AIFX_OUTCOME_TOKEN nor AIFX_ADMIN_TOKEN")
-
-
-def is_trusted(settings: Settings, authorization: str | None) -> bool:
-    """True when the caller presents the outcome or admin token: its candles may resolve outcomes."""
-    given = _bearer(authorization)
-    tokens = [t for t in (settings.outcome_token, settings.admin_token) if t is not None]
-    return bool(tokens) and given is not None and _matches(given, tokens)
-
-
-def is_admin(settings: Settings, authorization: str | None) -> bool:
-    """True when the caller presents the admin token (never when none is set): who may see experiment salts."""
-    given = _bearer(authorization)
-    return settings.admin_token is not None and given is not None and _matches(given, [settings.admin_token])
-
-
-def check_same_site(request: Request) -> None:
-    """Admin and outcome POSTs sent by a web page of another site are refused (403), token or not.
-
-    Without a token (development/test) a page on any site could otherwise make a visitor's browser
-    trigger a bodiless admin POST (switch, activate, stop). Browsers mark such requests:
-    `Sec-Fetch-Site: cross-site|same-site`, and older browsers an `Origin` that is not this host.
-    Command-line and server clients send neither header and are not affected.
-    """
-    site = request.headers.get("sec-fetch-site", "").strip().lower()
-    if site in ("same-origin", "none"):
-        return
-    origin = request.headers.get("origin")
-    host = request.headers.get("host", "").strip().lower()
-    foreign_origin = origin is not None and (origin.strip().lower() == "null" or _netloc(origin) != host)
-    if site in ("cross-site", "same-site") or foreign_origin:
-        raise Forbidden(
-            "requests from a web page of another site are refused on admin and outcome routes; "
-            "call the API from a server or the command line"
-        )
 
 
 def check_json_content_type(content_type: str | None) -> None:
@@ -190,9 +110,9 @@ JSON_ONLY = [Depends(json_only)]
 def admin_guard(settings: Settings) -> list[Any]:
     """Route dependencies that check the admin token before the body or path is validated (401 before 422)."""
 
-    async def admin_only(request: Request, authorization: AdminAuth = None) -> None:
-        check_same_site(request)
-        check_admin(settings, authorization)
+    async def admin_only(request: Request) -> None:
+        check_same_site(settings, request.scope)
+        check_admin(settings, request.scope)
 
     return [Depends(admin_only), *JSON_ONLY]
 
@@ -200,36 +120,11 @@ def admin_guard(settings: Settings) -> list[Any]:
 def outcome_guard(settings: Settings) -> list[Any]:
     """Route dependencies of the outcome route: same-site check, then AIFX_OUTCOME_TOKEN or the admin token."""
 
-    async def outcome_writer(request: Request, authorization: AdminAuth = None) -> None:
-        check_same_site(request)
-        check_outcome(settings, authorization)
+    async def outcome_writer(request: Request) -> None:
+        check_same_site(settings, request.scope)
+        check_outcome(settings, request.scope)
 
     return [Depends(outcome_writer), *JSON_ONLY]
-
-
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, given = (authorization or "").partition(" ")
-    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
-
-
-def _matches(given: str, tokens: Sequence[str]) -> bool:
-    """Constant time: fixed-length digests (length hidden too), every token compared."""
-    digest = _digest(given)
-    found = False
-    for token in tokens:
-        found |= hmac.compare_digest(digest, _digest(token))
-    return found
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
-
-
-def _netloc(origin: str) -> str:
-    try:
-        return urlsplit(origin.strip()).netloc.lower()
-    except ValueError:
-        return ""
 
 
 def _without_salt(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -254,14 +149,16 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodySizeLimit, limits=limits, budget=budget or ByteBudget(limits.budget))
-    app.add_middleware(RateLimit, buckets=buckets)
+    app.add_middleware(RateLimit, buckets=buckets, settings=settings)
     app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["health"], responses={503: {"model": Health}})
-    async def health(request: Request) -> JSONResponse:
-        """Service health (flat, as in the seed)."""
-        body, status = await parts(request).registry.health()
+    async def health(request: Request, authorization: AdminAuth = None) -> JSONResponse:
+        """Service health (flat, as in the seed); why a version failed only for the admin (or a local caller
+        without tokens)."""
+        details = is_admin(settings, authorization) or is_local_operator(settings, request.scope)
+        body, status = await parts(request).registry.health(details)
         return JSONResponse(body, status_code=status)
 
     @app.post(
@@ -372,93 +269,6 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     return app
 
 
-class LiveFilters(BaseModel):
-    """Filters of the `live` block: pair, timeframe, bars since a time."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pair: str | None = Field(default=None, max_length=32)
-    timeframe: str | None = Field(default=None, pattern=TIMEFRAME_PATTERN)
-    since: QueryTime | None = Field(default=None, description="ISO-8601; bars at or after this time")
-
-
-async def models_with_live(p: Parts, filters: LiveFilters | None = None) -> dict[str, Any]:
-    """GET /reversal/models with each version's `live` block (left out when the database does not answer)."""
-    data = await p.registry.models()
-    blocks = await _live(p, [m["version"] for m in data["versions"]], filters or LiveFilters())
-    return {**data, "versions": [m | ({"live": blocks[m["version"]]} if blocks else {}) for m in data["versions"]]}
-
-
-async def model_with_live(p: Parts, version: str, filters: LiveFilters | None = None) -> dict[str, Any]:
-    """GET /reversal/models/{version} with its `live` block."""
-    data = await p.registry.model(version)
-    blocks = await _live(p, [version], filters or LiveFilters())
-    return data | ({"live": blocks[version]} if blocks else {})
-
-
-async def _live(p: Parts, versions: list[str], f: LiveFilters) -> dict[str, dict[str, Any]]:
-    if p.outcomes is None:
-        return {}
-    since = f.since.replace(tzinfo=f.since.tzinfo or UTC) if f.since else None
-    try:
-        return await p.outcomes.live(versions, f.pair, f.timeframe, since)
-    except UnknownPair as exc:
-        raise ApiError(f"pair: {exc}", status=422) from None
-    except (SQLAlchemyError, DatabaseResting) as exc:  # the models answer without their live figures
-        logger.warning("live figures unavailable: %s", type(exc).__name__)
-        return {}
-
-
-async def add_candles(p: Parts, body: CandlesRequest) -> dict[str, Any]:
-    """Store trusted candles, score the bars they close and resolve what they cover; the counts of new,
-    duplicate and conflicting candles and of bars scored."""
-    if p.outcomes is None:
-        raise ApiError("the outcome loop is off (AIFX_OUTCOMES=false): candles are not stored", status=409,
-                       reason="conflict")  # fmt: skip
-    inst = instruments.instrument(body.pair, p.registry.settings.pip_sizes)
-    if inst is None:
-        raise ApiError(f"pair: {body.pair!r:.40} is not in the instrument table ({unknown_pair(body.pair)}); "
-                       "the service reads extra pip sizes from AIFX_PIP_SIZES", status=422)  # fmt: skip
-    timeframe = instruments.canonical_timeframe(body.timeframe)
-    if timeframe is None:
-        raise ApiError(f"timeframe: {body.timeframe!r:.20} is not a timeframe such as 1m, 15m, 1h, 4h, 1d or 1w",
-                       status=422)  # fmt: skip
-    candles = to_candles(body.data)
-    check_trusted_candles(candles, inst, timeframe)
-    counts = await p.outcomes.add_candles(inst.name, timeframe, candles)
-    posted = [t.replace(tzinfo=UTC) for t in candles.timestamp.astype("datetime64[us]").astype(datetime)]
-    scored = await score_closed_bars(p.predictor, p.outcomes, inst.name, timeframe, posted, p.signals)
-    counted = {k: int(counts.get(k, 0)) for k in ("inserted", "duplicates", "conflicts")}
-    return {"pair": inst.name, "timeframe": timeframe, **counted, "bars_scored": scored}
-
-
-def check_trusted_candles(candles: Candles, inst: instruments.Instrument, timeframe: str) -> None:
-    """422 for a candle off the timeframe's grid, more than one bar in the future, or outside the band."""
-    seconds = instruments.timeframe_seconds(timeframe) or 0
-    micros = candles.timestamp.astype("datetime64[us]").astype(np.int64)
-    grid = instruments.grid_seconds(seconds) * 1_000_000
-    off = np.flatnonzero(micros % grid)
-    if off.size:
-        raise ApiError(f"data[{off[0]}]: timestamp is not on the {timeframe} grid (bars start every "
-                       f"{grid // 1_000_000} s from 1970-01-01T00:00:00Z)", status=422)  # fmt: skip
-    future = np.flatnonzero(micros > (datetime.now(UTC).timestamp() + seconds) * 1e6)
-    if future.size:
-        raise ApiError(f"data[{future[0]}]: timestamp is more than one {timeframe} bar in the future; post closed "
-                       "candles only", status=422)  # fmt: skip
-    bad = np.flatnonzero(~((candles.low >= inst.low) & (candles.high <= inst.high)))
-    if bad.size:
-        raise ApiError(f"data[{bad[0]}]: {inst.describe_band()} (a price in another unit or a bad tick)", status=422)
-
-
-def unknown_pair(pair: str) -> str:
-    """Why a pair is not in the instrument table, from the pip table's own message."""
-    try:
-        pip_size(pair)
-    except UnknownPair as exc:
-        return str(exc)
-    return "only configured pairs and the pip table's are logged"
-
-
 def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -> None:
     """SPEC 6: experiment lifecycle (admin), listing, metrics and prediction outcomes (outcome token)."""
 
@@ -468,8 +278,11 @@ def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -
         response_model=Envelope[ExperimentData],
         tags=["experiments"],
         dependencies=admin,
+        openapi_extra=openapi_body(ExperimentCreate),
     )
-    async def create_experiment(body: ExperimentCreate, request: Request) -> JSONResponse:
+    async def create_experiment(
+        body: Annotated[ExperimentCreate, json_body(ExperimentCreate)], request: Request
+    ) -> JSONResponse:
         """Admin: create an A/B experiment between two loaded versions (traffic_split = share sent to B)."""
         p = parts(request)
         return ok(await ab.create(p.registry, p.ab, body), status=201)
@@ -518,8 +331,11 @@ def _add_experiment_routes(app: FastAPI, settings: Settings, admin: list[Any]) -
         tags=["experiments"],
         responses={201: {"model": Envelope[OutcomeData], "description": "Outcome recorded"}},
         dependencies=outcome_guard(settings),
+        openapi_extra=openapi_body(OutcomeRequest),
     )
-    async def record_outcome(prediction_id: PredictionId, body: OutcomeRequest, request: Request) -> JSONResponse:
+    async def record_outcome(
+        prediction_id: PredictionId, body: Annotated[OutcomeRequest, json_body(OutcomeRequest)], request: Request
+    ) -> JSONResponse:
         """The realized pips of a prediction served under an experiment (201 new, 200 same again, 409 different).
 
         Needs `Authorization: Bearer <AIFX_OUTCOME_TOKEN>` (or the admin token) when either token is set.
@@ -538,12 +354,20 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.count_error("validation")
-        return fail(*_validation_message(exc, request.url.path))
+        return fail(*validation_message(exc, request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         metrics.count_error("not_found" if exc.status_code in (404, 405) else "validation")
         return fail(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(DatabaseResting)
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """A database failure a route did not map itself is 503, never 500 (what failed stays in the log)."""
+        error = database_unavailable(exc, f"{request.method} {request.url.path[:100]} did not complete")
+        metrics.count_error(error.reason)
+        return fail(error.message, error.status, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -551,25 +375,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         eid = error_id()  # the exception text goes to the log only
         logger.exception("error %s: unhandled error on %s %s", eid, request.method, request.url.path)
         return fail(with_error_id("internal error; retry later, or report the error id", eid), 500)
-
-
-def _example(path: str) -> str:
-    """A request body example for the route at path."""
-    return next((example for prefix, example in _EXAMPLES if path.startswith(prefix)), _EXAMPLE)
-
-
-def _validation_message(exc: RequestValidationError, path: str = "") -> tuple[str, int]:
-    """A readable message and status for FastAPI's 422 (bad JSON and empty bodies are 400)."""
-    example = _example(path)
-    errors = list(exc.errors())
-    kinds = {e.get("type") for e in errors}
-    if "json_invalid" in kinds:
-        detail = next(e for e in errors if e.get("type") == "json_invalid")
-        reason = (detail.get("ctx") or {}).get("error", "")
-        return f"request body is not valid JSON ({reason}); send a JSON object like {example}", 400
-    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body is empty; send a JSON object like {example}", 400
-    not_object = ("model_attributes_type", "model_type")
-    if any(e.get("type") in not_object and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return f"request body must be a JSON object (Content-Type: application/json) like {example}", 400
-    return format_errors(errors), 422

@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,7 @@ class BodyLimits:
     predict: int  # predict, compare, legacy /predict: AIFX_MAX_PREDICT_BODY_BYTES
     other: int  # every other route (experiments, outcomes, admin): AIFX_MAX_OTHER_BODY_BYTES
     budget: int  # per worker: AIFX_BODY_BUDGET_BYTES
+    read_seconds: float = 10.0  # a whole body must arrive within this (AIFX_BODY_READ_SECONDS), else 408
 
     @classmethod
     def of(cls, settings: Settings) -> BodyLimits:
@@ -82,6 +83,7 @@ class BodyLimits:
             settings.max_predict_body_bytes,
             settings.max_other_body_bytes,
             settings.body_budget_bytes,
+            settings.body_read_seconds,
         )
 
     def route(self, path: str) -> tuple[int, str]:
@@ -97,10 +99,10 @@ class BodyLimits:
 
 
 class ByteBudget:
-    """Bytes of request bodies one worker holds at once: a body that would pass the budget waits (FIFO).
+    """Bytes of request bodies one worker holds at once: a chunk that would pass the budget waits (FIFO).
 
-    Reserved from Content-Length (or the route's limit for a chunked body) before the body is read,
-    released when the response is complete. One body larger than the whole budget runs alone.
+    Reserved as the bytes arrive (a slow upload that announces 1 MB and sends one byte holds one
+    byte), released when the response is complete. One body larger than the whole budget runs alone.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -187,40 +189,83 @@ class BodySizeLimit:
         if length is not None and length > max_bytes:
             await _reject(send, max_bytes, hint)
             return
-        expected = length if length is not None else (max_bytes if _chunked(scope) else 0)
-        reserved = await self.budget.acquire(expected, BUDGET_WAIT_SECONDS) if expected else 0
-        if reserved is None:
-            await _busy(send)
-            return
+        reading = _Reading(self.budget, asyncio.get_running_loop().time() + self.limits.read_seconds)
         try:
-            await self._limited(scope, receive, send, max_bytes, hint)
+            await self._limited(scope, receive, send, max_bytes, hint, reading)
         finally:
-            if reserved:
-                self.budget.release(reserved)
+            if reading.reserved:
+                self.budget.release(reading.reserved)
 
-    async def _limited(self, scope: Scope, receive: Any, send: Any, max_bytes: int, hint: str) -> None:
-        state = {"seen": 0, "rejected": False}
-
+    async def _limited(
+        self, scope: Scope, receive: Any, send: Any, max_bytes: int, hint: str, reading: _Reading
+    ) -> None:
         async def limited_receive() -> dict[str, Any]:
-            message = await receive()
+            if reading.rejected:
+                return {"type": "http.disconnect"}
+            if reading.complete:  # the body is in: a later receive waits for the disconnect, without a deadline
+                return dict(await receive())
+            try:
+                async with asyncio.timeout_at(reading.deadline):
+                    message = await receive()
+            except TimeoutError:  # a slow sender: its bytes and its slot go back now
+                await reading.refuse(_too_slow(send, self.limits.read_seconds))
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
-                state["seen"] += len(message.get("body", b""))
-                if state["seen"] > max_bytes and not state["rejected"]:
-                    state["rejected"] = True
-                    await _reject(send, max_bytes, hint)
+                reading.complete = not message.get("more_body", False)
+                chunk = len(message.get("body", b""))
+                reading.seen += chunk
+                if reading.seen > max_bytes:
+                    await reading.refuse(_reject(send, max_bytes, hint))
+                    return {"type": "http.disconnect"}
+                if not await reading.take(chunk):
+                    await reading.refuse(_busy(send))
                     return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: dict[str, Any]) -> None:
-            if not state["rejected"]:
+            if not reading.rejected:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
 
 
+class _Reading:
+    """One request's body as it arrives: bytes seen and reserved, its deadline, whether it was refused."""
+
+    def __init__(self, budget: ByteBudget, deadline: float) -> None:
+        self.budget, self.deadline = budget, deadline
+        self.seen = self.reserved = 0
+        self.rejected = self.complete = False
+
+    async def take(self, size: int) -> bool:
+        """Reserve size more bytes (one request holds at most the whole budget); False after the wait."""
+        size = min(size, self.budget.capacity - self.reserved)
+        if size <= 0:
+            return True
+        got = await self.budget.acquire(size, BUDGET_WAIT_SECONDS)
+        if got is None:
+            return False
+        self.reserved += got
+        return True
+
+    async def refuse(self, answer: Coroutine[Any, Any, None]) -> None:
+        """Send the refusal once; the route's own answer is dropped from then on."""
+        if self.rejected:
+            answer.close()
+            return
+        self.rejected = True
+        await answer
+
+
 async def _reject(send: Any, max_bytes: int, hint: str) -> None:
     metrics.count_error("body_too_large")
     await _answer(send, 413, f"request body is larger than {max_bytes:,} bytes, this route's limit; {hint}")
+
+
+async def _too_slow(send: Any, seconds: float) -> None:
+    metrics.count_error("body_too_slow")
+    message = f"request body not received within {seconds:g} s (AIFX_BODY_READ_SECONDS); send it at once"
+    await _answer(send, 408, message, [(b"connection", b"close")])
 
 
 async def _busy(send: Any) -> None:
@@ -247,11 +292,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _chunked(scope: Scope) -> bool:
-    """A body without Content-Length (Transfer-Encoding); without either header a request has no body."""
-    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
 
 
 def route_templates(app: Starlette) -> Callable[[str], str]:

@@ -6,12 +6,14 @@ import asyncio
 import functools
 import gc
 import json
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bentoml import server_context
+from sqlalchemy.engine import make_url
 
 from aifx import metrics
 from aifx.api.ab_tests import ABTests
@@ -39,6 +41,7 @@ from experiments.anchors import AnchorStore
 from experiments.db import DatabaseOptions
 from experiments.promotion import PromotionStore
 from experiments.signals import SignalStore
+from experiments.spool import Spool
 
 logger = get_logger("bentoml.aifx")
 # At import: every process that loads service.py (the arbiter and each worker, after BentoML set up its logging).
@@ -46,6 +49,9 @@ configure_logs(get_settings().log_level, get_settings().log_format)
 STARTUP_WAIT_SECONDS = 120.0
 
 _settings = get_settings()
+# uvicorn (under `bentoml serve`) replaces the peer address by X-Forwarded-For from 127.0.0.1 and ::1 unless
+# told otherwise, so any local client could choose its rate-limit key: only AIFX_TRUSTED_PROXIES may.
+os.environ["FORWARDED_ALLOW_IPS"] = ",".join(_settings.trusted_proxies)
 # One rate limit and one body budget per worker, whichever face (REST or native API) a request uses.
 _buckets = buckets_of(_settings.rate_limit_per_second, _settings.rate_limit_burst)
 _budget = ByteBudget(_settings.body_budget_bytes)
@@ -141,7 +147,24 @@ def outcome_log(settings: Settings, catalog: Catalog, store: ExperimentStore) ->
     def label_params() -> dict[str, Any]:
         return {v: e.spec.label_params for v, e in catalog.entries.items() if e.spec is not None}
 
-    return OutcomeLog(settings, EvaluationStore(store), label_params)
+    return OutcomeLog(settings, EvaluationStore(store), label_params, evaluation_spool(settings))
+
+
+def evaluation_spool(settings: Settings) -> Spool | None:
+    """This worker's spool of evaluation rows (None with AIFX_EVALUATION_SPOOL_BYTES=0)."""
+    if not settings.evaluation_spool_bytes:
+        return None
+    base = settings.evaluation_spool_dir
+    if base is None:
+        url = make_url(settings.database_url)
+        on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        base = f"{url.database}.spool" if on_disk else "var/spool"
+    # Per worker index, not pid: a restarted worker replays what its predecessor left.
+    try:
+        return Spool(Path(base) / f"worker-{server_context.worker_index or 0}", settings.evaluation_spool_bytes)
+    except OSError as exc:  # a read-only or missing directory: serve without a spool, and say so
+        logger.warning("evaluation spool off: %s is not usable (%s); set AIFX_EVALUATION_SPOOL_DIR", base, exc)
+        return None
 
 
 def database_options(settings: Settings) -> DatabaseOptions:
@@ -168,7 +191,8 @@ def attach(parts: Parts) -> None:
         loop.create_task(publish_drift(drift, parts.registry.labels, parts.registry.settings.drift_every_seconds))
     if parts.signals is not None:  # every worker follows the events for its own subscribers
         loop.create_task(parts.signals.run())
-    if parts.registry.settings.retention_days:
+    if parts.registry.settings.retention_days and server_context.worker_index in (None, 1):
+        # One purger per pod (the deletes are idempotent across pods, and batched: experiments/purge.py).
         loop.create_task(purge_periodically(parts, parts.registry.settings.retention_days))
     if parts.outcomes is not None and server_context.worker_index in (None, 1):
         # One resolver per pod: the database keeps the first resolution, and one writer avoids lock waits.

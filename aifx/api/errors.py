@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
@@ -163,3 +164,41 @@ def format_errors(errors: Sequence[Any], limit: int = 10) -> str:
 def _is_schema_label(part: Any) -> bool:
     """Pydantic names union members in error locations (`dict[str,any]`, `function-after[...]`)."""
     return isinstance(part, str) and ("[" in part or "(" in part)
+
+
+# -- request validation messages ----------------------------------------------------------------
+
+_EXAMPLE = (
+    '{"pair": "EUR/USD", "timeframe": "1h", "data": [{"timestamp": "2017-01-02T00:00:00Z", '
+    '"open": 1.05, "high": 1.06, "low": 1.04, "close": 1.055}, ...]}'
+)
+_EXAMPLES = (  # path prefix -> body example for the bad-JSON / empty-body messages
+    (
+        "/reversal/experiments",
+        '{"experiment_id": "v30_vs_v31", "name": "Swing Point vs Profitable Logic", '
+        '"variant_a": "v3.0", "variant_b": "v3.1", "traffic_split": 0.5}',
+    ),
+    ("/reversal/predictions/", '{"pips": 12.5}'),
+)
+
+
+def _example(path: str) -> str:
+    """A request body example for the route at path."""
+    return next((example for prefix, example in _EXAMPLES if path.startswith(prefix)), _EXAMPLE)
+
+
+def validation_message(exc: RequestValidationError, path: str = "") -> tuple[str, int]:
+    """A readable message and status for FastAPI's 422 (bad JSON and empty bodies are 400)."""
+    example = _example(path)
+    errors = list(exc.errors())
+    kinds = {e.get("type") for e in errors}
+    if "json_invalid" in kinds:
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "")
+        return f"request body is not valid JSON ({reason}); send a JSON object like {example}", 400
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return f"request body is empty; send a JSON object like {example}", 400
+    not_object = ("model_attributes_type", "model_type")
+    if any(e.get("type") in not_object and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return f"request body must be a JSON object (Content-Type: application/json) like {example}", 400
+    return format_errors(errors), 422

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from aifx import instruments, metrics, srm
 from aifx.api import ab_tests as ab
 from aifx.api.ab_tests import api_error, in_thread
+from aifx.api.body import json_body, openapi_body
 from aifx.api.comparison_responses import AnchorReset, DecisionList, PairedComparison, PolicyList, PromotionPolicy
 from aifx.api.context import get_logger
 from aifx.api.errors import ApiError, ok
@@ -140,8 +141,11 @@ def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Reque
         response_model=Envelope[PromotionPolicy],
         tags=["evaluation"],
         dependencies=admin,
+        openapi_extra=openapi_body(PolicyRequest),
     )
-    async def put_policy(challenger: Challenger, body: PolicyRequest, request: Request) -> JSONResponse:
+    async def put_policy(
+        challenger: Challenger, body: Annotated[PolicyRequest, json_body(PolicyRequest)], request: Request
+    ) -> JSONResponse:
         """Admin: set a challenger's policy (`off`, `recommend` or `auto`) against the active version."""
         p = parts(request)
         p.registry.check_known(challenger)

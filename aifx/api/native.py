@@ -14,22 +14,19 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
-from aifx.api.app import (
-    check_admin,
-    check_json_content_type,
-    check_same_site,
-    is_trusted,
-    model_with_live,
-    models_with_live,
-)
+from aifx.api.ab_tests import database_unavailable
+from aifx.api.access import check_admin, check_same_site, is_trusted
+from aifx.api.app import check_json_content_type
 from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
 from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
+from aifx.api.outcome_log import DatabaseResting
 from aifx.api.parts import Parts
 from aifx.api.ratelimit import RateLimit, TokenBuckets
 from aifx.api.responses import (
@@ -42,6 +39,7 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
+from aifx.api.views import model_with_live, models_with_live
 from aifx.settings import Settings
 from experiments.schema import ID_LEN
 
@@ -50,6 +48,8 @@ M = TypeVar("M", bound=BaseModel)
 PICKLE = "application/vnd.bentoml+pickle"  # BentoML's own media type between services (refused by the main server)
 
 ROUTES = NATIVE_ROUTES
+# BentoML's own routes other than its probes (/livez, /healthz, /readyz): rate-limited like the API.
+BENTOML_ROUTES = frozenset({"/metrics", "/docs.json", "/schema.json", "/"})
 
 
 class VersionInput(BaseModel):
@@ -124,8 +124,8 @@ async def experiment_metrics(parts: Parts, experiment_id: str) -> ExperimentMetr
 
 async def switch_model(parts: Parts, request: Request, version: str) -> SwitchData:
     """Admin: POST /reversal/models/{version}/switch (same token and same-site rule)."""
-    check_same_site(request)
-    check_admin(parts.registry.settings, request.headers.get("authorization"))
+    check_same_site(parts.registry.settings, request.scope)
+    check_admin(parts.registry.settings, request.scope)
     return out(SwitchData, await parts.registry.switch(version))
 
 
@@ -136,6 +136,10 @@ async def answer(ctx: Any, call: Callable[[], Awaitable[M]]) -> M | Response:
     except ApiError as exc:
         metrics.count_error(exc.reason)
         return _error(ctx, exc.status, exc.message, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+    except (SQLAlchemyError, DatabaseResting) as exc:  # a failure no part mapped itself: 503, never 500
+        error = database_unavailable(exc, "the call did not complete")
+        metrics.count_error(error.reason)
+        return _error(ctx, error.status, error.message, {"Retry-After": "1"})
     except Exception:
         metrics.count_error("internal")
         eid = error_id()  # the exception text goes to the log only
@@ -159,10 +163,15 @@ class NativeGuards:
         self.app = app
         self.paths = frozenset(ROUTES.values())
         limited = BodySizeLimit(app, limits=BodyLimits.of(settings), budget=budget)
-        self.guarded = RequestId(RateLimit(limited, buckets=buckets))
+        self.guarded = RequestId(RateLimit(limited, buckets=buckets, settings=settings))
+        self.limited = RateLimit(app, buckets=buckets, settings=settings)  # BentoML's own routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in BENTOML_ROUTES or path.startswith("/static_content/")):
+            await self.limited(scope, receive, send)  # /metrics, /docs.json, /schema.json, the docs page
+            return
+        if scope["type"] != "http" or path not in self.paths:
             await self.app(scope, receive, send)
             return
         media = _content_type(scope)

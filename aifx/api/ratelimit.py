@@ -1,4 +1,7 @@
-"""A per-client rate limit in each worker: token buckets keyed by bearer token, else client address.
+"""A per-client rate limit in each worker: token buckets keyed by a valid token's identity, else client address.
+
+Only the configured tokens name a client: a random bearer per request would otherwise get a fresh
+bucket each time. The address is the peer's, or a trusted proxy's X-Forwarded-For (AIFX_TRUSTED_PROXIES).
 
 Per worker, so the service-wide limit is this times the workers; a limit shared by every pod
 belongs at the ingress (deploy/k8s.yaml). Answers 429 in the seed envelope with Retry-After.
@@ -6,7 +9,6 @@ belongs at the ingress (deploy/k8s.yaml). Answers 429 in the seed envelope with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aifx import metrics
+from aifx.api.access import client_address, header, token_identity
 from aifx.api.errors import envelope
+from aifx.settings import Settings
 
 EXEMPT = frozenset({"/health"})  # probes must not be throttled
 
@@ -42,13 +46,13 @@ class TokenBuckets:
         return wait
 
 
-def client_key(scope: dict[str, Any]) -> str:
-    """The caller: a hash of its bearer token, else its address."""
-    for name, value in scope.get("headers", []):
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return "token:" + hashlib.sha256(value[7:].strip()).hexdigest()[:16]
-    client = scope.get("client") or ("unknown", 0)
-    return f"addr:{client[0]}"
+def client_key(scope: dict[str, Any], settings: Settings | None = None) -> str:
+    """The caller: the identity of a valid token ("token:admin"), else its address."""
+    settings = settings or Settings()
+    identity = token_identity(settings, header(scope, b"authorization"))
+    if identity is not None:
+        return f"token:{identity}"
+    return f"addr:{client_address(settings, scope)}"
 
 
 def buckets_of(rate: float, burst: int) -> TokenBuckets | None:
@@ -59,16 +63,24 @@ def buckets_of(rate: float, burst: int) -> TokenBuckets | None:
 class RateLimit:
     """ASGI middleware over TokenBuckets (off when rate is 0)."""
 
-    def __init__(self, app: Any, rate: float = 0.0, burst: int = 1, buckets: TokenBuckets | None = None) -> None:
-        """Buckets of rate and burst, or shared buckets (None when rate is 0: no limit)."""
+    def __init__(
+        self,
+        app: Any,
+        rate: float = 0.0,
+        burst: int = 1,
+        buckets: TokenBuckets | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        """Buckets of rate and burst, or shared buckets (None when rate is 0: no limit); settings name tokens."""
         self.app = app
+        self.settings = settings or Settings()
         self.buckets = buckets if buckets is not None else (TokenBuckets(rate, burst) if rate > 0 else None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.buckets is None or scope["type"] != "http" or scope.get("path") in EXEMPT:
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(client_key(scope))
+        wait = self.buckets.take(client_key(scope, self.settings))
         if wait == 0.0:
             await self.app(scope, receive, send)
             return

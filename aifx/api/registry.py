@@ -29,6 +29,8 @@ from aifx.settings import Settings
 logger = get_logger("bentoml.aifx.registry")
 STATUS_TTL_OK = 30.0  # stage load reports do not change while a stage process lives (reloads aside)
 STATUS_TTL_RETRY = 1.0
+# /health to anonymous callers: which versions fail, not why (paths, hosts and exception texts stay private).
+HIDDEN_REASON = "not loaded (the reason: /health with the admin token, or the log)"
 MODELS_GENERATION_KEY = "models_generation"  # state database: changed by every admin reload
 
 
@@ -255,8 +257,8 @@ class VersionRegistry:
         entry = self.check_known(version)
         return describe(entry, await self.availability(), await self.active_version())
 
-    async def health(self) -> tuple[dict[str, Any], int]:
-        """The seed's flat health body and its HTTP status."""
+    async def health(self, details: bool = True) -> tuple[dict[str, Any], int]:
+        """The seed's flat health body and its HTTP status; without details, no failure reasons."""
         avail = await self.availability()
         active = await self.active_version()
         status = "unhealthy" if not avail.loaded else "degraded" if avail.failed else "healthy"
@@ -267,7 +269,7 @@ class VersionRegistry:
             "timestamp": now_iso(),
             "environment": self.settings.environment,
             "loaded_versions": list(avail.loaded),
-            "failed_versions": dict(avail.failed),
+            "failed_versions": dict(avail.failed) if details else dict.fromkeys(avail.failed, HIDDEN_REASON),
         }
         return body, 200 if avail.loaded else 503
 

@@ -10,6 +10,8 @@ import pytest
 
 from aifx.api.window_cache import WindowCache
 
+LOCAL_PEER = ("127.0.0.1", 50000)
+
 
 @pytest.fixture(scope="session")
 def client(model_store, tmp_path_factory):
@@ -26,7 +28,8 @@ def client(model_store, tmp_path_factory):
     from service import ReversalEngine
 
     try:
-        with TestClient(ReversalEngine.to_asgi()) as c:
+        # A local caller under a local name: without tokens the admin and outcome routes answer nothing else.
+        with TestClient(ReversalEngine.to_asgi(), base_url="http://localhost", client=LOCAL_PEER) as c:
             yield c
     finally:
         mp.undo()

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from aifx.api import access
 from aifx.api import app as app_module
 from aifx.api.errors import ApiError
 from aifx.settings import Settings
 
 TOKEN = "a-long-admin-token-0123456789-abcdefgh"  # at least 32 characters (Settings refuses shorter ones)
 PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
+LOCAL = {"client": ("127.0.0.1", 1), "headers": [(b"host", b"localhost:3000")]}
 NO_TOKEN = [{}, {"Authorization": ""}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
             {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}]  # fmt: skip
 WRONG_TOKEN = [{"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}x"},
@@ -127,20 +129,26 @@ def test_token_is_compared_in_constant_time(monkeypatch):
         seen.append((a, b))
         return a == b
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(access.hmac, "compare_digest", spy)
     settings = Settings(admin_token=TOKEN)
-    app_module.check_admin(settings, f"Bearer {TOKEN}")
+    access.check_admin(settings, with_bearer(TOKEN))
     for given in ("x", TOKEN * 10):
         with pytest.raises(ApiError) as err:
-            app_module.check_admin(settings, f"Bearer {given}")
+            access.check_admin(settings, with_bearer(given))
         assert err.value.status == 403
     assert len(seen) == 3 and all(len(a) == len(b) == hashlib.sha256().digest_size for a, b in seen)
 
 
 @pytest.mark.unit
-def test_no_token_configured_leaves_admin_routes_open():
-    app_module.check_admin(Settings(admin_token=None), None)
-    app_module.check_admin(Settings(admin_token=None), "Bearer anything")
+def test_no_token_configured_leaves_admin_routes_open_to_local_callers():
+    access.check_admin(Settings(admin_token=None), LOCAL)
+    any_bearer = {**LOCAL, "headers": [*LOCAL["headers"], *with_bearer("x")["headers"]]}
+    access.check_admin(Settings(admin_token=None), any_bearer)
+
+
+def with_bearer(token: str) -> dict:
+    """An ASGI scope of a request with this bearer token."""
+    return {"client": ("192.0.2.1", 1), "headers": [(b"authorization", f"Bearer {token}".encode())]}
 
 
 @pytest.mark.parametrize(
@@ -163,9 +171,9 @@ def test_token_is_checked_before_the_request_is_validated(guarded, path, body):
 
 CROSS_SITE = [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
               {"Origin": "https://evil.example"}, {"Origin": "null"},
-              {"Origin": "http://testserver.evil.example"}]  # fmt: skip
-SAME_SITE = [{}, {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}, {"Sec-Fetch-Site": "none"},
-             {"Origin": "http://testserver"}]  # fmt: skip
+              {"Origin": "http://localhost.evil.example"}]  # fmt: skip
+SAME_SITE = [{}, {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"}, {"Sec-Fetch-Site": "none"},
+             {"Origin": "http://localhost"}]  # fmt: skip
 
 
 def active_version(c) -> str:

@@ -168,10 +168,11 @@ def test_a_user_id_with_control_characters_never_reaches_the_database(client, ca
 def test_a_database_data_error_is_422_not_503(client, candle_json, experiment, monkeypatch):
     """A value the database refuses as data is the request's fault: 422 with an error id, nothing recorded."""
 
-    def refuse(*_args: Any, **_kwargs: Any) -> str:
-        raise DataError("INSERT INTO predictions ...", {}, ValueError("invalid byte sequence for encoding UTF8: 0x00"))
+    def refuse(items: list, *_args: Any) -> list:
+        cause = ValueError("invalid byte sequence for encoding UTF8: 0x00")
+        return [DataError("INSERT INTO predictions ...", {}, cause) for _ in items]  # each item, in its place
 
-    monkeypatch.setattr(parts().ab.store, "record_prediction", refuse)
+    monkeypatch.setattr(parts().ab.store, "record_predictions", refuse)
     body = {**PAIR, "data": candle_json(3000, 80), "user_id": "someone"}
     r = client.post("/reversal/predict", json=body)
     assert r.status_code == 422, r.text

@@ -88,7 +88,7 @@ def test_an_unrecorded_prediction_shows_no_driver_line(client, candle_json, monk
         def down(*args: object, **kwargs: object) -> str:
             raise driver_error()
 
-        monkeypatch.setattr(parts().ab.store, "record_prediction", down)
+        monkeypatch.setattr(parts().ab.store, "record_predictions", down)
         body = {**PAIR, "data": candle_json(3000, 80), "user_id": "leak-user"}
         r = client.post("/reversal/predict", json=body, headers={"X-Request-ID": "leak-db-2"})
         assert_hidden(r, 503, "experiment database is unavailable", "leak-db-2", capture, "db-secret.internal")

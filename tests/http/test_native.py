@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from aifx.api.native import ROUTES
 from aifx.api.responses import ModelInfo, ModelsData, PredictionData
@@ -181,7 +182,7 @@ def test_native_request_id_is_echoed(client, candle_json):
 def admin_token(client, monkeypatch):
     """The session's registry requires TOKEN for admin calls during the test."""
     registry = parts().registry
-    monkeypatch.setattr(registry, "settings", registry.settings.model_copy(update={"admin_token": TOKEN}))
+    monkeypatch.setattr(registry, "settings", registry.settings.model_copy(update={"admin_token": SecretStr(TOKEN)}))
     yield TOKEN
     monkeypatch.undo()
     client.post("/reversal/models/v3.1/switch")

@@ -49,8 +49,9 @@ def test_every_route_names_its_2xx_body(document):
                 assert component["properties"] and component.get("additionalProperties") is False, ref
                 named.append((method, path))
     # the seed's routes, the admin erasure route, POST candles, and issue 13's evaluation, promotion
-    # (list, and put/delete by version) and decisions routes, issue 14's reload and issue 26's anchor reset
-    assert len({p for _, p in named}) == 22  # and issue 30's latest signal event
+    # (list, and put/delete by version) and decisions routes, issue 14's reload, issue 26's anchor reset,
+    # issue 29's erasure by query and issue 30's latest signal event
+    assert len({p for _, p in named}) == 23
     assert ("post", "/reversal/promotion/{challenger}/reset") in named
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named

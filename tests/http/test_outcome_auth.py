@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aifx.api import access
 from aifx.api import app as app_module
 from aifx.api.errors import ApiError
 from aifx.settings import Settings
@@ -101,10 +102,11 @@ def test_with_only_the_admin_token_set_it_guards_outcomes(admin_only, candle_jso
 
 @pytest.mark.unit
 def test_the_outcome_route_is_open_only_without_any_token():
-    app_module.check_outcome(Settings(), None)
+    local = {"client": ("127.0.0.1", 1), "headers": [(b"host", b"localhost:3000")]}
+    access.check_outcome(Settings(), local)
     for settings in (Settings(admin_token=ADMIN_TOKEN), Settings(outcome_token=OUTCOME_TOKEN)):
         with pytest.raises(ApiError) as err:
-            app_module.check_outcome(settings, None)
+            access.check_outcome(settings, local)
         assert err.value.status == 401
 
 

@@ -94,4 +94,28 @@ def test_a_client_over_its_rate_gets_429_and_others_do_not(client):
         assert r.headers["retry-after"] == "1" and "too many requests" in r.json()["error"]
         assert limited.get("/health").status_code == 200  # probes are never throttled
         other = limited.get("/reversal/models", headers={"Authorization": "Bearer another-client-token"})
-        assert other.status_code == 200
+        assert other.status_code == 429  # an invalid bearer is no client of its own (issue 29)
+
+
+@pytest.mark.parametrize("user", ["team/alice", "a/b/c", "/lead", "trail/", "50%/x", "sp ace/?#"])
+def test_a_user_id_with_a_slash_can_be_erased(client, candle_json, experiment, user):
+    """Issue 29, item 7: any accepted user id can be erased, by path (as is or %2F) or by query."""
+    from urllib.parse import quote
+
+    for form in ("path", "encoded", "query"):
+        pid = _predict(client, candle_json, user).json()["data"]["prediction_id"]
+        if form == "query":
+            r = client.delete("/reversal/users/predictions", params={"user_id": user})
+        else:
+            safe = "/" if form == "path" else ""
+            r = client.delete(f"/reversal/users/{quote(user, safe=safe)}/predictions")
+        assert r.status_code == 200, (form, r.text)
+        assert r.json()["data"] == {"user_id": user, "deleted": 1}, form
+        assert client.post(f"/reversal/predictions/{pid}/outcome", json={"pips": 1.0}).status_code == 404
+
+
+def test_dot_segment_user_ids_are_erased_by_query(client, candle_json, experiment):
+    for user in (".", ".."):
+        _predict(client, candle_json, user)
+        r = client.delete("/reversal/users/predictions", params={"user_id": user})
+        assert r.status_code == 200 and r.json()["data"]["deleted"] == 1, r.text

@@ -236,3 +236,66 @@ def test_a_request_that_waits_too_long_for_the_budget_is_503(monkeypatch):
     assert first[0]["status"] == 200
     assert second[0]["status"] == 503 and (b"retry-after", b"1") in second[0]["headers"]
     assert "busy with other large request bodies" in json.loads(second[1]["body"])["error"]
+
+
+def test_a_slow_body_is_408_and_holds_only_the_bytes_it_sent(monkeypatch):
+    """Issue 29, item 3: the budget is taken as bytes arrive; a body that does not arrive in time is 408."""
+    from aifx.api import asgi
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        budget = asgi.ByteBudget(10)
+        guard = asgi.BodySizeLimit(_app([0], [0], 0.0), asgi.BodyLimits(100, 100, 100, 10, 0.3), budget=budget)
+        stalled = asyncio.Event()
+
+        async def slow_receive() -> dict[str, Any]:
+            if not stalled.is_set():
+                stalled.set()
+                return {"type": "http.request", "body": b"{", "more_body": True}
+            await asyncio.sleep(3600)  # the rest never comes
+            return {"type": "http.disconnect"}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        slow = asyncio.create_task(guard({"type": "http", "path": "/reversal/predict",
+                                          "headers": [(b"content-length", b"100")]}, slow_receive, send))  # fmt: skip
+        await stalled.wait()
+        held = budget.used
+        ordinary = await asyncio.wait_for(_request(guard, 8), 0.2)  # 8 of 10 bytes: not behind the slow one
+        await slow
+        return sent, ordinary, held
+
+    sent, ordinary, held = asyncio.run(scenario())
+    assert held == 1 and ordinary[0]["status"] == 200
+    assert sent[0]["status"] == 408 and "AIFX_BODY_READ_SECONDS" in json.loads(sent[1]["body"])["error"]
+
+
+def test_after_the_body_a_receive_waits_for_the_disconnect_without_a_deadline():
+    from aifx.api import asgi
+
+    async def scenario() -> list[dict[str, Any]]:
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(0.5)  # longer than the read deadline
+            return {"type": "http.disconnect"}
+
+        async def app(scope: Any, rcv: Any, snd: Any) -> None:
+            assert (await rcv())["type"] == "http.request"
+            assert (await rcv())["type"] == "http.disconnect"  # not a 408
+            await snd({"type": "http.response.start", "status": 204, "headers": []})
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        guard = asgi.BodySizeLimit(app, asgi.BodyLimits(100, 100, 100, 10, 0.1))
+        await guard({"type": "http", "path": "/health", "headers": []}, receive, send)
+        return sent
+
+    assert [m["status"] for m in asyncio.run(scenario())] == [204]

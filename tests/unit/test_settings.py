@@ -41,7 +41,7 @@ def test_production_with_token_starts(env):
     env.setenv("AIFX_DATABASE_URL", "postgresql+psycopg://aifx@db.example/aifx")  # production refuses SQLite
     env.setenv("AIFX_ADMIN_TOKEN", TOKEN)
     settings = get_settings()
-    assert settings.is_production and settings.admin_token == TOKEN
+    assert settings.is_production and settings.admin_token.get_secret_value() == TOKEN
 
 
 def test_aifx_environment_alias_is_checked_too(env):
@@ -83,4 +83,4 @@ def test_stage_timeouts_are_bounded():
 
 def test_token_from_a_secret_file_loses_its_trailing_newline(env):
     env.setenv("AIFX_ADMIN_TOKEN", f"{TOKEN}\n")
-    assert get_settings().admin_token == TOKEN
+    assert get_settings().admin_token.get_secret_value() == TOKEN

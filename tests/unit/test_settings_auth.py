@@ -66,7 +66,8 @@ def test_a_32_character_admin_token_starts(env, environment):
     env.setenv("AIFX_DATABASE_URL", SHARED_DATABASE)
     env.setenv("AIFX_ADMIN_TOKEN", f"  {LONG}\n")
     settings = get_settings()
-    assert settings.admin_token == LONG and settings.token_required
+    assert settings.admin_token is not None and settings.admin_token.get_secret_value() == LONG
+    assert settings.token_required
 
 
 def test_the_outcome_token_alone_does_not_satisfy_production(env):

@@ -46,3 +46,74 @@ def test_pool_sizes_are_bounded() -> None:
     with pytest.raises(ValidationError):
         Settings(database_pool_size=0)
     assert Settings(database_pool_size=20, database_max_overflow=0).database_max_overflow == 0
+
+
+SECRET = "hunter2-database-password"
+
+
+@pytest.mark.parametrize("url", [f"mysql://aifx:{SECRET}@db/aifx", f"mongodb+srv://u:{SECRET}@h/x", f"{SECRET}"])
+def test_an_unsupported_scheme_never_shows_the_password(url: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Issue 29, item 10: the refusal names the scheme only, in Settings, get_settings, make_engine and migrate."""
+    from aifx.settings import get_settings
+    from experiments.__main__ import main
+    from experiments.db import make_engine
+
+    with pytest.raises(ValidationError) as err:
+        Settings(database_url=url)
+    assert SECRET not in str(err.value.errors(include_input=False)) and "unsupported scheme" in str(err.value)
+    monkeypatch.setenv("AIFX_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError) as refused:
+            get_settings()
+        assert SECRET not in str(refused.value) and "AIFX_DATABASE_URL" in str(refused.value)
+    finally:
+        get_settings.cache_clear()
+    with pytest.raises(ValueError) as engine_err:
+        make_engine(url)
+    assert SECRET not in str(engine_err.value)
+    assert main(["migrate", "--url", url]) == 2
+    captured = capsys.readouterr()
+    assert SECRET not in captured.err + captured.out and "unsupported database URL" in captured.err
+
+
+def test_tokens_are_secret_strings() -> None:
+    """Issue 29, item 10: a token never shows in a repr or a dump of the settings."""
+    token = "s" * 40
+    settings = Settings(admin_token=token, outcome_token="o" * 40)
+    assert token not in repr(settings) and token not in str(settings.model_dump())
+    assert settings.tokens(outcome=True) == ["o" * 40, token] and settings.tokens(outcome=False) == [token]
+    assert Settings(admin_token=f"  {token}\n").tokens(outcome=False) == [token]
+
+
+def test_allowed_hosts_and_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(environment="development").hosts == {"localhost", "127.0.0.1", "::1"}
+    assert Settings(environment="production", admin_token=TOKEN, database_url=PG).hosts == {"*"}
+    monkeypatch.setenv("AIFX_ALLOWED_HOSTS", "aifx.internal, [::1]")
+    monkeypatch.setenv("AIFX_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")
+    settings = Settings()
+    assert settings.hosts == {"aifx.internal", "::1"} and settings.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+    monkeypatch.setenv("AIFX_TRUSTED_PROXIES", "not-an-address")
+    with pytest.raises(ValidationError, match="AIFX_TRUSTED_PROXIES"):
+        Settings()
+
+
+def test_the_migrate_command_runs_without_the_serving_statement_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29, item 6: `python -m experiments migrate` connects with statement_timeout=0 (none)."""
+    from experiments import __main__ as cli
+    from experiments import db
+    from experiments.db import _postgres_engine
+
+    seen: list[object] = []
+
+    def spy(url: str, options: object = None) -> object:
+        seen.append(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "make_engine", spy)
+    assert cli.main(["migrate", "--url", PG]) == 2
+    assert seen == [cli.MIGRATION_OPTIONS] and cli.MIGRATION_OPTIONS.statement_timeout_ms == 0
+    made: list[dict] = []
+    monkeypatch.setattr(db, "create_engine", lambda url, **kwargs: made.append(kwargs))
+    _postgres_engine(PG, cli.MIGRATION_OPTIONS)
+    assert made[0]["connect_args"]["options"] == "-c statement_timeout=0"

@@ -525,3 +525,54 @@ def test_sqlite_plain_statements_store_exactly_what_sqlalchemys_statements_store
     assert [bars, decisions] == dump(tmp_path / "reference.db")
     assert bars[0][3] == "2024-01-01 00:00:00.000000"
     assert next(d for d in decisions if d[:2] == (651, "v3.1"))[5] == 3  # served 1 + 2 on a shared bar
+
+
+def test_downgrading_0003_and_0002_keeps_every_outcome(store: ExperimentStore) -> None:
+    """Issue 29: SQLite rebuilds `predictions` to drop a column; its ON DELETE CASCADE used to empty `outcomes`."""
+    from sqlalchemy import text
+
+    store.create_experiment("down", "n", "d", "v3.0", "v3.1")
+    store.activate_experiment("down")
+    ids = [store.record_prediction("down", f"u{i}", "A", "v3.0", "long", 0.6) for i in range(5)]
+    for i, pid in enumerate(ids):
+        store.record_outcome(pid, float(i))
+
+    def outcomes() -> list[tuple[str, float]]:
+        with store.engine.connect() as conn:
+            return sorted((r[0], r[1]) for r in conn.execute(text("SELECT prediction_id, pips FROM outcomes")))
+
+    before = outcomes()
+    assert len(before) == 5
+    for revision in ("0002", "0001"):
+        assert _alembic(store.engine, "downgrade", revision) == revision
+        assert outcomes() == before, revision
+    assert _alembic(store.engine, "upgrade", "head") == SCHEMA_VERSION
+    assert outcomes() == before
+
+
+def test_the_retention_purge_deletes_in_bounded_batches(store: ExperimentStore, monkeypatch) -> None:
+    """Issue 29, item 9: each batch is its own short transaction; every old row goes, with its outcome."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from experiments import purge
+
+    store.create_experiment("old", "n", "d", "v3.0", "v3.1")
+    store.activate_experiment("old")
+    ids = [store.record_prediction("old", f"p{i}", "A", "v3.0", "long", 0.6) for i in range(7)]
+    store.record_outcome(ids[0], 1.0)
+    transactions: list[int] = []
+    real = store._write
+
+    def counted():
+        transactions.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "_write", counted)
+    monkeypatch.setattr(purge, "BATCH_ROWS", 3)
+    monkeypatch.setattr(purge.delete_in_batches, "__defaults__", (3, 10_000))
+    assert store.purge_predictions(timedelta(seconds=-1)) == 7
+    assert len(transactions) == 3  # 3 + 3 + 1
+    with real() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM outcomes")).scalar() == 0

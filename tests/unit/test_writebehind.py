@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter
@@ -168,3 +169,47 @@ def test_put_from_an_event_loop() -> None:
 
     asyncio.run(serve())
     assert wb.close() is True and sink.rows == list(range(1000))
+
+
+def test_the_queue_is_bounded_in_bytes_whatever_the_row_count() -> None:
+    """Issue 29: a slow database cannot make the queue gigabytes: a row over the byte bound is dropped."""
+    gate = threading.Event()
+    sink = Sink()
+    writer = WriteBehind(
+        lambda batch: (gate.wait(5), sink.write(batch)),
+        capacity=1_000_000,
+        flush_every_s=0.01,
+        on_drop=sink.drop,
+        max_bytes=1_000_000,
+        size_of=lambda row: 136_000,  # one trusted predict of 1,000 candles
+    )
+    accepted = [writer.put(i) for i in range(100)]
+    assert accepted.count(True) == 7 and sink.drops["full"] == 93  # 7 x 136 KB fit in 1 MB
+    assert writer.pending_bytes() <= 1_000_000
+    gate.set()
+    assert writer.close() and sorted(sink.rows) == list(range(7))
+    assert writer.pending_bytes() == 0
+
+
+def test_sigkill_loses_what_is_pending_and_no_more() -> None:
+    """What a SIGKILL would lose at any instant is pending(): with a database that keeps up, about the rows of
+    the last flush interval (0.25 s) and the batch being written; with a slow one, far more (up to the bound)."""
+
+    def worst_and_window(sink: Sink) -> tuple[int, int]:
+        writer = WriteBehind(sink.write, capacity=100_000, flush_every_s=0.25, max_batch=100_000)
+        worst, times = 0, []
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            writer.put(len(times))
+            times.append(time.monotonic())
+            worst = max(worst, writer.pending())
+            time.sleep(0.0005)
+        writer.close()
+        # the most rows put within any 0.3 s: one flush interval plus a fast write
+        window = max(bisect.bisect_right(times, times[i] + 0.3) - i for i in range(0, len(times), 25))
+        return worst, window
+
+    fast_worst, fast_window = worst_and_window(Sink())
+    slow_worst, slow_window = worst_and_window(Sink(delay_s=1.0))
+    assert fast_worst <= 2 * fast_window, (fast_worst, fast_window)
+    assert slow_worst > 3 * slow_window, (slow_worst, slow_window)  # a slow database: far more than 0.25 s

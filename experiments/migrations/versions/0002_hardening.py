@@ -8,6 +8,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from experiments.migrations.keep import outcomes_kept
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -42,7 +44,7 @@ def downgrade() -> None:
     op.drop_index("ix_predictions_created", "predictions")
     op.drop_index("ix_predictions_user", "predictions")
     op.drop_index("uq_predictions_idempotency_key", "predictions")
-    with op.batch_alter_table("predictions") as batch:
+    with outcomes_kept(), op.batch_alter_table("predictions") as batch:  # the rebuild must not delete outcomes
         batch.drop_column("idempotency_key")
     with op.batch_alter_table("outcomes") as batch:
         batch.drop_constraint("ck_outcomes_pips", type_="check")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from experiments.migrations.keep import outcomes_kept
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -84,7 +86,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_predictions_bar", "predictions")
-    with op.batch_alter_table("predictions") as batch:
+    with outcomes_kept(), op.batch_alter_table("predictions") as batch:  # the rebuild must not delete outcomes
         for column in ("bar_time", "timeframe", "pair"):
             batch.drop_column(column)
     for table in ("market_candles", "eval_decisions", "eval_bars"):
