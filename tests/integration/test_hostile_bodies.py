@@ -135,7 +135,10 @@ def test_64_concurrent_hostile_1mb_bodies_leave_workers_alive_and_rss_under_2gb(
         )
     lost = [text for status, text in answers if status is None]
     assert not lost, lost[:3]
-    assert set(statuses) <= {200, 400, 422, 503}, [a for a in answers if a[0] not in (200, 400, 422, 503)][:3]
+    # 408: a body the client did not finish sending within AIFX_BODY_READ_SECONDS (issue 29) while 128 such
+    # bodies share two cores; a 4xx that says so, never a 5xx other than 503 "busy"
+    allowed = {200, 400, 408, 422, 503}
+    assert set(statuses) <= allowed, [a for a in answers if a[0] not in allowed][:3]
     busy = [text for status, text in answers if status == 503]
     assert all("busy with other large request bodies" in text for text in busy), busy[:3]
     assert len(busy) <= len(answers) // 10, f"{len(busy)} of {len(answers)} waited too long"
