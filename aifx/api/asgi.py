@@ -98,6 +98,10 @@ class BodyLimits:
         return self.other, "this route takes a small JSON object: send only its documented fields"
 
 
+LARGE_BODY_BYTES = 65_536  # a body announcing more than this reads in one of the budget's large slots
+LARGE_SLOT_BYTES = 1_000_000  # one slot per this many bytes of budget: two with the 2 MB default
+
+
 class ByteBudget:
     """Bytes of request bodies one worker holds at once: a chunk that would pass the budget waits (FIFO).
 
@@ -109,6 +113,9 @@ class ByteBudget:
         self.capacity = capacity
         self.used = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Large bodies read one slot at a time: many of them taking the budget chunk by chunk would each
+        # hold a share and all wait for more (none completes). Small bodies (a predict's ~6 KB) need no slot.
+        self.large = asyncio.Semaphore(max(1, capacity // LARGE_SLOT_BYTES))
 
     async def acquire(self, size: int, timeout: float) -> int | None:
         """Reserve size bytes (at most the capacity); the bytes reserved, or None after timeout seconds."""
@@ -189,12 +196,23 @@ class BodySizeLimit:
         if length is not None and length > max_bytes:
             await _reject(send, max_bytes, hint)
             return
+        expected = length if length is not None else (max_bytes if _chunked(scope) else 0)
+        slot = expected > LARGE_BODY_BYTES
+        if slot:
+            try:
+                async with asyncio.timeout(BUDGET_WAIT_SECONDS):
+                    await self.budget.large.acquire()
+            except TimeoutError:
+                await _busy(send)
+                return
         reading = _Reading(self.budget, asyncio.get_running_loop().time() + self.limits.read_seconds)
         try:
             await self._limited(scope, receive, send, max_bytes, hint, reading)
         finally:
             if reading.reserved:
                 self.budget.release(reading.reserved)
+            if slot:
+                self.budget.large.release()
 
     async def _limited(
         self, scope: Scope, receive: Any, send: Any, max_bytes: int, hint: str, reading: _Reading
@@ -292,6 +310,11 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    """A body without Content-Length (Transfer-Encoding); without either header a request has no body."""
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
 
 
 def route_templates(app: Starlette) -> Callable[[str], str]:

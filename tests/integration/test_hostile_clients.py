@@ -53,7 +53,9 @@ def test_slow_uploads_do_not_starve_a_predict_and_are_cut_at_the_deadline(server
         finally:
             for s in slow:
                 s.close()
-    assert statuses == [408] * SLOW
+    # Each slow upload announcing 1 MB waits for one of the worker's two large-body slots, then is cut at
+    # its read deadline (408); one that waited past the budget's wait gets 503 "busy": both free the worker.
+    assert set(statuses) <= {408, 503} and statuses.count(408) >= 2, statuses
 
 
 def test_random_bearers_and_bentoml_routes_are_rate_limited(server_factory):
