@@ -1,8 +1,9 @@
-"""Entry service: wiring only. Composes the two stage services, mounts the REST API and declares the native APIs."""
+"""The service: wiring only. Declares the stage models, composes the runners in process, mounts the REST API and
+declares the native APIs."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import bentoml
 from starlette.responses import Response
@@ -20,16 +21,20 @@ from aifx.api.responses import (
     SwitchData,
 )
 from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
-from runners.detector import ReversalDetector
-from runners.direction import DirectionClassifier
-from runners.inference import NO_TRACING
+from aifx.settings import get_settings
+from runners.models import declare_models
+from runners.stage import DirectionClassifier, ReversalDetector
 
 ROUTES = native.ROUTES
+VERSIONS = get_settings().versions
+# BentoML samples no traces by default, yet its OpenTelemetry middleware still costs ~18 % of the service's CPU
+# building span attributes. Excluded URLs skip it; configure tracing in BENTOML_CONFIG to turn it back on.
+NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
 
 
 @bentoml.service(
     service_class=BoundedLabelsService,
-    workers=2,  # the entry's own work is the bottleneck once stages run LiteRT (docs/performance.md)
+    workers=2,  # one per core: the stage models run in each worker's process (docs/performance.md)
     # max_concurrency is per service, split over the workers (128 each; more get BentoML's 429). Memory of
     # bodies is bounded apart from it (AIFX_BODY_BUDGET_BYTES); 512 concurrent 64-candle predictions grew the
     # whole process tree by ~30 MB, and 64 concurrent 1 MB hostile bodies stay under 2 GB
@@ -38,13 +43,15 @@ ROUTES = native.ROUTES
     tracing=NO_TRACING,
 )
 @bentoml.asgi_app(app, path="/")
+@declare_models(VERSIONS)  # a BentoModel per stored (version, stage) at class scope: `bentoml build` packs them
 class ReversalEngine:
     """The AIFX Reversal Engine: seed routes and native APIs over Stage 1 and Stage 2 (run where Stage 1 fires)."""
 
-    detector = bentoml.depends(ReversalDetector)
-    direction = bentoml.depends(DirectionClassifier)
+    model_refs: ClassVar[dict[int, dict[str, Any]]] = {}  # stage -> version -> BentoModel, set by declare_models
 
     def __init__(self) -> None:
+        self.detector = ReversalDetector(VERSIONS, self.model_refs[1])
+        self.direction = DirectionClassifier(VERSIONS, self.model_refs[2])
         self.parts = build(self.detector, self.direction)
 
     @bentoml.on_startup

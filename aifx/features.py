@@ -13,9 +13,9 @@ from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
-import talib
 
 from aifx.candles import Candles
+from aifx.ta import talib
 
 
 class Bars:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import talib
 
+from aifx.ta import talib
 from aifx.trade import HIT, RESULT_CODES, TradeRule, outcomes, pip_size
 
 # The training candles are EUR/USD: BarrierParams.cost is the one pip added to the take profit, in price.

@@ -75,8 +75,7 @@ OUT_OF_DOMAIN = Counter(
     "Served predictions whose pair or timeframe is outside the version's training domain",
     ["version"],
 )
-STAGE_RETRIES = Counter("aifx_stage_call_retries", "Stage calls retried after a transient failure", ["stage"])
-STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage calls that failed after every retry", ["stage"])
+STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage model calls that raised (a model fault: 503)", ["stage"])
 
 # The outcome loop (aifx/api/outcome_log.py): evaluation rows, trusted candles, resolved bars, live figures.
 EVAL_DROP_REASONS = ("full", "database", "shadow", "bar")
@@ -186,7 +185,6 @@ for _reason in EVAL_DROP_REASONS:
 for _reason in ERROR_REASONS:  # start every bounded series at 0 so rate() sees the first error
     ERRORS.labels(reason=_reason)
 for _stage in STAGES:
-    STAGE_RETRIES.labels(stage=_stage)
     STAGE_FAILURES.labels(stage=_stage)
 
 

@@ -59,15 +59,6 @@ class Settings(BaseSettings):
     state_ttl_seconds: float = Field(default=0.5, ge=0.0, le=1.0)
     # A state read (active version, active experiment) that takes longer is abandoned; the last known value serves.
     state_timeout_seconds: float = Field(default=1.0, gt=0)
-    # A dead stage answers 503 within attempts x timeout + backoff + slack = 3 x 2 + 0.15 + 0.5 s (queue wait
-    # included; see aifx.api.stages.StageCaller.deadline).
-    stage_timeout_seconds: float = Field(default=2.0, gt=0)
-    stage_attempts: int = Field(default=3, ge=1, le=10)
-    stage_backoff_seconds: float = Field(default=0.05, ge=0)
-    # When both stage clients of a worker are idle, a request of at most this many windows calls Stage 2
-    # beside Stage 1 instead of after it (one round trip instead of two; the answer is the same, and a
-    # Stage 2 output where Stage 1 did not fire is dropped). 0 turns it off. Under load nothing is idle.
-    speculate_stage2_windows: int = Field(default=8, ge=0)
     # Candle windows already scored, per entry worker, keyed by the candles' content and the stage models'
     # tags (aifx/api/window_cache.py): many users asking about one bar cost one stage call. 0 turns it off.
     window_cache_size: int = Field(default=1024, ge=0)  # ~4 KB each: rows, probabilities, key

@@ -1,4 +1,4 @@
-"""CPU time per request of each kind of server process (entry, Stage 1, Stage 2), from psutil.
+"""CPU time per request of the server's processes (the service's workers and their other threads), from psutil.
 
 Usage: python -m bench.cpu [--env AIFX_OUTCOMES=false ...] [--floor]. Serves `.` as `make serve` does with a
 fresh SQLite database, sends 4,000 distinct-bar predicts at concurrency 64 and the batch route; with
@@ -16,7 +16,7 @@ import psutil
 from bench.loadgen import run_load
 from bench.run import ROOT, bench_batch, distinct_bodies, free_port, start, stop
 
-KINDS = {"ReversalEngine": "entry", "ReversalDetector": "stage1", "DirectionClassifier": "stage2"}
+KINDS = {"ReversalEngine": "entry"}  # the one service: stage models run in its workers
 
 
 def cpu_by_kind(pid: int) -> dict[int, tuple[str, float]]:

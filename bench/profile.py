@@ -29,11 +29,10 @@ from bench.run import ROOT, distinct_bodies, free_port, start, stop
 # standard library and the like pass the sample up to their caller's part).
 PARTS = (
     ("evaluation log and experiments (SQLAlchemy, SQLite)", ("sqlite3", "sqlalchemy", "outcome_log", "experiments/")),
-    ("stage model call (LiteRT, calibration)", ("runners/inference.py", "ai_edge_litert", "tflite_runtime")),
+    ("stage model call (LiteRT, calibration)", ("runners/", "ai_edge_litert", "tflite_runtime", "aifx/calibration.py")),
     ("features (TA-Lib, ratios)", ("aifx/features.py", "talib")),
     ("candles (arrays, OHLC checks)", ("aifx/candles.py", "aifx/api/inputs.py")),
     ("body decoding and validation", ("aifx/api/body.py", "pydantic")),
-    ("stage hop client (aiohttp, httpx, aifx/api/stage_client.py)", ("aifx/api/stage_client.py", "aiohttp", "httpx")),
     ("BentoML SDK (service wrapper, client, serialization)", ("_bentoml_sdk/", "_bentoml_impl/", "bentoml/")),
     ("metrics (prometheus-client)", ("prometheus_client", "aifx/metrics.py")),
     ("drift windows", ("aifx/drift.py",)),

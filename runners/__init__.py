@@ -1,1 +1,1 @@
-"""Stage services: Stage 1 ReversalDetector and Stage 2 DirectionClassifier."""
+"""Stage runners composed inside the entry service: Stage 1 ReversalDetector and Stage 2 DirectionClassifier."""

@@ -1,6 +1,6 @@
-"""Model loading and inference shared by the two stage services.
+"""Model loading and inference shared by the two stage runners.
 
-The services run each stored model's TensorFlow Lite conversion with LiteRT: TensorFlow
+The runners run each stored model's TensorFlow Lite conversion with LiteRT: TensorFlow
 itself is never imported while serving (the conversion runs at import: model_store_import/lite.py).
 """
 
@@ -15,10 +15,9 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from bentoml.validators import ContentType
 
 from aifx.calibration import IDENTITY_MAP, Calibration
 from aifx.versions import (
@@ -33,32 +32,10 @@ from aifx.versions import (
     recorded_checksums,
     verify_checksums,
 )
-from aifx.wire import StageBatch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger("bentoml.aifx.runners")
-# Callers keep their connection pool: BentoML's default refresh (every 100 requests) closes
-# the pool under requests still in flight, which then fail with ServerDisconnectedError.
-KEEP_CONNECTIONS = {"max_requests": 1_000_000_000, "max_age": 86_400.0}
-# BentoML samples no traces by default, yet its OpenTelemetry middleware still costs ~18 % of
-# the entry's CPU building span attributes. Excluded URLs skip it; configure tracing
-# (sample_rate, exporter, excluded_urls) in BENTOML_CONFIG to turn it back on.
-NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
-# Stage services are internal hops: access logs and BentoML's request metrics cost more CPU
-# per call than the model does; the entry service logs and measures every client request.
-# Two workers per stage also where no BENTOML_CONFIG is given (a built Bento's container): a dead
-# worker's calls are retried on the other at once instead of waiting for the arbiter's restart.
-STAGE_SERVICE_CONFIG: dict[str, Any] = {
-    "workers": 2,
-    "traffic": {"timeout": 30, "max_concurrency": 512},
-    "runner_connection": KEEP_CONNECTIONS,
-    "logging": {"access": {"enabled": False}},
-    "metrics": {"enabled": False},
-    "tracing": NO_TRACING,
-}
 REIMPORT = "re-import the version with `python -m model_store_import`"
-# A declared media type spares BentoML rebuilding the output's JSON schema on every response.
-Probabilities = Annotated[list[float], ContentType("application/json")]
 
 
 class LiteModel:
@@ -155,13 +132,8 @@ class StageModels:
             error_id = secrets.token_hex(4)
             logger.exception("error %s: stage %s: %s failed to load", error_id, self.stage, version)
             return (
-                f"{name} failed to load ({type(exc).__name__}; error id {error_id}: "
-                "the stage service's log has the details)"
+                f"{name} failed to load ({type(exc).__name__}; error id {error_id}: the service's log has the details)"
             )
-
-    def lacks(self, batches: Sequence[StageBatch]) -> bool:
-        """Whether a batch names a version this worker holds no model for."""
-        return any(batch.version not in self.models for batch in batches)
 
     async def ensure(self, versions: Iterable[str], find: Callable[[str], Any | None]) -> None:
         """Load the named versions that were not in the store at start and are now (`find`: version -> stored
@@ -207,21 +179,6 @@ class StageModels:
             logger.info("stage %s %s loaded (LiteRT, %s bytes)", self.stage, version, f"{model.size_bytes:,}")
         for version, reason in self.failed.items():
             logger.warning("stage %s %s NOT loaded: %s", self.stage, version, reason)
-
-    def predict(self, batches: Sequence[StageBatch]) -> list[float]:
-        """Probabilities for every window of every batch, in order (one model call per batch)."""
-        out: list[float] = []
-        for batch in batches:
-            model = self.models.get(batch.version)
-            if model is None:
-                logger.error("stage %s: no model for %r [requests %s]", self.stage, batch.version, _ids(batch))
-                raise KeyError(f"stage {self.stage} has no model for version {batch.version!r}")
-            try:
-                out.extend(model(np.asarray(batch.rows, dtype=np.float64)).tolist())
-            except Exception:
-                logger.exception("stage %s: %s failed [requests %s]", self.stage, batch.version, _ids(batch))
-                raise
-        return out
 
     def status(self) -> dict[str, Any]:
         return {"stage": self.stage, "loaded": sorted(self.models), "failed": dict(self.failed)}
@@ -290,9 +247,3 @@ def _read_lite(folder: Path) -> bytes:
     if not lite.is_file():
         raise FileNotFoundError(f"{folder} has no {LITE_FILE}: {REIMPORT}")
     return lite.read_bytes()
-
-
-def _ids(batch: StageBatch) -> str:
-    """The entry requests of a batch, for log lines (bounded)."""
-    ids = batch.request_ids
-    return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else "unknown"

@@ -1,4 +1,4 @@
-"""Class-scope model declarations for the stage services, from what the model store holds."""
+"""Class-scope model declarations of the entry service, from what the model store holds."""
 
 from __future__ import annotations
 
@@ -36,20 +36,21 @@ def stored_model(version: str, stage: int) -> Any | None:
         return None
 
 
-def declare_models(stage: int, versions: Sequence[str]) -> Callable[[T], T]:
+def declare_models(versions: Sequence[str], stages: Sequence[int] = (1, 2)) -> Callable[[T], T]:
     """Put a BentoModel per stored (version, stage) on the class so `bentoml build` packs it.
 
     Models missing from the store are left out (a missing model would stop the server from
-    starting); the service records them as not loaded instead.
+    starting); the runners record them as not loaded instead. `cls.model_refs[stage][version]`.
     """
 
     def decorate(cls: T) -> T:
-        refs = {}
-        for version in versions:
-            if in_store(version, stage):
-                ref = bentoml.models.BentoModel(model_name(version, stage))
-                setattr(cls, attribute_name(version, stage), ref)
-                refs[version] = ref
+        refs: dict[int, dict[str, Any]] = {stage: {} for stage in stages}
+        for stage in stages:
+            for version in versions:
+                if in_store(version, stage):
+                    ref = bentoml.models.BentoModel(model_name(version, stage))
+                    setattr(cls, attribute_name(version, stage), ref)
+                    refs[stage][version] = ref
         cls.model_refs = refs  # type: ignore[attr-defined]
         return cls
 

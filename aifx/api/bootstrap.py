@@ -30,7 +30,7 @@ from aifx.api.promoter import Promoter
 from aifx.api.ratelimit import buckets_of
 from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.api.signal_hub import SignalHub
-from aifx.api.stage_client import StageClient
+from aifx.api.supervision import quicken_respawn
 from aifx.api.window_cache import WindowCache
 from aifx.cache import SharedState
 from aifx.drift import DriftWindows, Reference
@@ -42,10 +42,12 @@ from experiments.db import DatabaseOptions
 from experiments.promotion import PromotionStore
 from experiments.signals import SignalStore
 from experiments.spool import Spool
+from runners.stage import DirectionClassifier, ReversalDetector
 
 logger = get_logger("bentoml.aifx")
 # At import: every process that loads service.py (the arbiter and each worker, after BentoML set up its logging).
 configure_logs(get_settings().log_level, get_settings().log_format)
+quicken_respawn()  # in the `bentoml serve` process, before it creates the arbiter that watches the workers
 STARTUP_WAIT_SECONDS = 120.0
 
 _settings = get_settings()
@@ -59,18 +61,16 @@ app = create_app(_settings, _buckets, _budget)
 NATIVE_GUARDS = {"settings": _settings, "buckets": _buckets, "budget": _budget}  # NativeGuards' options
 
 
-def build(detector: Any, direction: Any, settings: Settings | None = None) -> Parts:
-    """The parts over the two stage services (remote proxies when served, instances in-process)."""
+def build(detector: ReversalDetector, direction: DirectionClassifier, settings: Settings | None = None) -> Parts:
+    """The parts over this worker's two stage runners."""
     settings = settings or get_settings()
     catalog = Catalog.from_store(settings.versions)
     store = ExperimentStore(settings.database_url, settings.migrate_on_start, database_options(settings))
-    detect = StageClient.of("stage1", "ReversalDetector", detector, "detect", settings)
-    classify = StageClient.of("stage2", "DirectionClassifier", direction, "classify", settings)
     ttl, timeout = settings.state_ttl_seconds, settings.state_timeout_seconds
     registry = VersionRegistry(
         settings,
         catalog,
-        (detect, classify),
+        (detector, direction),
         SharedState("active version", store.get_active_version, ttl, timeout),
         store.set_active_version,
         SharedState("models generation", functools.partial(store.get_setting, MODELS_GENERATION_KEY), ttl, timeout),
@@ -82,12 +82,11 @@ def build(detector: Any, direction: Any, settings: Settings | None = None) -> Pa
     drift = DriftWindows(drift_references(catalog)) if settings.drift_every_seconds else None
     predictor = Predictor(
         registry,
-        detect,
-        classify,
+        detector,
+        direction,
         ab,
         outcomes,
         drift=drift,
-        speculate=settings.speculate_stage2_windows,
         cache=WindowCache(settings.window_cache_size),
     )
     promoter = None

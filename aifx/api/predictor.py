@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ import numpy as np
 
 from aifx import instruments, metrics
 from aifx import signal as sig
-from aifx.api import context, inputs, stored_inputs
+from aifx.api import context, inputs, stages, stored_inputs
 from aifx.api.ab_tests import ABTests
 from aifx.api.catalog import VersionEntry
 from aifx.api.errors import (
@@ -28,14 +27,13 @@ from aifx.api.errors import (
 from aifx.api.outcome_log import Bar, OutcomeLog
 from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
-from aifx.api.stage_client import StageClient
 from aifx.api.window_cache import Scored, WindowCache, content_key
 from aifx.candles import Candles
 from aifx.drift import DriftWindows
 from aifx.promotion import Tally
 from aifx.versions import VersionSpec
-from aifx.wire import Window
 from experiments import Assignment
+from runners.stage import DirectionClassifier, ReversalDetector, Window
 
 logger = context.get_logger("bentoml.aifx.predictor")
 
@@ -62,28 +60,25 @@ class Prepared:
 
 
 class Predictor:
-    """Runs the two stages for the predict, batch, compare and legacy routes."""
+    """Runs the two stage runners for the predict, batch, compare and legacy routes."""
 
     def __init__(
         self,
         registry: VersionRegistry,
-        detect: StageClient,
-        classify: StageClient,
+        detector: ReversalDetector,
+        direction: DirectionClassifier,
         ab: ABTests,
         outcomes: OutcomeLog | None = None,
         drift: DriftWindows | None = None,
-        speculate: int = 0,
         cache: WindowCache | None = None,
     ) -> None:
         self.registry = registry
-        self.detect = detect
-        self.classify = classify
+        self.detector = detector
+        self.direction = direction
         self.ab = ab
         self.outcomes = outcomes
         self.drift = drift  # input drift windows (aifx/drift.py); PSI is computed off the request path
         self.health = Tally()  # scored and failed windows per version, read by the promoter
-        self.speculate = speculate  # Stage 2 beside Stage 1 for up to this many windows when the worker is idle
-        self.active = 0  # predict requests in this worker now: under load the stage calls are shared, not doubled
         self.cache = cache if cache is not None else WindowCache(0)  # windows already scored here, by content
 
     async def score(self, batch: Sequence[Prepared], served: int | None = None) -> list[sig.Decision]:
@@ -97,8 +92,8 @@ class Predictor:
     async def score_each(self, batch: Sequence[Prepared], served: int | None = None) -> list[sig.Decision | ApiError]:
         """Each window's decision, or the error of a window whose model output is not a probability.
 
-        Stage calls are coalesced across requests, so each window's output is checked on its own:
-        one window's NaN fails only the request it belongs to, never reaches the metrics. Only the
+        Each window's output is checked on its own: one window's NaN fails only the request it belongs
+        to (a batch item, a shadow), never reaches the metrics. Only the
         first `served` windows (default all) are served predictions; the rest are shadow scores.
         """
         if not batch:
@@ -116,13 +111,8 @@ class Predictor:
     ) -> list[sig.Decision | ApiError]:
         p1: list[Any] = [p.scored.p1 if p.scored is not None else None for p in batch]
         need1 = [i for i, prob in enumerate(p1) if prob is None]
-        early = self._speculative_stage2(batch, rid) if len(need1) == len(batch) else None
         if need1:
-            try:
-                found = await self.detect([Window(batch[i].version, batch[i].rows, rid) for i in need1])
-            except BaseException:
-                _drop(early)
-                raise
+            found = stages.run(self.detector.detect, 1, [Window(batch[i].version, batch[i].rows, rid) for i in need1])
             for i, prob in zip(need1, found, strict=True):
                 p1[i] = prob
         decisions: list[sig.Decision | ApiError | None] = [None] * len(batch)
@@ -139,9 +129,8 @@ class Predictor:
         p2 = {i: s.p2 for i in need2 if (s := batch[i].scored) is not None and s.p2 is not None}
         call2 = [i for i in need2 if i not in p2]
         if call2:
-            p2.update(zip(call2, await self._stage2(batch, call2, rid, early), strict=True))
-        else:
-            _drop(early)
+            windows = [Window(batch[i].version, batch[i].rows, rid) for i in call2]
+            p2.update(zip(call2, stages.run(self.direction.classify, 2, windows), strict=True))
         for i in need2:
             ok = _is_probability(p2[i])
             decisions[i] = sig.with_stage2(p1[i], p2[i]) if ok else invalid_output(2, batch[i].version, p2[i])
@@ -194,28 +183,6 @@ class Predictor:
         prepared.key = key
         return prepared
 
-    def _speculative_stage2(self, batch: Sequence[Prepared], rid: str) -> asyncio.Task[list[float]] | None:
-        """At idle, Stage 2 of every window that has one starts now, beside Stage 1 (None otherwise)."""
-        if self.active > 1 or not 0 < len(batch) <= self.speculate or not (self.detect.idle and self.classify.idle):
-            return None
-        if not all(p.entry.has_stage2 for p in batch):
-            return None
-        windows = [Window(p.version, p.rows, rid) for p in batch]
-        return asyncio.get_running_loop().create_task(self.classify(windows))
-
-    async def _stage2(
-        self, batch: Sequence[Prepared], need2: list[int], rid: str, early: asyncio.Task[list[float]] | None
-    ) -> list[float]:
-        """Stage 2 of the fired windows: the speculative call's outputs, or a call of its own if that failed."""
-        if early is not None:
-            try:
-                out = await early
-            except ApiError:  # the call of its own below retries and reports as usual
-                pass
-            else:
-                return [out[i] for i in need2]
-        return await self.classify([Window(batch[i].version, batch[i].rows, rid) for i in need2])
-
     async def prepare(
         self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None, defer: bool = False
     ) -> Prepared:
@@ -242,14 +209,10 @@ class Predictor:
         loaded version scored on the same candles in the same stage calls (once per bar), and gives its
         candles; an anonymous one logs nothing (aifx/api/trusted_bars.py scores the bars trusted candles close).
         """
-        self.active += 1
-        try:
-            assigned = await self.ab.assign(req.user_id, req.version)
-            candles = await self.candles(req, _candles(req))
-            job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
-            scored = await self.score_each([job.served, *job.shadows], served=1)
-        finally:
-            self.active -= 1
+        assigned = await self.ab.assign(req.user_id, req.version)
+        candles = await self.candles(req, _candles(req))
+        job = await self._job(req, await self.prepare(req, assigned, candles), candles, trusted)
+        scored = await self.score_each([job.served, *job.shadows], served=1)
         decision = scored[0]
         if isinstance(decision, ApiError):
             raise decision
@@ -532,13 +495,6 @@ def invalid_output(stage: int, version: str, value: Any) -> ApiError:
 def _models_of(entry: VersionEntry) -> str:
     """The version and its stage models' store tags: a window's stage outputs depend on nothing else."""
     return ",".join([entry.version, *(entry.stages[k].tag for k in sorted(entry.stages))])
-
-
-def _drop(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a speculative call whose answer is not needed; its failure, if any, is retrieved, not logged."""
-    if task is not None:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _failed(i: int, message: str) -> dict[str, Any]:

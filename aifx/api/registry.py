@@ -22,16 +22,17 @@ from aifx.api.errors import (
     version_unavailable,
     with_error_id,
 )
-from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.settings import Settings
+from runners.stage import StageRunner
 
 logger = get_logger("bentoml.aifx.registry")
-STATUS_TTL_OK = 30.0  # stage load reports do not change while a stage process lives (reloads aside)
+STATUS_TTL_OK = 30.0  # the runners' load reports change only on reloads (which refresh them)
 STATUS_TTL_RETRY = 1.0
 # /health to anonymous callers: which versions fail, not why (paths, hosts and exception texts stay private).
 HIDDEN_REASON = "not loaded (the reason: /health with the admin token, or the log)"
 MODELS_GENERATION_KEY = "models_generation"  # state database: changed by every admin reload
+RELOAD_WAIT_SECONDS = 5.0  # a request waits at most this long for its worker's reload, then serves what it had
 
 
 @dataclass
@@ -54,7 +55,7 @@ class VersionRegistry:
         self,
         settings: Settings,
         catalog: Catalog,
-        stages: tuple[StageClient, StageClient],
+        stages: tuple[StageRunner, StageRunner],
         active: SharedState[str],
         write_active: Callable[[str], None],
         generation: SharedState[str] | None = None,
@@ -206,7 +207,7 @@ class VersionRegistry:
     async def follow_reloads(self, bounded: bool = True) -> None:
         """Reload this worker's catalog once the models generation changed (a cached read while it has not).
 
-        Requests arriving meanwhile wait for the reload at most the stage timeout, then go on with what
+        Requests arriving meanwhile wait for the reload at most RELOAD_WAIT_SECONDS, then go on with what
         served before: a version not yet loaded everywhere keeps its 503 a moment longer, no other fails.
         """
         if self.generation is None:
@@ -216,7 +217,7 @@ class VersionRegistry:
             return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self._reload_catalog(token))
-        await asyncio.wait({self._reloading}, timeout=self.settings.stage_timeout_seconds if bounded else None)
+        await asyncio.wait({self._reloading}, timeout=RELOAD_WAIT_SECONDS if bounded else None)
 
     async def _reload_catalog(self, token: str) -> None:
         """Read the store entries of configured versions that were missing, then ask the stages to load them."""

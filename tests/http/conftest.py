@@ -1,4 +1,4 @@
-"""In-process client: the entry service's ASGI app with the stage services as local instances."""
+"""In-process client: the service's ASGI app, its stage runners in process."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ LOCAL_PEER = ("127.0.0.1", 50000)
 
 @pytest.fixture(scope="session")
 def client(model_store, tmp_path_factory):
-    """TestClient over ReversalEngine.to_asgi() (bentoml.depends resolves locally when not served)."""
+    """TestClient over ReversalEngine.to_asgi()."""
     mp = pytest.MonkeyPatch()
     mp.setenv("AIFX_VERSIONS", model_store.versions)
     mp.setenv("AIFX_DATABASE_URL", f"sqlite:///{tmp_path_factory.mktemp('state')}/state.db")

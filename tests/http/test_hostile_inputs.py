@@ -7,11 +7,8 @@ errors, batch items, and the unusual-but-plausible inputs that must stay served.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -42,20 +39,17 @@ def _marked(window: Any) -> bool:
 
 
 class Spoiled:
-    """A stage's call (what the coalescer sends, merged windows of several requests) that spoils marked windows."""
+    """A stage runner's call (every window of a request or batch, stacked per version) that spoils marked windows."""
 
     def __init__(self, real: Any, value: float, fired: float | None = None) -> None:
         self.real = real
         self.value = value
         self.fired = fired  # Stage 1: the probability of every other window (e.g. 0.99 so that Stage 2 runs)
         self.calls: list[int] = []
-        self.hold: Any = None  # async () -> None, awaited before the first call is answered
 
-    async def __call__(self, windows: list[Any]) -> list[float]:
+    def __call__(self, windows: list[Any]) -> list[float]:
         self.calls.append(len(windows))
-        if self.hold is not None and len(self.calls) == 1:
-            await self.hold()
-        out = await self.real(windows)
+        out = self.real(windows)
         if self.fired is not None:
             out = [self.fired] * len(out)
         return [self.value if _marked(w) else p for w, p in zip(windows, out, strict=True)]
@@ -66,9 +60,10 @@ def spoil(client, monkeypatch) -> Iterator[Any]:
     """spoil(stage, value, fired=None): that stage's output for marked windows becomes value."""
 
     def apply(stage: int, value: float, fired: float | None = None) -> Spoiled:
-        stage_client = parts().predictor.detect if stage == 1 else parts().predictor.classify
-        fake = Spoiled(stage_client._call, value, fired)
-        monkeypatch.setattr(stage_client, "_call", fake)
+        predictor = parts().predictor
+        runner, name = (predictor.detector, "detect") if stage == 1 else (predictor.direction, "classify")
+        fake = Spoiled(getattr(runner, name), value, fired)
+        monkeypatch.setattr(runner, name, fake)
         return fake
 
     yield apply
@@ -117,37 +112,6 @@ def test_one_bad_window_fails_only_its_batch_item(client, spoil):
     assert results[1]["error"].startswith("items[1]: Stage 1 of model version v3.1 returned nan")
     assert fake.calls == [4]  # the four windows went out in one stage call
     assert_finite_histograms(client)
-
-
-def test_one_bad_window_in_a_coalesced_stage_call_fails_only_its_own_request(client, spoil, monkeypatch):
-    """Requests B (spoiled) and C queue behind A's call and travel together in one stage call."""
-    stage = parts().predictor.detect
-    monkeypatch.setattr(stage._coalesce, "max_inflight", 1)
-    fake = spoil(1, float("nan"))
-
-    async def hold_until_two_queued() -> None:
-        deadline = time.monotonic() + 10
-        while len(stage._coalesce._queue) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-
-    fake.hold = hold_until_two_queued
-    post = lambda body: client.post("/reversal/predict", json=body)  # noqa: E731
-    with ThreadPoolExecutor(3) as pool:
-        a = pool.submit(post, feature_body())
-        _wait(lambda: len(fake.calls) == 1)
-        b = pool.submit(post, feature_body(marked=True))
-        c = pool.submit(post, feature_body(user_id="c"))
-        ra, rb, rc = a.result(30), b.result(30), c.result(30)
-    assert fake.calls == [1, 2], fake.calls  # B and C shared one call
-    assert ra.status_code == 200 and rc.status_code == 200, (ra.text, rc.text)
-    assert rb.status_code == 503 and "returned nan" in rb.json()["error"], rb.text
-
-
-def _wait(done: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 # ---- user ids and the database ----------------------------------------------------------------------

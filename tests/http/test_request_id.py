@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from runners.inference import StageModels
+from runners.stage import StageRunner
 
 pytestmark = pytest.mark.http
 
@@ -36,13 +36,13 @@ def test_error_bodies_name_the_request(client):
 
 def test_the_stage_calls_carry_the_id(client, candle_json, monkeypatch):
     seen: list[list[str]] = []
-    original = StageModels.predict
+    original = StageRunner.score
 
-    def recording(self, batches):
-        seen.extend(b.request_ids for b in batches)
-        return original(self, batches)
+    def recording(self, windows):
+        seen.append([w.request_id for w in windows])
+        return original(self, windows)
 
-    monkeypatch.setattr(StageModels, "predict", recording)
+    monkeypatch.setattr(StageRunner, "score", recording)
     body = {**PAIR, "data": candle_json(3000, 80), "version": "v2.9"}  # threshold 0: Stage 1 always fires
     r = client.post("/reversal/compare", json={**body, "versions": ["v3.1", "v3.0"]}, headers={"X-Request-ID": "cmp-1"})
     assert r.status_code == 200
@@ -50,10 +50,10 @@ def test_the_stage_calls_carry_the_id(client, candle_json, monkeypatch):
 
 
 def test_log_lines_about_a_failed_request_name_it(client, candle_json, monkeypatch, caplog):
-    def broken(self, batches):
+    def broken(self, windows):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr(StageModels, "predict", broken)
+    monkeypatch.setattr(StageRunner, "score", broken)
     with caplog.at_level(logging.WARNING, logger="bentoml.aifx"):
         r = client.post(
             "/reversal/predict", json={**PAIR, "data": candle_json(3000, 80)}, headers={"X-Request-ID": "boom-9"}

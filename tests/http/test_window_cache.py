@@ -18,21 +18,21 @@ def parts() -> Any:
 
 
 class Counting:
-    """A stage's call that counts the windows it scores."""
+    """A stage runner's call that counts the windows it scores."""
 
     def __init__(self, real: Any) -> None:
         self.real, self.windows = real, 0
 
-    async def __call__(self, windows: list) -> list[float]:
+    def __call__(self, windows: list) -> list[float]:
         self.windows += len(windows)
-        return await self.real(windows)
+        return self.real(windows)
 
 
 @pytest.fixture
 def stage1(client, monkeypatch) -> Counting:
-    detect = parts().predictor.detect
-    counting = Counting(detect._call)
-    monkeypatch.setattr(detect, "_call", counting)
+    detector = parts().predictor.detector
+    counting = Counting(detector.detect)
+    monkeypatch.setattr(detector, "detect", counting)
     return counting
 
 

@@ -50,6 +50,12 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
     for source in ("ab_testing.py", "experiments/store.py", "aifx/api/ab_tests.py"):  # the seed's import works
         assert (Path(bento.path) / "src" / source).is_file(), source
     assert not (Path(bento.path) / "src" / "tests").exists()
+    # The Bento installs what serving imports and nothing else (issue 27, item 3).
+    from deploy.serving_requirements import NEVER, canonical
+
+    installed = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text().splitlines()
+    names = {canonical(line.split("==")[0]) for line in installed if "==" in line}
+    assert {"bentoml", "ai-edge-litert", "numpy"} <= names and not names & {canonical(n) for n in NEVER}, names
     exported = tmp_path / "engine.bento"
     env = {**os.environ, **model_store.env}
     out = subprocess.run(
@@ -63,18 +69,17 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
             assert any(n.startswith(f"models/{name}/") and n.endswith(file) for n in names), (name, file)
 
 
-@pytest.mark.parametrize("service", ["ReversalDetector", "DirectionClassifier"])
-def test_built_bento_without_config_loses_nothing_when_a_stage_worker_dies(
-    bento_tag, launch, tmp_path, candle_json, service
+def test_built_bento_without_config_loses_only_in_flight_requests_when_a_worker_dies(
+    bento_tag, launch, tmp_path, candle_json
 ):
-    """The container's entrypoint serves the Bento without BENTOML_CONFIG: the code defaults must hold."""
-    from tests.integration.test_faults import check_no_cost, firing_bodies, kill_under_load, stage_workers
+    """A Bento served without BENTOML_CONFIG runs the code defaults: two workers, so a killed one costs little."""
+    from tests.integration.test_faults import check_no_cost, firing_bodies, kill_under_load, service_workers
 
     server = launch(tmp_path / "bento-kill", target=bento_tag, BENTOML_CONFIG="")
     try:
-        assert len(stage_workers(server, service)) == 2  # the code default, not configuration.yaml's
-        calls, kill_at = kill_under_load(server, service, firing_bodies(server.url, candle_json))
-        check_no_cost(server, service, calls, kill_at)
+        assert len(service_workers(server)) == 2  # the code default, not configuration.yaml's
+        calls, kill_at, serving = kill_under_load(server, firing_bodies(server.url, candle_json))
+        check_no_cost(server, calls, kill_at, serving)
     finally:
         server.stop()
 

@@ -49,7 +49,7 @@ ALWAYS_LIVE = {
     "bentoml_service_request_duration_seconds_bucket",
 }
 # Labels that say which service and route export a series: a selector whose values for them match no
-# live series reads nothing (stage services have BentoML metrics disabled: no runner_name="ReversalDetector").
+# live series reads nothing (one service exports them: runner_name="ReversalEngine").
 SOURCE_LABELS = ("runner_name", "endpoint")
 
 

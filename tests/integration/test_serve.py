@@ -139,7 +139,7 @@ def test_metrics_clean_and_bounded(server, candle_json):
         "aifx_confidence_bucket",
         "aifx_errors_total",
         "aifx_active_version",
-        "aifx_stage_call_retries_total",
+        "aifx_stage_call_failures_total",
     ):
         assert name in text, name
     assert 'aifx_errors_total{reason="unknown_version"}' in text

@@ -1,4 +1,4 @@
-"""Plain functions behind the API: settings, state, inputs, stage retries, ASGI helpers."""
+"""Plain functions behind the API: settings, state, inputs, stage runners, ASGI helpers."""
 
 from __future__ import annotations
 
@@ -7,24 +7,21 @@ import json
 from dataclasses import replace
 from types import SimpleNamespace
 
-import aiohttp
 import numpy as np
 import pytest
-from bentoml.exceptions import ServiceUnavailable
 from pydantic import ValidationError
 
 from aifx.api import inputs
 from aifx.api.errors import BadCandles, StageUnavailable, format_errors
 from aifx.api.predictor import Predictor, Prepared
 from aifx.api.schemas import CandleIn, PredictRequest
-from aifx.api.stage_client import StageClient
 from aifx.api.window_cache import Scored, WindowCache, content_key
 from aifx.cache import SharedState
 from aifx.candles import Candles
 from aifx.settings import Settings, SettingsError
 from aifx.versions import default_spec
-from aifx.wire import group_windows, ungroup
 from experiments import ExperimentStore
+from runners.stage import ReversalDetector, Window
 
 pytestmark = pytest.mark.unit
 
@@ -122,49 +119,6 @@ def test_request_validation_messages():
     assert req.user_id == "u1"
 
 
-class _Flaky:
-    def __init__(self, failures: list[BaseException]) -> None:
-        self.failures = failures
-        self.calls = 0
-
-    async def __call__(self, windows):
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return [0.5] * len(windows)
-
-
-def test_stage_caller_retries_transient_failures():
-    fn = _Flaky([aiohttp.ServerDisconnectedError(), ServiceUnavailable("overloaded")])
-    caller = StageClient("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
-    assert asyncio.run(caller([1, 2])) == [0.5, 0.5]
-    assert fn.calls == 3
-
-
-def test_stage_caller_gives_up_with_a_message():
-    fn = _Flaky([aiohttp.ClientConnectionError("refused")] * 5)
-    caller = StageClient("stage1", "ReversalDetector", fn, attempts=2, timeout=1.0, backoff=0.0)
-    with pytest.raises(StageUnavailable, match="no answer after 2 attempts"):
-        asyncio.run(caller([1]))
-
-
-def test_stage_caller_times_out_instead_of_hanging():
-    async def hang(windows):
-        await asyncio.sleep(60)
-
-    caller = StageClient("stage2", "DirectionClassifier", hang, attempts=2, timeout=0.05, backoff=0.0)
-    with pytest.raises(StageUnavailable, match="timed out"):
-        asyncio.run(caller([1]))
-
-
-def test_stage_caller_does_not_retry_real_errors():
-    fn = _Flaky([KeyError("no model")])
-    caller = StageClient("stage1", "ReversalDetector", fn, attempts=3, timeout=1.0, backoff=0.0)
-    with pytest.raises(StageUnavailable, match="failed"):
-        asyncio.run(caller([1]))
-    assert fn.calls == 1
-
-
 def test_route_templates_are_bounded():
     from fastapi import FastAPI
     from starlette.applications import Starlette
@@ -215,38 +169,39 @@ def test_body_size_limit_rejects_by_header_and_stream():
     assert sent[0]["status"] == 200
 
 
-def test_coalescer_merges_calls_while_one_is_in_flight():
-    from aifx.api.stage_client import Coalescer
+class _Model:
+    """A stage model that answers each window's first value, and counts its calls."""
 
-    sizes = []
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
 
-    async def call(windows):
-        sizes.append(len(windows))
-        await asyncio.sleep(0.01)
-        return [float(w) for w in windows]
-
-    async def run():
-        c = Coalescer(call, max_inflight=1)
-        return await asyncio.gather(*(c([i, i + 100]) for i in range(10)))
-
-    results = asyncio.run(run())
-    assert results == [[float(i), float(i + 100)] for i in range(10)]
-    assert sizes[0] == 2 and sum(sizes) == 20 and len(sizes) == 2
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        self.shapes.append(rows.shape)
+        return rows[:, 0, 0].astype(np.float64)
 
 
-def test_windows_travel_stacked_per_version_and_come_back_in_order():
-    rng = np.random.default_rng(3)
+def test_a_runner_scores_each_version_in_one_stacked_call_and_answers_in_window_order():
+    runner = ReversalDetector.__new__(ReversalDetector)
+    models = {"v3.1": _Model(), "v3.0": _Model()}
+    runner.models = SimpleNamespace(models=models)
     shapes = {"v3.1": (20, 12), "v3.0": (20, 10)}
     versions = ["v3.1", "v3.0", "v3.1", "v3.1", "v3.0"]
-    windows = [(v, rng.normal(size=shapes[v])) for v in versions]
-    batches, order = group_windows(windows)
-    assert [b.version for b in batches] == ["v3.1", "v3.0"]
-    assert [b.rows.shape for b in batches] == [(3, 20, 12), (2, 20, 10)]
-    assert order == [0, 2, 3, 1, 4]
-    np.testing.assert_array_equal(batches[0].rows[1], windows[2][1])
-    # a stage answers in batch order; ungroup puts each probability back at its window
-    answered = [float(i) for i in order]
-    assert ungroup(answered, order) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    windows = [Window(v, np.full(shapes[v], float(i))) for i, v in enumerate(versions)]
+    assert runner.detect(windows) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert models["v3.1"].shapes == [(3, 20, 12)] and models["v3.0"].shapes == [(2, 20, 10)]
+    with pytest.raises(KeyError, match="v2.9"):
+        runner.detect([Window("v2.9", np.zeros((20, 12)))])
+
+
+def test_a_model_fault_is_a_503_with_an_error_id_and_no_exception_text():
+    from aifx.api import stages
+
+    def broken(windows):
+        raise RuntimeError("/srv/models/secret.tflite: bad magic")
+
+    with pytest.raises(StageUnavailable) as caught:
+        stages.run(broken, 1, [Window("v3.1", np.zeros((20, 12)), "rq-1")])
+    assert caught.value.status == 503 and "secret" not in caught.value.message and "error id" in caught.value.message
 
 
 def test_timestamps_vectorised_and_per_value_agree():
@@ -291,25 +246,20 @@ class _Stages:
         self.calls: list[int] = []
         self.cache = WindowCache(16)
 
-    async def detect(self, windows):
+    def detect(self, windows):
         self.calls.append(len(windows))
-        self.events.append("detect start")
-        await asyncio.sleep(0.01)
-        self.events.append("detect end")
+        self.events.append(f"detect {len(windows)}")
         return [self.p1[int(w.rows[0, 0])] for w in windows]
 
-    async def classify(self, windows):
+    def classify(self, windows):
         self.events.append(f"classify {len(windows)}")
         if self.failures:
             self.failures -= 1
             raise KeyError("stage 2 broke")
         return [self.p2[int(w.rows[0, 0])] for w in windows]
 
-    def score(self, speculate: int, active: int = 0, keys: bool = False) -> list:
-        detect = StageClient("stage1", "ReversalDetector", self.detect, attempts=1, timeout=1.0, backoff=0.0)
-        classify = StageClient("stage2", "DirectionClassifier", self.classify, attempts=1, timeout=1.0, backoff=0.0)
-        predictor = Predictor(SimpleNamespace(labels=None), detect, classify, SimpleNamespace(), speculate=speculate)
-        predictor.active = active
+    def score(self, keys: bool = False) -> list:
+        predictor = Predictor(SimpleNamespace(labels=None), self, self, SimpleNamespace())  # type: ignore[arg-type]
         predictor.cache = self.cache
         entry = SimpleNamespace(spec=SimpleNamespace(threshold=0.5), has_stage2=True)
         batch = [Prepared("v3.1", entry, np.full((20, 12), float(i))) for i in range(len(self.p1))]
@@ -319,25 +269,14 @@ class _Stages:
         return asyncio.run(predictor.score_each(batch, served=0))
 
 
-def test_idle_stages_run_stage2_beside_stage1_with_the_same_answers():
+def test_stage2_runs_only_where_stage1_fired_and_its_fault_fails_the_call():
     p1, p2 = [0.9, 0.2, 0.7], [0.8, 0.1, 0.3]
-    sequential, speculative = _Stages(p1, p2), _Stages(p1, p2)
-    assert sequential.score(speculate=0) == speculative.score(speculate=8)
-    assert sequential.events == ["detect start", "detect end", "classify 2"]  # only where Stage 1 fired
-    assert speculative.events == ["detect start", "classify 3", "detect end"]  # one round trip
-    assert [d.signal for d in speculative.score(speculate=8)] == ["long", "hold", "short"]
-    too_many, busy = _Stages(p1, p2), _Stages(p1, p2)
-    assert too_many.score(speculate=2) == busy.score(speculate=8, active=2) == sequential.score(speculate=0)
-    assert too_many.events == busy.events == sequential.events[:3]  # more windows than allowed; other requests
-
-
-def test_a_failed_speculative_stage2_call_is_made_again_and_unneeded_ones_are_dropped():
-    fired = _Stages([0.9], [0.8], stage2_failures=1)
-    (decision,) = fired.score(speculate=8)
-    assert decision.signal == "long" and fired.events == ["detect start", "classify 1", "detect end", "classify 1"]
-    held = _Stages([0.1], [0.8], stage2_failures=1)
-    (decision,) = held.score(speculate=8)
-    assert decision.signal == "hold" and held.events.count("classify 1") == 1
+    stages = _Stages(p1, p2)
+    assert [d.signal for d in stages.score()] == ["long", "hold", "short"]
+    assert stages.events == ["detect 3", "classify 2"]  # one call per stage for the whole batch
+    broken = _Stages([0.9], [0.8], stage2_failures=1)
+    with pytest.raises(StageUnavailable):
+        broken.score()
 
 
 def _as_iso(candles: list[CandleIn]) -> list[CandleIn]:
@@ -396,8 +335,8 @@ def test_window_cache_keeps_the_most_recent_and_keys_by_every_value():
 
 def test_scored_windows_skip_the_stages_and_invalid_outputs_are_not_kept():
     stages = _Stages([0.9, 0.2, float("nan")], [0.8, 0.1, 0.3])
-    first = stages.score(speculate=0, keys=True)
+    first = stages.score(keys=True)
     assert [type(d).__name__ for d in first] == ["Decision", "Decision", "StageUnavailable"]
-    again = stages.score(speculate=8, keys=True)  # the same windows: only the invalid one goes out again
+    again = stages.score(keys=True)  # the same windows: only the invalid one goes out again
     assert again[:2] == first[:2]
-    assert stages.events[3:] == ["detect start", "detect end"] and stages.calls[-1] == 1
+    assert stages.events[2:] == ["detect 1"] and stages.calls[-1] == 1

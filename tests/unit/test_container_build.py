@@ -21,6 +21,13 @@ def test_serving_requirements_leave_training_and_tools_out() -> None:
     assert not any(line.lower().startswith(("tensorflow", "pytest", "keras==", "pandas==")) for line in lines)
 
 
+def test_the_bentos_serving_requirements_are_the_locks_serving_closure() -> None:
+    """requirements-serving.txt (what bentofile.yaml installs) is regenerated whenever the lock changes."""
+    committed = (container.ROOT / "requirements-serving.txt").read_text().splitlines()
+    assert committed == serving_lines(), "run: python -m deploy.serving_requirements --out requirements-serving.txt"
+    assert 'requirements_txt: "./requirements-serving.txt"' in (container.ROOT / "bentofile.yaml").read_text()
+
+
 def test_bento_version_is_project_version_and_commit() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+-[0-9a-f]{10}(-dirty)?", container.bento_version())
 

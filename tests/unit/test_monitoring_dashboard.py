@@ -25,7 +25,7 @@ REQUIRED_PANELS = {
     "Stage 1 probability quantiles": "aifx_stage1_probability_bucket",
     "Confidence": "aifx_confidence",
     "Active version": "aifx_active_version",
-    "Stage call retries and failures": "aifx_stage_call_retries_total",
+    "Stage model failures": "aifx_stage_call_failures_total",
     # The "Outcomes (live)" row (issue 12 item 6).
     "Live hit rate vs walk-forward": "aifx_walkforward_hit_rate",
     "Live mean pips per signal": "aifx_live_mean_pips",

@@ -1,14 +1,13 @@
 """A version imported while the service runs (issue 14 item 5): the entry workers follow the models generation
-of the state database, the stage workers load what they lack, and nothing else stops serving meanwhile.
+of the state database, the stage runners load what they lack, and nothing else stops serving meanwhile.
 
-The registries below are two entry workers over one state "database" (a dict) and two fake stage services;
-the last test loads real models from the session's store into a stage's StageModels.
+The registries below are two entry workers over one state "database" (a dict) and two fake stage runners;
+the last test loads real models from the session's store into a stage runner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 from aifx.api.catalog import Catalog, StageEntry, _entry
 from aifx.api.errors import ApiError
 from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
-from aifx.api.stage_client import StageClient
 from aifx.cache import SharedState
 from aifx.settings import Settings
 from aifx.versions import VersionSpec, model_name
@@ -52,34 +50,27 @@ class Store:
 
 
 class FakeStage:
-    """A stage service whose status call loads the named versions it lacks when the store has them."""
+    """A stage runner whose status call loads the named versions it lacks when the store has them."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.loaded = set(store.models)
         self.asked: list[list[str] | None] = []
 
-    async def status(self, versions: list[str] | None = None) -> dict[str, Any]:
-        self.asked.append(versions)
-        self.loaded |= set(versions or ()) & self.store.models
+    async def status(self, load: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        self.asked.append(list(load) or None)
+        self.loaded |= set(load) & self.store.models
         missing = {v: f"{v} is not in the model store" for v in VERSIONS if v not in self.loaded}
         return {"loaded": sorted(self.loaded), "failed": missing}
-
-    async def score(self, windows: list[Any]) -> list[float]:
-        return [0.5] * len(windows)
 
 
 def worker(store: Store, stages: tuple[FakeStage, FakeStage], settings: Settings) -> VersionRegistry:
     """One entry worker: its own catalog read at start, shared state read through SharedState."""
-    clients = tuple(
-        StageClient(f"stage{n}", f"S{n}", s.score, attempts=1, timeout=1.0, backoff=0.0, status=s.status)
-        for n, s in ((1, stages[0]), (2, stages[1]))
-    )
     ttl, timeout = settings.state_ttl_seconds, settings.state_timeout_seconds
     return VersionRegistry(
         settings,
         store.catalog(VERSIONS),
-        clients,  # type: ignore[arg-type]
+        stages,  # type: ignore[arg-type]
         SharedState("active", lambda: None, ttl, timeout),
         lambda _: None,
         SharedState("generation", lambda: store.state.get(MODELS_GENERATION_KEY), ttl, timeout),
@@ -163,24 +154,22 @@ def test_a_reload_without_the_state_database_is_a_503_and_changes_nothing(settin
 def test_stage_models_load_a_version_imported_after_the_start(model_store, candles):
     from aifx.features import sample_windows
     from aifx.versions import default_spec
-    from aifx.wire import StageBatch
-    from runners.inference import StageModels
-    from runners.models import stored_model
+    from runners.stage import ReversalDetector, Window
 
-    stage = StageModels.load(1, ["v3.1", "v7.7"], refs={})  # as if nothing was in the store at start
+    runner = ReversalDetector(["v3.1", "v7.7"], refs={})  # as if nothing was in the store at start
+    stage = runner.models
     assert set(stage.failed) == {"v3.1", "v7.7"} and stage.absent == {"v3.1", "v7.7"}
     spec = default_spec("v3.1")
     x, _ = sample_windows(candles.slice(3000, 3200), spec.features, spec.window)
-    batch = [StageBatch(version="v3.1", rows=x[:3], request_ids=["r1", "r2", "r3"])]
-    assert stage.lacks(batch)
-    find = functools.partial(stored_model, stage=1)
+    windows = [Window("v3.1", rows, f"r{i}") for i, rows in enumerate(x[:3])]
+    with pytest.raises(KeyError, match="v3.1"):
+        runner.detect(windows)
 
-    asyncio.run(stage.ensure(["v3.1", "v7.7", "v3.0"], find))
-    assert stage.status() == {
+    assert asyncio.run(runner.status(["v3.1", "v7.7", "v3.0"])) == {
         "stage": 1,
         "loaded": ["v3.1"],
         "failed": {"v7.7": f"{model_name('v7.7', 1)} is not in the model store"},
     }
-    assert not stage.lacks(batch) and stage.absent == {"v7.7"}  # v3.0 was never configured here: not loaded
-    probs = np.asarray(stage.predict(batch))
+    assert stage.absent == {"v7.7"}  # v3.0 was never configured here: not loaded
+    probs = np.asarray(runner.detect(windows))
     assert probs.shape == (3,) and ((probs >= 0) & (probs <= 1)).all()

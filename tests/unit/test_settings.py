@@ -74,13 +74,6 @@ def test_body_limit_is_configurable(env):
     assert get_settings().max_body_bytes == 2048
 
 
-def test_stage_timeouts_are_bounded():
-    settings = Settings()
-    assert 0 < settings.stage_timeout_seconds <= 10 and 1 <= settings.stage_attempts <= 10
-    with pytest.raises(ValidationError, match="stage_timeout_seconds"):
-        Settings(stage_timeout_seconds=0)
-
-
 def test_token_from_a_secret_file_loses_its_trailing_newline(env):
     env.setenv("AIFX_ADMIN_TOKEN", f"{TOKEN}\n")
     assert get_settings().admin_token.get_secret_value() == TOKEN
