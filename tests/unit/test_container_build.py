@@ -36,3 +36,13 @@ def test_containerfile_takes_the_bentos_envs() -> None:
     text = (container.ROOT / "deploy" / "Containerfile").read_text()
     assert "#ENVS#" in text and "requirements-serving.txt" in text
     assert "requirements.lock" not in text.replace("# ", "")
+
+
+def test_serve_one_refuses_missing_dependency_urls() -> None:
+    from deploy.serve_one import parse_depends
+
+    assert parse_depends(["ReversalDetector=http://aifx-detector:3000/"]) == {
+        "ReversalDetector": "http://aifx-detector:3000"
+    }
+    with pytest.raises(SystemExit, match="NAME=http://host:port"):
+        parse_depends(["ReversalDetector"])
