@@ -9,7 +9,7 @@ PORT ?= 3000
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install models train search report serve test test-unit lint bench clean container run-container
+.PHONY: install models train search report serve test test-unit lint bench clean container run-container k8s-tools k8s-check
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ serve: models migrate
 	BENTOML_CONFIG=configuration.yaml $(BIN)/bentoml serve . --port $(PORT) --timeout-keep-alive 75
 
 # Installs promtool/prometheus and starts a local PostgreSQL when missing or stopped, then pytest.
-test: install
+test: install k8s-tools
 	bash scripts/test-deps.sh $(BIN)/python -m pytest
 
 lint: install
@@ -46,12 +46,33 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m aifx_client._generate --check
 
+# checkov in its own venv (pinned in requirements-k8s.lock, ~290 MB): not a dependency of the project's code.
+K8S_VENV := .venv-k8s
+K8S_STAMP := $(K8S_VENV)/.installed
+# The acceptance set of issue 28: root, privilege escalation, read-only root, root uid, NET_RAW, pod and
+# container security contexts, seccomp, capabilities, high uid. tests/unit/test_k8s_manifests.py runs them all.
+K8S_CHECKS := CKV_K8S_6,CKV_K8S_20,CKV_K8S_22,CKV_K8S_23,CKV_K8S_28,CKV_K8S_29,CKV_K8S_30,CKV_K8S_31,CKV_K8S_37,CKV_K8S_40
+
+k8s-tools: $(K8S_STAMP)
+
+$(K8S_STAMP): requirements-k8s.lock
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-k8s.lock
+	touch $@
+
+# deploy/k8s/ against the Kubernetes schemas (strict: unknown fields fail; 1.30, the oldest these files
+# need, and the newest bundled) and checkov's security set (--skip-download: no network).
+k8s-check: install k8s-tools
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.30.0 deploy/k8s/*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.37.0 deploy/k8s/*.yaml
+	$(K8S_VENV)/bin/checkov -d deploy --framework kubernetes --skip-download --compact --quiet --check $(K8S_CHECKS)
+
 # Speed targets are checked here, not in unit tests; results go to bench/results/ and docs/performance.md.
 bench: models
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache $(K8S_VENV)
 
 # Sustained mixed traffic (predict, compare, metrics reads, version switches, experiment cycles):
 # fails on any 5xx or on >= 10 % RSS growth of the server process tree.

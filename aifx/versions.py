@@ -11,7 +11,7 @@ The store contract (written by model_store_import, read by the services):
   one serve raw probabilities;
 - stage 1 metadata is `VersionSpec.to_metadata()` plus training data range and metrics;
 - each stage's metadata holds `checksums`: {file name: sha256 hex} of the files above, recorded at
-  import and verified when a stage service loads the model (`verify_checksums`, `check_scaler`).
+  import and verified when a stage runner loads the model (`verify_checksums`, `check_scaler`).
   Entries imported before checksums existed have none: they load with a warning.
 """
 
@@ -89,7 +89,7 @@ class VersionSpec:
 
     @property
     def min_candles(self) -> int:
-        # Imported here: the stage services read specs but never compute features, so they load
+        # Imported here: the stage runners read specs but never compute features, so they load
         # neither TA-Lib nor pandas (~60 MB per stage worker).
         from aifx.features import min_candles
 

@@ -28,7 +28,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 @cache
 def models() -> tuple[str, VersionSpec, LiteModel, LiteModel | None]:
-    """The version's spec and stage models, loaded from the store on first use as the stage services load them."""
+    """The version's spec and stage models, loaded from the store on first use as the stage runners load them."""
     version = os.environ.get(VERSION_ENV, "v3.1")
     stored1, stored2 = (stored_model(version, stage) for stage in (1, 2))
     if stored1 is None:

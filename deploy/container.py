@@ -130,7 +130,6 @@ def make_context(tag: str, work: Path) -> Path:
         tar.extractall(ctx / "bento", filter="data")
     (ctx / "requirements-serving.txt").write_text("".join(f"{line}\n" for line in serving_lines()))
     shutil.copy(CA_BUNDLE, ctx / "ca-certificates.crt")
-    shutil.copy(ROOT / "deploy" / "serve_one.py", ctx / "serve_one.py")
     envs = "\n".join(f'ENV {name}="{value}"' for name, value in bento_envs(ctx / "bento"))
     containerfile = (ROOT / "deploy" / "Containerfile").read_text().replace("#ENVS#", envs)
     (ctx / "Containerfile").write_text(containerfile)

@@ -1,6 +1,6 @@
 """Keras -> TensorFlow Lite (LiteRT) flatbuffer, done once when a model enters the store.
 
-The stage services run the flatbuffer with LiteRT's interpreter: a few microseconds per
+The stage runners run the flatbuffer with LiteRT's interpreter: a few microseconds per
 call and ~50 MB per process instead of importing TensorFlow (~700 MB, seconds to start).
 TensorFlow is imported here only, at conversion time.
 """

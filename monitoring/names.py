@@ -22,7 +22,7 @@ DASHBOARD = HERE / "grafana" / "aifx-dashboard.json"
 # Series Prometheus makes itself (per target), not found in any exposition.
 SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"})
 # BentoML 1.4 new-style services (namespace `bentoml_service`, see configuration.yaml), by type. Only the
-# entry service (runner_name="ReversalEngine") exports them: the stage services run with metrics disabled.
+# service (runner_name="ReversalEngine") exports them: its workers run the stage models in process.
 BENTOML_METRICS = {
     "bentoml_service_request_duration_seconds": "histogram",
     "bentoml_service_request_total": "counter",

@@ -67,7 +67,7 @@ class LiteModel:
     def from_store(cls, folder: Path, scaler: Scaler, spec: VersionSpec) -> LiteModel:
         """The stored flatbuffer (written at import; serving never converts, so it never imports TensorFlow).
 
-        Unverified and uncalibrated (raw network outputs, for comparisons with Keras): the stage services load
+        Unverified and uncalibrated (raw network outputs, for comparisons with Keras): the stage runners load
         through `load_stage_model`, which checks the checksums and applies the stored calibration map.
         """
         return cls(_read_lite(folder), scaler, spec)

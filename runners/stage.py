@@ -1,4 +1,4 @@
-"""The stage runners, run inside the entry worker: Stage 1 ReversalDetector and Stage 2 DirectionClassifier."""
+"""The stage runners, run inside each service worker: Stage 1 ReversalDetector and Stage 2 DirectionClassifier."""
 
 from __future__ import annotations
 

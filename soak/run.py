@@ -217,7 +217,7 @@ def serve(port: int, database_url: str) -> tuple[subprocess.Popen, float]:
         }
     )
     cmd = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["--timeout-keep-alive", "75"]  # above clients' idle expiry (deploy/serve_one.py KEEP_ALIVE_S)
+    cmd += ["--timeout-keep-alive", "75"]  # above clients' idle expiry (docs/deployment.md)
     return start(cmd, f"http://127.0.0.1:{port}/readyz", timeout=180.0)
 
 

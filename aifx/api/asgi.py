@@ -57,7 +57,7 @@ NATIVE_ERROR_STATUSES = {
     422: "A value names something that does not exist (e.g. an unknown version in a body field)",
     429: "Rate limit (Retry-After)",
     500: "Internal error (the error id is in the message and the log)",
-    503: "A version or stage service is unavailable (Retry-After where known)",
+    503: "A version, stage model or database is unavailable (Retry-After where known)",
 }
 BATCH_PATHS = frozenset({"/reversal/predict/batch", "/v1/predict_batch"})
 PREDICT_PATHS = frozenset(

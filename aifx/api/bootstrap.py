@@ -209,7 +209,7 @@ def detach(parts: Parts) -> None:
 
 
 async def report_when_ready(registry: VersionRegistry, wait: float = STARTUP_WAIT_SECONDS) -> None:
-    """Log the seed-style summary of what loaded once both stage services report."""
+    """Log the seed-style summary of what loaded once the runners report."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     avail = await registry.availability(refresh=True)

@@ -115,7 +115,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "Invalid request (an unknown model version in the body, too few candles, ...): the message says what"
     ),
     503: _documented(
-        "A stage service, model version or the experiment database is unavailable; retry later (the message names "
+        "A stage model, model version or the experiment database is unavailable; retry later (the message names "
         "the component and an error id, never internals)"
     ),
 }

@@ -4,7 +4,7 @@ Only the configured tokens name a client: a random bearer per request would othe
 bucket each time. The address is the peer's, or a trusted proxy's X-Forwarded-For (AIFX_TRUSTED_PROXIES).
 
 Per worker, so the service-wide limit is this times the workers; a limit shared by every pod
-belongs at the ingress (deploy/k8s.yaml). Answers 429 in the seed envelope with Retry-After.
+belongs at the ingress (deploy/k8s/50-ingress.yaml). Answers 429 in the seed envelope with Retry-After.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Admin authentication: every admin route with no token (401), a wrong one (403) and the right one.
 
 The guarded app is the service's FastAPI app built with AIFX_ADMIN_TOKEN set, over the session's
-engine (same stage services and state database as the `client` fixture).
+engine (same stage runners and state database as the `client` fixture).
 """
 
 from __future__ import annotations

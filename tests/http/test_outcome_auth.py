@@ -1,7 +1,7 @@
 """Issue 11, finding 1 (API part): outcomes need a write token, the salt is shown to admin callers only.
 
 The guarded apps are the service's FastAPI app built with tokens set, over the session's parts (same
-stage services and state database as the open `client` fixture, which runs without tokens).
+stage runners and state database as the open `client` fixture, which runs without tokens).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 START_TIMEOUT = 180.0
-KEEP_ALIVE_S = 75  # deploy/serve_one.py KEEP_ALIVE_S
+KEEP_ALIVE_S = 75  # as the container and `make serve` (docs/deployment.md)
 
 
 def free_port() -> int:
@@ -50,7 +50,7 @@ class Server:
         return "\n".join(lines[-n:])
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> dict:
-        """Wait until /health answers 200 with both stage services reporting (none "not reachable")."""
+        """Wait until /health answers 200 with every worker's runners loaded."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -116,7 +116,7 @@ def start_server(
     if from_source:
         full_env["PYTHONPATH"] = str(ROOT)
     log = workdir / f"serve-{port}.log"
-    # As production serves (Makefile, deploy/serve_one.py): uvicorn's 5 s default keep-alive equals
+    # As production serves (Makefile, the container): uvicorn's 5 s default keep-alive equals
     # httpx's pool expiry, so the server closed idle connections just as clients reused them (RST).
     keep_alive = ["--timeout-keep-alive", str(KEEP_ALIVE_S)]
     with log.open("wb") as fh:

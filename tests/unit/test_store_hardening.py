@@ -218,3 +218,23 @@ def test_the_migrate_command_says_what_is_wrong(tmp_path, capsys) -> None:
     assert "refused or did not answer" in capsys.readouterr().err
     assert main(["migrate", "--url", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
     assert f"revision {SCHEMA_VERSION}" in capsys.readouterr().out
+
+
+def test_the_wait_command_returns_once_another_process_migrated(db_url: str, capsys) -> None:
+    """deploy/k8s/: the API pods' init container waits for the migration Job (`python -m experiments wait`)."""
+    import threading
+
+    from experiments.__main__ import main
+
+    assert main(["wait", "--url", db_url, "--timeout", "0.5"]) == 1
+    assert "gave up after 0.5 s" in capsys.readouterr().err
+    migrated = threading.Timer(1.0, lambda: ExperimentStore(db_url).ensure_schema())  # the Job, a second later
+    migrated.start()
+    try:
+        assert main(["wait", "--url", db_url, "--timeout", "30"]) == 0
+    finally:
+        migrated.join()
+    out = capsys.readouterr().out
+    assert out.startswith("waiting for the schema: database schema is at revision none")  # said once, not per check
+    assert out.count("waiting") == 1 and out.endswith(f"database at revision {SCHEMA_VERSION}\n")
+    assert main(["wait", "--url", "mysql://x/y"]) == 2
