@@ -20,12 +20,14 @@ import numpy as np
 from aifx import instruments, metrics
 from aifx import signal as sig
 from aifx.api import inputs
+from aifx.api.answers import prediction_data
 from aifx.api.catalog import VersionEntry
 from aifx.api.errors import ApiError
 from aifx.api.outcome_log import LOOKBACK, Bar, OutcomeLog, bar_log
-from aifx.api.predictor import Predictor, Prepared, prediction_data
+from aifx.api.predictor import Predictor
 from aifx.api.signal_hub import SignalHub
 from aifx.api.stored_inputs import as_candles
+from aifx.api.windows import Prepared
 from aifx.candles import Candles
 from aifx.versions import VersionSpec
 

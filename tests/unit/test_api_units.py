@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from aifx.api import inputs
 from aifx.api.errors import BadCandles, StageUnavailable, format_errors
-from aifx.api.predictor import Predictor, Prepared
+from aifx.api.predictor import Predictor
 from aifx.api.schemas import CandleIn, PredictRequest
 from aifx.api.window_cache import Scored, WindowCache, content_key
+from aifx.api.windows import Prepared
 from aifx.cache import SharedState
 from aifx.candles import Candles
 from aifx.settings import Settings, SettingsError
