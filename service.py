@@ -9,7 +9,6 @@ import bentoml
 from starlette.responses import Response
 
 from aifx.api import native
-from aifx.api.asgi import BoundedLabelsService
 from aifx.api.bootstrap import NATIVE_GUARDS, app, attach, build, detach
 from aifx.api.responses import (
     BatchData,
@@ -20,6 +19,7 @@ from aifx.api.responses import (
     PredictionData,
     SwitchData,
 )
+from aifx.api.route_labels import BoundedLabelsService
 from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
 from aifx.settings import get_settings
 from runners.models import declare_models

@@ -250,7 +250,7 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     add_data_routes(app, admin, parts)
     add_evaluation_routes(app, admin, parts)
     # The router's routes themselves: this FastAPI's include_router() adds one opaque route object, which
-    # neither the route templates of BentoML's metrics (aifx/api/asgi.py) nor the 404 handler can see into.
+    # neither the route templates of BentoML's metrics (aifx/api/route_labels.py) nor the 404 handler can see into.
     app.router.routes.extend(signal_routes.router.routes)
 
     @app.post(

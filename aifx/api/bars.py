@@ -9,7 +9,8 @@ from typing import Any
 
 from aifx import metrics
 from aifx.api.errors import ApiError
-from aifx.api.outcome_log import Bar, OutcomeLog
+from aifx.api.log_rows import Bar
+from aifx.api.outcome_log import OutcomeLog
 from aifx.api.registry import VersionRegistry
 from aifx.api.schemas import PredictRequest
 from aifx.api.window_cache import WindowCache

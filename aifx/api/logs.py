@@ -49,7 +49,7 @@ def access_fields(record: logging.LogRecord) -> dict[str, Any]:
         return {}
     request = dict(_PAIR.findall(str(args[1])))
     response = dict(_PAIR.findall(str(args[2])))
-    # BentoML logs the route template (aifx/api/asgi.py TemplatedPaths bounds metric labels); the raw path
+    # BentoML logs the route template (aifx/api/route_labels.py TemplatedPaths bounds metric labels); the raw path
     # is the one the request id middleware saw.
     route = request.get("path")
     status = response.get("status", "")

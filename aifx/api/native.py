@@ -22,7 +22,7 @@ from aifx import metrics
 from aifx.api.ab_tests import database_unavailable
 from aifx.api.access import check_admin, check_same_site, is_trusted
 from aifx.api.app import check_json_content_type
-from aifx.api.asgi import NATIVE_ROUTES, BodyLimits, BodySizeLimit, ByteBudget
+from aifx.api.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.api.context import RequestId, current, get_logger
 from aifx.api.errors import ApiError, error_id, with_error_id
 from aifx.api.evaluation_routes import experiment_metrics as metrics_with_paired
@@ -38,6 +38,7 @@ from aifx.api.responses import (
     PredictionData,
     SwitchData,
 )
+from aifx.api.route_labels import NATIVE_ROUTES
 from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
 from aifx.api.views import model_with_live, models_with_live
 from aifx.settings import Settings

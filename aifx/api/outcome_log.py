@@ -19,7 +19,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +28,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from aifx import instruments, metrics, outcomes, trade
 from aifx import signal as sig
 from aifx.api.context import get_logger
-from aifx.api.resolution import Unresolvable, resolve_bar
+from aifx.api.log_rows import (
+    Bar,
+    CandleRows,
+    bar_at,
+    bar_log,
+    candle_groups,
+    count_conflicts,
+    live_block,
+    pair_filter,
+    queued_bytes,
+    to_records,
+)
+from aifx.api.resolver import resolve_pending
 from aifx.candles import Candles
 from aifx.settings import Settings
 from experiments import records
@@ -39,38 +50,8 @@ from experiments.spool import Spool
 from experiments.writebehind import WriteBehind
 
 logger = get_logger("bentoml.aifx.outcomes")
-HORIZON = trade.TradeRule().horizon_bars
-# Trusted candles at and before a bar that its entry, ATR14 and labels are computed from (the 64 candles
-# a client sends, README; v3.0 swing points look at 6).
-LOOKBACK = 64
-RESOLVE_LIMIT = 2_000
 SCORED_BARS = 50_000  # bars this worker remembers having scored (LRU)
 LIVE_TTL_S = 1.5  # the `live` figures of /reversal/models are read at most this often per filter and worker
-
-
-@dataclass(frozen=True, slots=True)
-class CandleRows:
-    """Trusted candles waiting for the write-behind queue."""
-
-    pair: str
-    timeframe: str
-    candles: tuple[records.Candle, ...]
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """The bar a request is about: its key, the facts of its candles, and why it may not be logged (or None)."""
-
-    pair: str
-    timeframe: str
-    time: datetime
-    facts: outcomes.BarFacts
-    problem: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str, datetime]:
-        return (self.pair, self.timeframe, self.time)
 
 
 class OutcomeLog:
@@ -100,26 +81,10 @@ class OutcomeLog:
         self._live: dict[tuple[Any, ...], tuple[float, dict[str, dict[str, Any]]]] = {}
         self._kick = asyncio.Event()
 
-    # -- request path ----------------------------------------------------------------------------
-
     def bar(self, pair: str, timeframe: str, candles: Candles, now: datetime | None = None) -> Bar | None:
-        """The request's bar with its entry, ATR14 and pip, or None when it has no trade levels (a pair not in
-        the instrument table, a timeframe that is none, prices outside the instrument's band, ATR14 too small).
-
-        `problem` says why a bar that has levels may still not be logged (off the grid, future, too old).
-        """
-        inst = instruments.instrument(pair, self.settings.pip_sizes)
-        tf = instruments.canonical_timeframe(timeframe)
-        if inst is None or tf is None or not len(candles.close):
-            return None
-        if not (inst.plausible(float(candles.low.min())) and inst.plausible(float(candles.high.max()))):
-            return None
-        facts = outcomes.bar_facts(inst.name, candles.high, candles.low, candles.close, {inst.name: inst.pip})
-        if facts is None or instruments.atr_problem(facts.atr, inst) is not None:
-            return None
-        stamp = candles.timestamp[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
-        problem = instruments.bar_problem(stamp, tf, now or datetime.now(UTC), self.expiry)
-        return Bar(inst.name, tf, stamp, facts, problem)
+        """The request's bar with its entry, ATR14 and pip (None when it has no trade levels); `problem` says why
+        a bar with levels may still not be logged (off the grid, future, too old)."""
+        return bar_at(pair, timeframe, candles, self.settings.pip_sizes, self.expiry, now or datetime.now(UTC))
 
     @property
     def expiry(self) -> timedelta:
@@ -170,7 +135,7 @@ class OutcomeLog:
             "candles_route",
             self.settings.candle_tolerance,
         )
-        self._count_conflicts(pair, timeframe, counts)
+        count_conflicts(pair, timeframe, counts)
         self._kick.set()
         return counts
 
@@ -199,7 +164,7 @@ class OutcomeLog:
 
         A read never rests the background jobs: a failure here is this request's 503 alone.
         """
-        pair = _pair_filter(pair)
+        pair = pair_filter(pair)
         timeframe = (instruments.canonical_timeframe(timeframe) or timeframe.strip()) if timeframe else None
         filters = {"pair": pair, "timeframe": timeframe, "since": since.isoformat() if since else None}
         key = (tuple(versions), pair, timeframe, since)
@@ -247,25 +212,17 @@ class OutcomeLog:
             self._write([])
 
     def _write_rows(self, rows: list[records.BarLog | CandleRows]) -> None:
-        for group in _candle_groups([r for r in rows if isinstance(r, CandleRows)]):
+        for group in candle_groups([r for r in rows if isinstance(r, CandleRows)]):
             try:
                 counts = self.store.add_candles(*group, self.settings.candle_tolerance)
             except Invalid as exc:  # one source's bad candles must not cost the rest of the batch
                 logger.warning("trusted candles of %s %s refused: %s", group[0], group[1], exc)
                 metrics.count_evaluation_drop("database", len(group[2]))
                 continue
-            self._count_conflicts(group[0], group[1], counts)
+            count_conflicts(group[0], group[1], counts)
         bars = [r for r in rows if isinstance(r, records.BarLog)]
         if bars:
             metrics.EVAL_LOGGED.inc(self.store.log(bars)["bars"])
-
-    def _count_conflicts(self, pair: str, timeframe: str, counts: Mapping[str, Any]) -> None:
-        conflicts = int(counts.get("conflicts", 0))
-        if conflicts:
-            metrics.CANDLE_CONFLICTS.inc(conflicts)
-            times = ", ".join(str(t) for t in list(counts.get("conflict_times", []))[:3])
-            logger.warning("candles of %s %s conflict with stored ones (first wins): %d at %s",
-                           pair, timeframe, conflicts, times)  # fmt: skip
 
     async def run(self, versions: Sequence[str] = (), labels: metrics.MetricLabels | None = None) -> None:
         """Resolve covered bars, expire old ones and refresh the backlog and live gauges, forever."""
@@ -291,50 +248,11 @@ class OutcomeLog:
         """One pass: flush queued rows, resolve what is covered, expire the stale; bars resolved."""
         self.writer.flush()
         with self.resolve_backoff:
-            return self._resolve()
-
-    def _resolve(self) -> int:
-        resolved = 0
-        while True:
-            pending = self.store.resolvable(timedelta(hours=1), HORIZON, RESOLVE_LIMIT, before=LOOKBACK)
-            if not pending:
-                break
-            params = self.label_params()
-            good: list[records.Resolution] = []
-            facts: dict[int, tuple[float, float]] = {}
-            void: list[tuple[int, str]] = []
-            for bar in pending:  # each bar on its own: one that cannot resolve never stops the others
-                try:
-                    rows, fact = resolve_bar(bar, params, self.rule)
-                except (Unresolvable, Invalid, ValueError, ArithmeticError) as exc:
-                    void.append((bar.id, str(exc)))
-                    continue
-                good.extend(rows)
-                facts[bar.id] = (fact.entry, fact.atr)
-            resolved += self.store.write_results(good, facts)
-            if void:
-                metrics.VOIDED.inc(self.store.void(void))
-                logger.warning("%d bars set aside unresolved, e.g. bar %d: %s", len(void), void[0][0], void[0][1])
-            if len(pending) < RESOLVE_LIMIT:
-                break
-        metrics.RESOLVED.inc(resolved)
-        expiry = datetime.now(UTC) - timedelta(hours=self.settings.outcome_expiry_hours)
-        metrics.EXPIRED.inc(self.store.expire(expiry))
-        count, oldest = self.store.pending_backlog()
-        metrics.set_backlog(count, (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
-        return resolved
+            return resolve_pending(self.store, self.rule, self.label_params(), self.expiry)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush every queued row (SIGTERM); False if rows were left after timeout seconds."""
         return self.writer.close(timeout)
-
-
-def queued_bytes(row: records.BarLog | CandleRows) -> int:
-    """A queued row's memory, estimated: ~136 bytes per trusted candle (measured: 1,000 candles ~136 KB),
-    ~400 per bar and ~200 per decision on it."""
-    if isinstance(row, CandleRows):
-        return 200 + 136 * len(row.candles)
-    return 400 + 200 * len(row.decisions)
 
 
 class DatabaseResting(RuntimeError):
@@ -365,54 +283,6 @@ class Backoff:
             elif not issubclass(kind, DatabaseResting):
                 self._pause = min(self.max_s, max(self.first_s, 2 * self._pause))
                 self._until = time.monotonic() + self._pause
-
-
-LIVE_FIELDS = ("resolved", "pending", "expired", "void", "signals", "hit_rate", "mean_pips", "stage1_precision",
-               "stage1_recall", "brier", "labelled")  # fmt: skip
-
-
-def live_block(figures: Mapping[str, Any], filters: dict[str, str | None]) -> dict[str, Any]:
-    """The `live` block of a model from the store's figures."""
-    return {**{k: figures.get(k) for k in LIVE_FIELDS}, "filters": filters}
-
-
-def bar_log(bar: Bar, decisions: Sequence[tuple[str, sig.Decision, int]]) -> records.BarLog:
-    """The row of a bar and the decisions made on it: (version, decision, served 1 or shadow 0), plus the
-    naive baselines (outcomes.BASELINES: always long, always short, always hold)."""
-    rows = tuple(records.Decision(v, d.signal, d.stage1_prob, d.stage2_prob, served) for v, d, served in decisions)
-    rows += tuple(
-        records.Decision(name, signal, 0.0 if signal == "hold" else 1.0, _BASELINE_P_LONG.get(signal), 0)
-        for name, signal in outcomes.BASELINES.items()
-    )
-    f = bar.facts
-    return records.BarLog(bar.pair, bar.timeframe, bar.time, f.entry, f.atr, f.pip, rows)
-
-
-_BASELINE_P_LONG = {"long": 1.0, "short": 0.0}
-
-
-def _pair_filter(pair: str | None) -> str | None:
-    """A pair query filter in the log's spelling (UnknownPair for text that is no currency pair: a 422)."""
-    return trade.normalise_pair(pair) if pair else None
-
-
-def to_records(candles: Candles) -> tuple[records.Candle, ...]:
-    """Candle arrays as the store's records (UTC times)."""
-    times = candles.timestamp.astype("datetime64[us]").astype(datetime)
-    return tuple(
-        records.Candle(t.replace(tzinfo=UTC), float(o), float(h), float(lo), float(c))
-        for t, o, h, lo, c in zip(times, candles.open, candles.high, candles.low, candles.close, strict=True)
-    )
-
-
-def _candle_groups(rows: list[CandleRows]) -> list[tuple[str, str, list[records.Candle], str]]:
-    """Queued candle rows merged per (pair, timeframe, source), each candle once (the first queued wins)."""
-    groups: dict[tuple[str, str, str], dict[datetime, records.Candle]] = {}
-    for r in rows:
-        seen = groups.setdefault((r.pair, r.timeframe, r.source), {})
-        for c in r.candles:
-            seen.setdefault(c.ts, c)
-    return [(pair, tf, sorted(c.values(), key=lambda c: c.ts), src) for (pair, tf, src), c in groups.items()]
 
 
 def timeframe_seconds(timeframe: str) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aifx import anchored, metrics, paired, promotion
 from aifx.api.anchoring import Anchoring
-from aifx.api.outcome_log import HORIZON
+from aifx.api.log_rows import HORIZON
 from aifx.api.registry import VersionRegistry
 from aifx.settings import Settings
 from experiments.anchors import AnchorStore

@@ -16,7 +16,8 @@ import numpy as np
 
 from aifx import instruments
 from aifx.api.errors import BadCandles
-from aifx.api.outcome_log import LOOKBACK, OutcomeLog
+from aifx.api.log_rows import LOOKBACK
+from aifx.api.outcome_log import OutcomeLog
 from aifx.candles import Candles
 from experiments import records
 

@@ -23,7 +23,8 @@ from aifx.api import inputs
 from aifx.api.answers import prediction_data
 from aifx.api.catalog import VersionEntry
 from aifx.api.errors import ApiError
-from aifx.api.outcome_log import LOOKBACK, Bar, OutcomeLog, bar_log
+from aifx.api.log_rows import LOOKBACK, Bar, bar_log
+from aifx.api.outcome_log import OutcomeLog
 from aifx.api.predictor import Predictor
 from aifx.api.signal_hub import SignalHub
 from aifx.api.stored_inputs import as_candles

@@ -261,7 +261,7 @@ def test_a_trusted_predict_about_an_unscorable_bar_is_served_and_stores_nothing(
 
 
 def test_one_source_of_bad_candles_costs_no_other_row_of_its_batch(client, candles):
-    from aifx.api.outcome_log import CandleRows
+    from aifx.api.log_rows import CandleRows
     from experiments import records
 
     p = pair()

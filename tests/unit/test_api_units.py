@@ -125,7 +125,7 @@ def test_route_templates_are_bounded():
     from starlette.applications import Starlette
     from starlette.routing import Mount, Route
 
-    from aifx.api.asgi import UNMATCHED, route_templates
+    from aifx.api.route_labels import UNMATCHED, route_templates
 
     api = FastAPI()
 
