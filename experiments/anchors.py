@@ -48,8 +48,9 @@ class AnchorStore:
         state: Mapping[str, Any],
         decisions_spent: int,
         started_at: datetime | None = None,
+        conn: Connection | None = None,
     ) -> dict[str, Any]:
-        """Create the anchor (a, b, scope), or replace it with a fresh one (no decision); returns it."""
+        """Create the anchor (a, b, scope) or replace it with a fresh one (no decision), in conn if given."""
         now = utcnow()
         values = {
             **_key(a, b, scope),
@@ -67,9 +68,12 @@ class AnchorStore:
             index_elements=[comparison_anchors.c[k] for k in keys],
             set_={k: ins.excluded[k] for k in values if k not in keys},
         )
-        with self._store._write() as conn:
+        if conn is not None:
             conn.execute(stmt)
             return _dict(_row(conn, a, b, scope))
+        with self._store._write() as own:
+            own.execute(stmt)
+            return _dict(_row(own, a, b, scope))
 
     def get(self, a: str, b: str, scope: str = "*") -> dict[str, Any] | None:
         """The anchor (a, b, scope) with its state parsed, or None."""

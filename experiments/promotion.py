@@ -1,5 +1,5 @@
-"""Promotion policies (issue 13): per challenger, its probation after an automatic switch, the audit trail
-of every recommendation, switch, rollback and confirmation, and the lease that lets one caller act.
+"""Promotion policies (issue 13): per challenger, its probation after an automatic switch, and the audit trail
+of every recommendation, switch, rollback and confirmation; one caller acts under the lease (experiments.lease).
 
 Shares the engine of an ExperimentStore (so no connection before first use), like EvaluationStore.
 
@@ -7,88 +7,47 @@ A policy is keyed by its challenger version and always judged against whichever 
 so several challengers may be watched at once; the database refuses a bad mode, a non-positive or
 non-finite threshold, a negative probation and half-set probation state (CHECK constraints).
 
-One actor across workers and replicas: `try_act(name)` takes a lease, a row of `promotion_lease`
-won by one conditional upsert (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now); on
-PostgreSQL the upsert locks the row, on SQLite the write transaction is BEGIN IMMEDIATE, so of any
-number of concurrent callers exactly one gets it, and the others skip their turn at once. A lease
-outlives its holder only until it expires (a crashed worker blocks nobody for longer than `ttl`),
-and it is dropped when the holder's block ends. While a caller holds a lease, the writes it makes
-through this store (record_decision, start_probation, end_probation) check in their own transaction
-that the lease is still theirs and unexpired (a fencing check): a holder that stalled past its ttl
-gets Conflict and writes nothing, so a second actor's audit row can never interleave with its own.
-Lease times come from the callers' clocks: keep `ttl` far above the clock skew between replicas.
+An action's writes are one transaction (issue 29): `promote` sets the service's active version, starts
+the probation, writes the probation's anchor and appends the 'switch' audit row; `finish_probation`
+switches back (a rollback), clears the probation, re-arms the policy and appends its audit row. A failure
+anywhere leaves none of them: never a switch without its probation and audit row. Every write checks in
+its transaction that a lease this caller holds is still its own (the fence). Every method blocks.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import numbers
-import os
-import socket
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from experiments import validation as v
-from experiments.db import is_sqlite
 from experiments.errors import Conflict, Invalid, NotFound
+from experiments.lease import LeasedStore
 from experiments.records import as_utc, iso, utcnow
 from experiments.schema import (
     DECISION_ACTIONS,
-    ID_LEN,
     MAX_POLICY_R,
     MAX_PROBATION_BARS,
     POLICY_MODES,
     STATE_LEN,
     promotion_decisions,
-    promotion_lease,
     promotion_policy,
 )
-from experiments.store import ExperimentStore
 
-log = logging.getLogger(__name__)
-
-DEFAULT_LEASE_TTL = timedelta(seconds=60)
-MAX_LEASE_TTL = timedelta(days=1)
 REASON_LEN = 4000
 MAX_FIGURES_CHARS = 65_536
 MAX_DECISIONS = 10_000  # rows per decisions() call
 
-# Leases this context holds: (database url, lease name, holder). A ContextVar, so a lease taken in
-# one thread or asyncio task fences only that thread's or task's writes.
-_held: ContextVar[tuple[tuple[str, str, str], ...]] = ContextVar("aifx_promotion_leases", default=())
 
-
-class PromotionStore:
+class PromotionStore(LeasedStore):
     """Promotion policies with their probation state, the decision audit trail and the acting lease."""
-
-    def __init__(self, store: ExperimentStore) -> None:
-        self._store = store
-
-    # -- connections (the experiment store's transactions: BEGIN IMMEDIATE for writes on SQLite) ----
-
-    def _write(self) -> AbstractContextManager[Connection]:
-        return self._store._write()
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        return self._store._read()
-
-    @property
-    def _sqlite(self) -> bool:
-        return is_sqlite(self._store.engine)
-
-    def _insert(self, table: Any) -> Any:
-        return (sqlite_insert if self._sqlite else pg_insert)(table)
 
     # -- policies ----------------------------------------------------------------------------
 
@@ -135,55 +94,6 @@ class PromotionStore:
             if not gone.rowcount:
                 raise NotFound(f"challenger {challenger!r} has no promotion policy")
 
-    # -- probation ---------------------------------------------------------------------------
-
-    def start_probation(self, challenger: str, from_version: str, start_bar: datetime) -> dict[str, Any]:
-        """Record that an automatic switch replaced from_version; probation counts bars from start_bar.
-
-        NotFound without a policy, Conflict when a probation of this challenger is already running.
-        """
-        v.check_version(challenger, "challenger")
-        v.check_version(from_version, "from_version")
-        if from_version == challenger:
-            raise Invalid("from_version must be the version the challenger replaced, not the challenger itself")
-        if not isinstance(start_bar, datetime):
-            raise Invalid(f"start_bar must be a datetime (got {start_bar!r:.40})")
-        p = promotion_policy.c
-        stmt = (
-            update(promotion_policy)
-            .where(p.challenger == challenger, p.probation_from_version.is_(None))
-            .values(probation_from_version=from_version, probation_started_at=utcnow(),
-                    probation_start_bar=as_utc(start_bar))
-        )  # fmt: skip
-        with _refused("probation"), self._write() as conn:
-            self._fence(conn)
-            if not conn.execute(stmt).rowcount:
-                row = _policy_row(conn, challenger)
-                raise Conflict(
-                    f"a probation of {challenger!r} is already running (from {row.probation_from_version!r} "
-                    f"since {iso(row.probation_started_at)})"
-                )
-            return _policy_dict(_policy_row(conn, challenger))
-
-    def end_probation(self, challenger: str) -> dict[str, Any]:
-        """Clear a challenger's probation (after a rollback or a confirmation); returns the policy.
-
-        NotFound without a policy, Conflict when no probation is running (another caller ended it).
-        """
-        v.check_version(challenger, "challenger")
-        p = promotion_policy.c
-        stmt = (
-            update(promotion_policy)
-            .where(p.challenger == challenger, p.probation_from_version.is_not(None))
-            .values(probation_from_version=None, probation_started_at=None, probation_start_bar=None)
-        )
-        with self._write() as conn:
-            self._fence(conn)
-            if not conn.execute(stmt).rowcount:
-                _policy_row(conn, challenger)
-                raise Conflict(f"no probation of {challenger!r} is running")
-            return _policy_dict(_policy_row(conn, challenger))
-
     # -- audit trail -------------------------------------------------------------------------
 
     def record_decision(
@@ -197,25 +107,10 @@ class PromotionStore:
         figures: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Append an audit row (figures: a JSON object; non-finite numbers are stored as null); returns it."""
-        if action not in DECISION_ACTIONS:
-            raise Invalid(f"action must be one of {', '.join(DECISION_ACTIONS)} (got {action!r:.40})")
-        values = {
-            "at": utcnow(),
-            "action": action,
-            "challenger": v.check_version(challenger, "challenger"),
-            "incumbent": v.check_version(incumbent, "incumbent"),
-            "mode": _check_mode(mode),
-            "state": _check_state(state),
-            "reason": v.check_text(reason, "reason", REASON_LEN, required=True),
-            "figures": _figures_json(figures),
-        }
+        values = _decision_values(action, challenger, incumbent, mode, state, reason, figures)
         with _refused("decision"), self._write() as conn:
             self._fence(conn)
-            key = conn.execute(promotion_decisions.insert().values(**values)).inserted_primary_key
-            assert key is not None  # a single-row INSERT always has one
-            new_id = key[0]
-            row = conn.execute(select(promotion_decisions).where(promotion_decisions.c.id == new_id)).one()
-        return _decision_dict(row)
+            return _insert_decision(conn, values)
 
     def decisions(
         self, limit: int = 100, since: datetime | None = None, challenger: str | None = None
@@ -235,69 +130,84 @@ class PromotionStore:
         with self._read() as conn:
             return [_decision_dict(r) for r in conn.execute(stmt)]
 
-    # -- the acting lease --------------------------------------------------------------------
+    # -- actions: every write of one in a single transaction -----------------------------------
 
-    @contextmanager
-    def try_act(self, name: str = "promotion", ttl: timedelta | float = DEFAULT_LEASE_TTL) -> Iterator[bool]:
-        """Yield True when this caller won the lease `name` (held for the block, at most ttl), else False.
+    def promote(
+        self,
+        challenger: str,
+        incumbent: str,
+        start_bar: datetime,
+        *,
+        mode: str,
+        state: str,
+        reason: str,
+        figures: Mapping[str, Any],
+        also: Callable[[Connection], Any] | None = None,
+    ) -> dict[str, Any]:
+        """An automatic switch, all or nothing: active version, probation, also(conn) and the 'switch' audit row."""
+        # also(conn): the promoter writes the probation's anchor here. Conflict, nothing written, when the
+        # policy's mode is no longer `mode`, a probation already runs, or (under a lease) the lease expired.
+        values = _decision_values("switch", challenger, incumbent, mode, state, reason, figures)
+        if incumbent == challenger:
+            raise Invalid("incumbent must be the version the challenger replaces, not the challenger itself")
+        if not isinstance(start_bar, datetime):
+            raise Invalid(f"start_bar must be a datetime (got {start_bar!r:.40})")
+        p = promotion_policy.c
+        probation = (
+            update(promotion_policy)
+            .where(p.challenger == challenger, p.mode == mode, p.probation_from_version.is_(None))
+            .values(probation_from_version=incumbent, probation_started_at=values["at"],
+                    probation_start_bar=as_utc(start_bar))
+        )  # fmt: skip
+        with _refused("switch"), self._write() as conn:
+            self._fence(conn)
+            self._store.put_active_version(conn, challenger)
+            if not conn.execute(probation).rowcount:
+                row = _policy_row(conn, challenger)
+                raise Conflict(
+                    f"the policy of {challenger!r} changed (mode {row.mode!r}, probation from "
+                    f"{row.probation_from_version!r}): no switch"
+                )
+            if also is not None:
+                also(conn)
+            return _insert_decision(conn, values)
 
-        Never waits for another holder. Inside the block this store's writes check the lease is still
-        held (Conflict when it expired and may have been taken over). Nested use with the same name
-        yields False: a lease is not re-entrant.
-        """
-        name = _check_lease_name(name)
-        span = _check_ttl(ttl)
-        holder = _holder()
-        now = utcnow()
-        ins = self._insert(promotion_lease).values(name=name, holder=holder, acquired_at=now, expires_at=now + span)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[promotion_lease.c.name],
-            set_={k: ins.excluded[k] for k in ("holder", "acquired_at", "expires_at")},
-            where=promotion_lease.c.expires_at <= now,
-        ).returning(promotion_lease.c.holder)
-        with self._write() as conn:
-            won = conn.execute(stmt).scalar() == holder
-        if not won:
-            yield False
-            return
-        token = _held.set((*_held.get(), (self._store.url, name, holder)))
-        try:
-            yield True
-        finally:
-            _held.reset(token)
-            self._release(name, holder)
-
-    def lease(self, name: str = "promotion") -> dict[str, Any] | None:
-        """The current lease `name` ({"name", "holder", "acquired_at", "expires_at", "expired"}) or None."""
-        stmt = select(promotion_lease).where(promotion_lease.c.name == _check_lease_name(name))
-        with self._read() as conn:
-            row = conn.execute(stmt).first()
-        if row is None:
-            return None
-        expires = as_utc(row.expires_at)
-        return {"name": row.name, "holder": row.holder, "acquired_at": iso(row.acquired_at),
-                "expires_at": iso(expires), "expired": expires <= utcnow()}  # fmt: skip
-
-    def _release(self, name: str, holder: str) -> None:
-        """Drop our lease; if the database is unreachable it simply expires."""
-        lc = promotion_lease.c
-        try:
-            with self._write() as conn:
-                conn.execute(delete(promotion_lease).where(lc.name == name, lc.holder == holder))
-        except SQLAlchemyError as exc:
-            log.warning("lease %r not released (%s); it expires by itself", name, type(exc).__name__)
-
-    def _fence(self, conn: Connection) -> None:
-        """Conflict unless every lease this context holds on this database is still ours and unexpired."""
-        lc = promotion_lease.c
-        now = utcnow()
-        for url, name, holder in _held.get():
-            if url != self._store.url:
-                continue
-            row = conn.execute(select(lc.holder, lc.expires_at).where(lc.name == name).with_for_update()).first()
-            if row is None or row.holder != holder or as_utc(row.expires_at) <= now:
-                raise Conflict(f"the {name!r} lease expired before this write (held longer than its ttl); "
-                               "nothing was written")  # fmt: skip
+    def finish_probation(
+        self,
+        action: str,
+        challenger: str,
+        previous: str,
+        *,
+        switch_back: bool,
+        mode: str,
+        state: str,
+        reason: str,
+        figures: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """A probation's end, all or nothing: the switch back (if switch_back), the probation cleared, the audit row."""
+        # A rollback re-arms the policy as 'recommend' (no automatic second try). Conflict, nothing written,
+        # when no probation of the challenger from previous runs (another caller ended it) or the lease expired.
+        if action not in ("rollback", "confirm"):
+            raise Invalid(f"action must be rollback or confirm (got {action!r:.40})")
+        values = _decision_values(action, challenger, previous, mode, state, reason, figures)
+        p = promotion_policy.c
+        changes: dict[str, Any] = {"probation_from_version": None, "probation_started_at": None,
+                                   "probation_start_bar": None}  # fmt: skip
+        if action == "rollback":
+            changes |= {"mode": "recommend", "updated_at": values["at"]}
+        end = (
+            update(promotion_policy)
+            .where(p.challenger == challenger, p.probation_from_version == previous)
+            .values(**changes)
+        )
+        with _refused(action), self._write() as conn:
+            self._fence(conn)
+            if switch_back:
+                self._store.put_active_version(conn, previous)
+            if not conn.execute(end).rowcount:
+                _policy_row(conn, challenger)
+                raise Conflict(f"no probation of {challenger!r} from {previous!r} is running: no {action}")
+            return _insert_decision(conn, values)
 
 
 # -- rows -----------------------------------------------------------------------------------------
@@ -310,6 +220,32 @@ def _policy_row(conn: Connection, challenger: str) -> Row[Any]:
     if row is None:
         raise NotFound(f"challenger {challenger!r} has no promotion policy")
     return row
+
+
+def _decision_values(
+    action: str, challenger: str, incumbent: str, mode: str, state: str, reason: str, figures: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An audit row's checked values, stamped now."""
+    if action not in DECISION_ACTIONS:
+        raise Invalid(f"action must be one of {', '.join(DECISION_ACTIONS)} (got {action!r:.40})")
+    return {
+        "at": utcnow(),
+        "action": action,
+        "challenger": v.check_version(challenger, "challenger"),
+        "incumbent": v.check_version(incumbent, "incumbent"),
+        "mode": _check_mode(mode),
+        "state": _check_state(state),
+        "reason": v.check_text(reason, "reason", REASON_LEN, required=True),
+        "figures": _figures_json(figures),
+    }
+
+
+def _insert_decision(conn: Connection, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Append an audit row inside the caller's write transaction; returns it."""
+    key = conn.execute(promotion_decisions.insert().values(**values)).inserted_primary_key
+    assert key is not None  # a single-row INSERT always has one
+    row = conn.execute(select(promotion_decisions).where(promotion_decisions.c.id == key[0])).one()
+    return _decision_dict(row)
 
 
 def _policy_dict(row: Row[Any]) -> dict[str, Any]:
@@ -380,24 +316,6 @@ def _check_state(value: Any) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= STATE_LEN or not value.isprintable():
         raise Invalid(f"state must be 1-{STATE_LEN} printable characters (got {value!r:.40})")
     return value
-
-
-def _check_lease_name(value: Any) -> str:
-    return v.check_id(value, "lease name")  # 1-64 characters, the width of promotion_lease.name
-
-
-def _check_ttl(value: Any) -> timedelta:
-    """A positive duration of at most MAX_LEASE_TTL (a number is seconds)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-        value = timedelta(seconds=float(value))
-    if not isinstance(value, timedelta) or not timedelta(0) < value <= MAX_LEASE_TTL:
-        raise Invalid(f"ttl must be a positive duration of at most {MAX_LEASE_TTL} (got {value!r:.40})")
-    return value
-
-
-def _holder() -> str:
-    """This caller's lease id: host, process and a random part (unique per try_act call)."""
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"[:ID_LEN]
 
 
 def _figures_json(figures: Any) -> str:

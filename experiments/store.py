@@ -407,15 +407,19 @@ class ExperimentStore:
 
     def set_setting(self, key: str, value: str) -> None:
         """Upsert a settings value (committed before returning)."""
+        stmt = self._setting_upsert(key, value)
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def _setting_upsert(self, key: str, value: str) -> Any:
+        """The checked upsert of a settings value."""
         v.check_id(key, "settings key")
         if not isinstance(value, str):
             raise Invalid("settings value must be a string")
         insert = sqlite_insert if is_sqlite(self._engine) else pg_insert
         now = utcnow()
         stmt = insert(settings).values(key=key, value=value, updated_at=now)
-        stmt = stmt.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value, "updated_at": now})
-        with self._write() as conn:
-            conn.execute(stmt)
+        return stmt.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value, "updated_at": now})
 
     def get_active_version(self) -> str | None:
         """The service's active model version (shared by every worker), or None if never set."""
@@ -424,6 +428,10 @@ class ExperimentStore:
     def set_active_version(self, version: str) -> None:
         """Persist the service's active model version."""
         self.set_setting(ACTIVE_VERSION_KEY, v.check_version(version, "version"))
+
+    def put_active_version(self, conn: Connection, version: str) -> None:
+        """Set the service's active model version inside the caller's write transaction (committed with it)."""
+        conn.execute(self._setting_upsert(ACTIVE_VERSION_KEY, v.check_version(version, "version")))
 
 
 def _check_open(experiment: Row[Any]) -> None:

@@ -6,8 +6,12 @@ the evaluation log. Every call blocks: run it in a thread.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from aifx import anchored
 from aifx.settings import Settings
@@ -35,13 +39,20 @@ class Anchoring:
 
     def start(self, a: str, b: str, min_effect: float, armed: int | None = None) -> anchored.Anchored:
         """A new anchor from now: alpha / k for k armed challengers, spent as b's j-th anchor."""
+        state, write = self.prepare(a, b, min_effect, armed)
+        write(None)
+        return state
+
+    def prepare(
+        self, a: str, b: str, min_effect: float, armed: int | None = None
+    ) -> tuple[anchored.Anchored, Callable[[Connection | None], Any]]:
+        """A new anchor from now (reads only) and what stores it: in a given write transaction, or its own."""
         j = self.store.next_index(b)
         k = self.armed() if armed is None else armed
         alpha = anchored.anchor_alpha(self.settings.comparison_alpha, max(k, 1), j)
         now = datetime.now(UTC)
         state = anchored.start(now, alpha, min_effect)
-        self.store.start(a, b, SCOPE, alpha, anchored.to_json(state), j, now)
-        return state
+        return state, functools.partial(self.store.start, a, b, SCOPE, alpha, anchored.to_json(state), j, now)
 
     def load(self, a: str, b: str) -> anchored.Anchored | None:
         """The stored state, with the stored decision (it stands even if another replica's save lagged)."""

@@ -5,6 +5,11 @@ pass. Decisions come from the anchored sequence of each (incumbent, challenger) 
 started when the policy is armed, at a switch or at an admin reset, advanced every pass, its decision
 standing. The windowed comparison (`compare`) is for display and the gauges only. Guardrails are relative
 to the incumbent on the same bars, each with a minimum count (aifx.promotion); input drift is an alert only.
+
+Every database call runs in a thread (the promoter shares worker 1's event loop with requests), and an
+action's writes are one transaction (PromotionStore.promote, .finish_probation): the active version, the
+probation, the anchor and the audit row are all written or none is; this worker's in-memory active version
+follows once the transaction committed (VersionRegistry.adopt), the others' within the state TTL.
 """
 
 from __future__ import annotations
@@ -188,17 +193,19 @@ class Promoter:
     async def _switch(
         self, policy: Mapping[str, Any], active: str, challenger: str, figures: Mapping[str, Any], reason: str
     ) -> None:
-        """Auto mode: switch, start probation and its anchor (previous, promoted), one worker across replicas."""
-        with self.policies.try_act("promotion") as acting:
-            now = self.policies.get_policy(challenger)  # another replica may have acted since our read
-            if not acting or now is None or now["mode"] != "auto" or now["probation_from_version"]:
-                return
-            if await self.registry.active_version() != active:
-                return
-            await self.registry.switch(challenger)
-            self.policies.start_probation(challenger, active, datetime.now(UTC))
-            self._start(active, challenger, float(policy["min_effect_r"]))  # probation keeps testing from here
-            _audit(self.policies, "switch", policy, active, paired.B_BETTER, figures, reason)
+        """Auto mode, one worker across replicas: switch, probation, its anchor and the audit row in one transaction."""
+        async with self.policies.acting("promotion") as acting:
+            now = await asyncio.to_thread(self.policies.get_policy, challenger) if acting else None
+            changed = now is None or now["mode"] != "auto" or now["probation_from_version"]
+            if changed or await self.registry.active_version() != active:
+                return  # another replica acted, or an admin changed the policy or switched since this pass read them
+            await _serving(self.registry, challenger)
+            min_effect = float(policy["min_effect_r"])  # probation tests from a new anchor, written with the switch
+            _, anchor = await asyncio.to_thread(self.anchoring.prepare, active, challenger, min_effect)
+            await asyncio.to_thread(self.policies.promote, challenger, active, datetime.now(UTC), mode="auto",
+                                    state=paired.B_BETTER, reason=reason, figures=figures, also=anchor)  # fmt: skip
+            self.calls.pop(challenger, None)  # committed: the challenger's stage calls count from its anchor
+            self.registry.adopt(challenger, active)  # this worker serves it at once, the others within the TTL
         logger.warning("promotion: active version switched %s -> %s: %s", active, challenger, reason)
 
     async def _probation(self, policy: Mapping[str, Any], active: str) -> None:
@@ -214,17 +221,23 @@ class Promoter:
         window = await asyncio.to_thread(self.compare, previous, challenger, limits=limits, logged_since=started,
                                          worker_guardrails=True)  # fmt: skip
         verdict = promotion.with_guardrails(state.decision or paired.COLLECTING, broken)
-        with self.policies.try_act("promotion") as acting:
+        back = step.action == "rollback" and active == challenger
+        async with self.policies.acting("promotion") as acting:
             if not acting:
                 return
-            if step.action == "rollback" and active == challenger:
-                await self.registry.switch(previous)
-            self.policies.end_probation(challenger)
-            if step.action == "rollback":  # no automatic second try: an admin resets the anchor and re-arms
-                self.policies.set_policy(challenger, "recommend", float(policy["min_effect_r"]),
-                                         float(policy["max_drawdown_r"]), int(policy["probation_bars"]))  # fmt: skip
-            _audit(self.policies, step.action, policy, previous, verdict, _figures(window, state), step.reason)
+            if back:
+                await _serving(self.registry, previous)
+            await asyncio.to_thread(self.policies.finish_probation, step.action, challenger, previous,
+                                    switch_back=back, mode=policy["mode"], state=verdict, reason=step.reason,
+                                    figures=_figures(window, state))  # fmt: skip
+            if back:
+                self.registry.adopt(previous, challenger)
         logger.warning("promotion: %s of %s: %s", step.action, challenger, step.reason)
+
+
+async def _serving(registry: VersionRegistry, version: str) -> None:
+    """The registry's 503 unless the version serves, its stages asked afresh (the pass fails, nothing written)."""
+    await registry.require_loaded(version, avail=await registry.availability(refresh=True))
 
 
 def _last_action(store: PromotionStore, challenger: str) -> str | None:

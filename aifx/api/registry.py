@@ -172,9 +172,13 @@ class VersionRegistry:
                 status=503,
                 reason="database_unavailable",
             ) from exc
+        self.adopt(version, previous)
+        return {"active_version": await self.active_version(), "previous_version": previous}
+
+    def adopt(self, version: str, previous: str | None) -> None:
+        """After a committed switch (here or in the promoter's transaction): this worker uses it at once."""
         self.active.put(version)
         logger.info("active model version switched: %s -> %s", previous, version)
-        return {"active_version": await self.active_version(), "previous_version": previous}
 
     async def reload(self) -> dict[str, Any]:
         """Admin: serve the configured versions imported into the model store since the start, in every worker.

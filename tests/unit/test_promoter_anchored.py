@@ -5,6 +5,8 @@ challenger is never promoted, an admin reset starts anew with less alpha, and th
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from aifx import anchored, paired, promotion
 from aifx.api.evaluation_routes import add_evaluation_routes
@@ -57,13 +60,16 @@ class Registry:
     def __init__(self, loaded: list[str], active: str) -> None:
         self.loaded, self.active = loaded, active
 
-    async def availability(self) -> SimpleNamespace:
+    async def availability(self, refresh: bool = False) -> SimpleNamespace:
         return SimpleNamespace(loaded=self.loaded)
 
     async def active_version(self) -> str:
         return self.active
 
-    async def switch(self, version: str) -> None:
+    async def require_loaded(self, version: str, field: Any = None, avail: Any = None) -> None:
+        assert version in self.loaded
+
+    def adopt(self, version: str, previous: str | None) -> None:
         self.active = version
 
     def check_known(self, *_: Any) -> None:
@@ -189,3 +195,54 @@ def test_alpha_is_split_across_the_challengers_armed_when_the_anchor_starts(setu
     alphas = {v: pro.anchoring.view("v1", v) for v in ("v2", "v3", "v4")}
     assert alphas["v4"] is None  # off: no anchor
     assert alphas["v2"]["alpha"] == alphas["v3"]["alpha"] == pytest.approx(0.05 / 2 * 6 / np.pi**2)  # type: ignore[index]
+
+
+def test_a_pass_never_blocks_the_event_loop_on_the_database(setup) -> None:
+    """Issue 29: with the lease and switch writes taking 0.5 s each, a ticking coroutine is never held up."""
+    # The promoter shares worker 1's event loop with requests: a switch pass and a rollback pass run while a
+    # coroutine ticks every 10 ms, and no statement at all may run on the event loop's thread.
+    pro, log, registry = setup
+    rng = np.random.default_rng(1)
+    pro.policies.set_policy("v2", "auto", 0.05, 100.0, 24 * 200)
+    run(pro)  # arms (and creates the schema) before the database slows down
+    n = 24 * 30
+    log.add({"v1": rng.normal(0, 0.5, n), "v2": rng.normal(0.5, 0.5, n)})
+    threads: list[int] = []
+    slow = ("INSERT INTO promotion_lease", "INSERT INTO settings")
+
+    def slow_database(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        threads.append(threading.get_ident())
+        if statement.startswith(slow):
+            time.sleep(0.5)
+
+    event.listen(pro.policies._store.engine, "before_cursor_execute", slow_database)
+
+    async def pass_beside_a_ticker() -> tuple[float, float]:
+        loop, done = asyncio.get_running_loop(), asyncio.Event()
+        worst, started = 0.0, time.monotonic()
+        threads.clear()
+
+        async def tick() -> None:
+            nonlocal worst
+            last = loop.time()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = loop.time()
+                worst, last = max(worst, now - last - 0.01), now
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await pro.step()
+        finally:
+            done.set()
+            await ticker
+        assert all(t != threading.get_ident() for t in threads), "a statement ran on the event loop's thread"
+        return worst, time.monotonic() - started
+
+    lag, took = asyncio.run(pass_beside_a_ticker())
+    assert registry.active == "v2" and actions(pro) == ["switch"]
+    assert took >= 1.0 and lag < 0.15, (lag, took)  # two 0.5 s statements: the lease and the switch
+    log.add({"v1": rng.normal(0.5, 0.5, n), "v2": rng.normal(0, 0.5, n)})
+    lag, took = asyncio.run(pass_beside_a_ticker())
+    assert registry.active == "v1" and actions(pro) == ["switch", "rollback"]
+    assert took >= 1.0 and lag < 0.15, (lag, took)

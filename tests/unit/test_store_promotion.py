@@ -1,5 +1,6 @@
-"""Promotion policies (issue 13) on SQLite and PostgreSQL: policy CRUD and its CHECKs, the audit trail,
-probation state, the acting lease under concurrency (exactly one actor), and migration 0004 up and down."""
+"""Promotion policies (issue 13) on SQLite and PostgreSQL: policy CRUD and its CHECKs, the audit trail, the
+acting lease under concurrency (exactly one actor), and migration 0004 up and down. A switch, its probation
+and the audit row in one transaction: tests/unit/test_store_promotion_actions.py."""
 
 from __future__ import annotations
 
@@ -90,11 +91,13 @@ def test_bad_policy_values_are_invalid(ps: PromotionStore, args: tuple[Any, ...]
     assert ps.policies() == []
 
 
-def test_unknown_challengers(ps: PromotionStore) -> None:
+def test_unknown_challengers(ps: PromotionStore, store: ExperimentStore) -> None:
+    audit = {"mode": "auto", "state": "b_better", "reason": "b ahead", "figures": {}}
     with pytest.raises(NotFound, match="no promotion policy"):
-        ps.start_probation("v9", "v3.1", BAR)
+        ps.promote("v9", "v3.1", BAR, **audit)
     with pytest.raises(NotFound, match="no promotion policy"):
-        ps.end_probation("v9")
+        ps.finish_probation("rollback", "v9", "v3.1", switch_back=True, **audit)
+    assert store.get_active_version() is None and ps.decisions() == []  # neither switch was kept
     with pytest.raises(Invalid, match="challenger"):
         ps.get_policy("v 9")
 
@@ -211,38 +214,6 @@ def test_bad_decisions_are_invalid(ps: PromotionStore, args: tuple[Any, ...], fi
     assert ps.decisions() == []
 
 
-# -- probation ------------------------------------------------------------------------------------
-
-
-def test_probation_starts_once_survives_a_policy_update_and_ends_once(ps: PromotionStore) -> None:
-    policy(ps)
-    naive_bar = BAR.replace(tzinfo=None)  # naive times are UTC
-    started = ps.start_probation("v3.2", "v3.1", naive_bar)
-    assert started["probation_from_version"] == "v3.1" and started["probation_start_bar"] == BAR.isoformat()
-    at = datetime.fromisoformat(started["probation_started_at"])
-    assert abs(at - utcnow()) < timedelta(minutes=1)
-    assert ps.get_policy("v3.2") == started
-    with pytest.raises(Conflict, match="already running"):
-        ps.start_probation("v3.2", "v3.0", BAR)
-    updated = ps.set_policy("v3.2", "recommend", 0.2, 10.0, 50)  # the admin edits during probation
-    assert (
-        updated["probation_from_version"] == "v3.1"
-        and updated["probation_started_at"] == started["probation_started_at"]
-    )
-    ended = ps.end_probation("v3.2")
-    assert (ended["probation_from_version"], ended["probation_started_at"], ended["probation_start_bar"]) == (
-        None, None, None
-    )  # fmt: skip
-    assert ended["mode"] == "recommend"
-    with pytest.raises(Conflict, match="no probation"):
-        ps.end_probation("v3.2")
-    with pytest.raises(Invalid, match="from_version"):
-        ps.start_probation("v3.2", "v3.2", BAR)
-    with pytest.raises(Invalid, match="start_bar"):
-        ps.start_probation("v3.2", "v3.1", "2024-03-01")  # type: ignore[arg-type]
-    assert ps.start_probation("v3.2", "v3.0", BAR)["probation_from_version"] == "v3.0"
-
-
 # -- the acting lease -----------------------------------------------------------------------------
 
 
@@ -328,15 +299,11 @@ def test_a_holder_that_lost_its_lease_writes_nothing(ps: PromotionStore, store: 
     with ps.try_act(ttl=30) as acting:
         assert acting
         decide(ps, "switch")  # held: written
-        ps.start_probation("v3.2", "v3.1", BAR)
         with store.engine.begin() as conn:  # stalled past its ttl: another worker took the lease over
             conn.execute(update(promotion_lease).values(holder="other:2:new"))
         with pytest.raises(Conflict, match="lease"):
             decide(ps, "rollback")
-        with pytest.raises(Conflict, match="lease"):
-            ps.end_probation("v3.2")
     assert [d["action"] for d in ps.decisions()] == ["switch"]
-    assert ps.get_policy("v3.2")["probation_from_version"] == "v3.1"  # type: ignore[index]
     assert ps.lease()["holder"] == "other:2:new"  # type: ignore[index]  # not released: not ours
     decide(ps, "rollback")  # outside a lease no check applies
 
