@@ -8,9 +8,9 @@ from typing import Any, ClassVar, cast
 import bentoml
 from starlette.responses import Response
 
-from aifx.api import native
-from aifx.api.bootstrap import NATIVE_GUARDS, app, attach, build, detach
-from aifx.api.responses import (
+from aifx.http import native
+from aifx.http.bootstrap import NATIVE_GUARDS, app, attach, build, detach
+from aifx.http.responses import (
     BatchData,
     CompareData,
     ExperimentMetricsData,
@@ -19,8 +19,8 @@ from aifx.api.responses import (
     PredictionData,
     SwitchData,
 )
-from aifx.api.route_labels import BoundedLabelsService
-from aifx.api.schemas import BatchRequest, CompareRequest, PredictRequest
+from aifx.http.route_labels import BoundedLabelsService
+from aifx.serving.schemas import BatchRequest, CompareRequest, PredictRequest
 from aifx.settings import get_settings
 from runners.models import declare_models
 from runners.stage import DirectionClassifier, ReversalDetector

@@ -77,7 +77,7 @@ OUT_OF_DOMAIN = Counter(
 )
 STAGE_FAILURES = Counter("aifx_stage_call_failures", "Stage model calls that raised (a model fault: 503)", ["stage"])
 
-# The outcome loop (aifx/api/outcome_log.py): evaluation rows, trusted candles, resolved bars, live figures.
+# The outcome loop (aifx/serving/outcome_log.py): evaluation rows, trusted candles, resolved bars, live figures.
 EVAL_DROP_REASONS = ("full", "database", "shadow", "bar")
 EVAL_DROPPED = Counter(
     "aifx_evaluation_rows_dropped", "Evaluation-log rows or shadow decisions dropped, by reason", ["reason"]

@@ -1,6 +1,6 @@
 """Promotion policy rules (issue 13): guardrails and what to do about a challenger, as plain functions.
 
-The promoter (aifx/api/promoter.py) reads the figures and acts; everything here is a decision on
+The promoter (aifx/serving/promoter.py) reads the figures and acts; everything here is a decision on
 numbers, so plain asserts test it.
 """
 

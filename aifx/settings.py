@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # A state read (active version, active experiment) that takes longer is abandoned; the last known value serves.
     state_timeout_seconds: float = Field(default=1.0, gt=0)
     # Candle windows already scored, per entry worker, keyed by the candles' content and the stage models'
-    # tags (aifx/api/window_cache.py): many users asking about one bar cost one stage call. 0 turns it off.
+    # tags (aifx/serving/window_cache.py): many users asking about one bar cost one stage call. 0 turns it off.
     window_cache_size: int = Field(default=1024, ge=0)  # ~4 KB each: rows, probabilities, key
     max_body_bytes: int = 1_000_000
     # Request body limits (413 beyond; README "Configuration"). AIFX_MAX_BODY_BYTES above is the largest,
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     max_other_body_bytes: int = Field(default=16_384, gt=0)
     # Bytes of request bodies one entry worker parses and holds at once; a request that would pass it
     # waits (then 503). Parsed JSON takes up to ~62x its size (measured: 1 MB of `[]` or `{}` lists, see
-    # aifx/api/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
+    # aifx/http/asgi.py BodySizeLimit), so 2 MB (two full batch bodies) bounds what bodies cost a worker
     # to ~125 MB: the 1 Gi API pod holds the arbiter and 2 workers (~230 MB each at rest) plus that twice.
     body_budget_bytes: int = Field(default=2_000_000, gt=0)
     # Bytes are taken from the budget as they arrive, and a body must arrive within this (408 beyond):
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # Input drift (aifx/drift.py): each entry worker recomputes the PSI of its changed windows this often,
     # off the request path, and sets aifx_feature_drift_psi; 0 turns drift monitoring off.
     drift_every_seconds: float = Field(default=10.0, ge=0)
-    # Logs (aifx/api/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
+    # Logs (aifx/http/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
     # INFO); AIFX_LOG_FORMAT=json writes one JSON object per line for log shippers.
     log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
         default=None, validation_alias=AliasChoices("LOG_LEVEL", "AIFX_LOG_LEVEL")

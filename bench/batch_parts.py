@@ -16,11 +16,11 @@ from typing import cast
 
 import numpy as np
 
-from aifx.api.inputs import to_candles, to_candles_many
-from aifx.api.schemas import CandleIn, PredictRequest
-from aifx.api.window_cache import content_key
 from aifx.candles import Candles
 from aifx.features import FEATURE_SETS, min_candles, window_features, windows_features
+from aifx.serving.inputs import to_candles, to_candles_many
+from aifx.serving.schemas import CandleIn, PredictRequest
+from aifx.serving.window_cache import content_key
 from bench.payloads import predict_bodies
 
 ITEMS = 100

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aifx import signal as sig
-from aifx.api.errors import ApiError, now_iso
-from aifx.api.inputs import candle_rows, to_candles
+from aifx.serving.errors import ApiError, now_iso
+from aifx.serving.inputs import candle_rows, to_candles
 from aifx.versions import VersionSpec, model_name
 from runners.inference import LiteModel, load_stage_model
 from runners.models import stored_model

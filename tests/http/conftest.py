@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifx.api.window_cache import WindowCache
+from aifx.serving.window_cache import WindowCache
 
 LOCAL_PEER = ("127.0.0.1", 50000)
 
@@ -55,7 +55,7 @@ def fresh_window_cache(request: pytest.FixtureRequest) -> None:
     """Each test starts with an empty window cache: a repeated candle body must reach the stages it breaks."""
     if "client" not in request.fixturenames:
         return
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     parts = getattr(app.state, "parts", None)
     if parts is not None:

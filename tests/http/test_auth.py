@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifx.api import access
-from aifx.api import app as app_module
-from aifx.api.errors import ApiError
+from aifx.http import access
+from aifx.http import app as app_module
+from aifx.serving.errors import ApiError
 from aifx.settings import Settings
 
 TOKEN = "a-long-admin-token-0123456789-abcdefgh"  # at least 32 characters (Settings refuses shorter ones)
@@ -35,7 +35,7 @@ def guarded(client) -> Iterator:
     """TestClient over an app that requires TOKEN, sharing the session parts; state restored afterwards."""
     from starlette.testclient import TestClient
 
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     guarded_app = app_module.create_app(Settings(admin_token=TOKEN, versions=("v3.1", "v3.0", "v2.9")))
     guarded_app.state.parts = app.state.parts

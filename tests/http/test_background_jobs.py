@@ -13,7 +13,7 @@ pytestmark = pytest.mark.http
 
 @pytest.mark.parametrize("index,expected", [(1, True), (2, False), (None, True)])
 def test_only_the_first_worker_purges(client, monkeypatch, index, expected):
-    from aifx.api import bootstrap
+    from aifx.http import bootstrap
 
     parts = bootstrap.app.state.parts
     started: list[str] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifx.api.native import ROUTES
+from aifx.http.native import ROUTES
 
 pytestmark = pytest.mark.http
 

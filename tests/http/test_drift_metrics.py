@@ -23,7 +23,7 @@ METRIC = "aifx_feature_drift_psi"
 
 
 def drift() -> Any:
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts.predictor.drift
 
@@ -137,9 +137,9 @@ def test_references_are_checked_and_a_bad_one_only_turns_drift_off(tmp_path, cap
     exports no drift (serving is unaffected), and entries imported before references simply have none."""
     import json
 
-    from aifx.api.bootstrap import drift_references
-    from aifx.api.catalog import Catalog, StageEntry, VersionEntry
     from aifx.drift import build_reference
+    from aifx.http.bootstrap import drift_references
+    from aifx.serving.catalog import Catalog, StageEntry, VersionEntry
     from aifx.versions import CHECKSUMS_KEY, DRIFT_FILE, VersionSpec, sha256_hex
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ STOPS = range(3_000, 3_120)
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 

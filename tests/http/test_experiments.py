@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from aifx.api.registry import Availability
+from aifx.serving.registry import Availability
 
 pytestmark = pytest.mark.http
 
@@ -114,7 +114,7 @@ def test_create_rejects_bad_input_with_422(client, name, change, part):
 
 
 def test_create_rejects_a_version_that_is_not_loaded_with_503(client, monkeypatch):
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     registry = app.state.parts.registry
     partial = Availability(loaded=["v3.1", "v3.0"], failed={"v2.9": "stage 1 model not loaded"}, stages_reachable=True)
@@ -303,8 +303,8 @@ def test_outcomes_show_in_metrics(client, served):
 @pytest.fixture
 def guarded(client):
     """The same parts behind an app that requires an admin token."""
-    from aifx.api.app import create_app
-    from aifx.api.bootstrap import app
+    from aifx.http.app import create_app
+    from aifx.http.bootstrap import app
     from aifx.settings import Settings
 
     guarded_app = create_app(Settings(admin_token=TOKEN, versions=("v3.1", "v3.0", "v2.9")))

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import create_engine
 
-from aifx.api.ab_tests import ABTests
 from aifx.cache import SharedState
+from aifx.serving.ab_tests import ABTests
 from experiments import ExperimentStore, assign_variant
 
 pytestmark = pytest.mark.http
@@ -20,7 +20,7 @@ UNREACHABLE_DB = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -138,7 +138,7 @@ def test_batch_items_follow_the_same_rules(client, candle_json, experiment):
 
 
 def test_a_variant_that_is_not_loaded_answers_503(client, candle_json, experiment, monkeypatch):
-    from aifx.api.registry import Availability
+    from aifx.serving.registry import Availability
 
     registry = parts().registry
     only_b = Availability(loaded=["v3.1"], failed={"v3.0": "stage 2 model not loaded"}, stages_reachable=True)

@@ -22,7 +22,7 @@ MARK = 0.123456789  # the first feature value of a window whose stage output the
 
 
 def parts() -> Any:
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -202,7 +202,7 @@ def test_batch_items_are_typed_models_or_messages():
     """Issue 11, finding 4: an invalid item keeps only its message, never a dict of what was sent."""
     import json as jsonlib
 
-    from aifx.api.schemas import BatchRequest, InvalidItem, PredictRequest
+    from aifx.serving.schemas import BatchRequest, InvalidItem, PredictRequest
 
     hostile = {"pair": "EUR/USD", "timeframe": "1h", "features": [[] for _ in range(5000)]}
     raw = jsonlib.dumps({"items": [feature_body(), hostile, {"pair": "x"}]})

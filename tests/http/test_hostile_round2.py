@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from aifx.api import app as app_module
+from aifx.http import app as app_module
 from aifx.settings import Settings
 
 pytestmark = pytest.mark.http
@@ -26,7 +26,7 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def parts() -> Any:
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 

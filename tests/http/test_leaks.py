@@ -31,7 +31,7 @@ ERROR_ID = re.compile(r"error id ([0-9a-f]{8})")
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -120,7 +120,7 @@ def test_a_stage_exception_shows_no_exception_text(client, candle_json, monkeypa
 def test_an_unexpected_error_is_500_with_an_error_id_only(client, monkeypatch, capture):
     from starlette.testclient import TestClient
 
-    from aifx.api.app import create_app
+    from aifx.http.app import create_app
     from aifx.settings import Settings
 
     app = create_app(Settings(versions=("v3.1", "v3.0", "v2.9")))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aifx.api.schemas import MAX_BATCH_ITEMS, MAX_CANDLES
+from aifx.serving.schemas import MAX_BATCH_ITEMS, MAX_CANDLES
 from aifx.settings import Settings
 from experiments.schema import ID_LEN
 

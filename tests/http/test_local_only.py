@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifx.api import app as app_module
+from aifx.http import app as app_module
 from aifx.settings import Settings
 
 REMOTE = ("192.0.2.7", 40000)
@@ -25,7 +25,7 @@ def open_client(peer: tuple[str, int], base_url: str = "http://localhost", **set
     """A TestClient from peer over an app without tokens that shares the session's parts."""
     from starlette.testclient import TestClient
 
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     opened = app_module.create_app(Settings(versions=("v3.1", "v3.0", "v2.9"), **settings))
     opened.state.parts = app.state.parts

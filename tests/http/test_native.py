@@ -8,8 +8,8 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from aifx.api.native import ROUTES
-from aifx.api.responses import ModelInfo, ModelsData, PredictionData
+from aifx.http.native import ROUTES
+from aifx.http.responses import ModelInfo, ModelsData, PredictionData
 
 pytestmark = pytest.mark.http
 
@@ -24,7 +24,7 @@ def served(data: dict) -> dict:
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -208,10 +208,10 @@ def test_one_rate_limit_whichever_face_a_client_calls(client):
     """REST app and native guards built over the same buckets: the client's burst is spent across both."""
     from starlette.testclient import TestClient
 
-    from aifx.api.app import create_app
-    from aifx.api.asgi import ByteBudget
-    from aifx.api.native import NativeGuards
-    from aifx.api.ratelimit import TokenBuckets
+    from aifx.http.app import create_app
+    from aifx.http.asgi import ByteBudget
+    from aifx.http.native import NativeGuards
+    from aifx.http.ratelimit import TokenBuckets
 
     settings = parts().registry.settings
     buckets, budget = TokenBuckets(rate=0.001, burst=3), ByteBudget(settings.body_budget_bytes)

@@ -7,7 +7,7 @@ import uuid
 import jsonschema_rs
 import pytest
 
-from aifx.api.native import ROUTES
+from aifx.http.native import ROUTES
 
 pytestmark = pytest.mark.http
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifx.api import access
-from aifx.api import app as app_module
-from aifx.api.errors import ApiError
+from aifx.http import access
+from aifx.http import app as app_module
+from aifx.serving.errors import ApiError
 from aifx.settings import Settings
 from aifx_client import AIFXClient
 
@@ -30,7 +30,7 @@ VERSIONS = ("v3.1", "v3.0", "v2.9")
 def guarded_client(client, settings: Settings) -> Iterator:
     from starlette.testclient import TestClient
 
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     guarded_app = app_module.create_app(settings)
     guarded_app.state.parts = app.state.parts

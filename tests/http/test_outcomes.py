@@ -21,7 +21,7 @@ RULE = trade.TradeRule()
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -212,8 +212,8 @@ def trusting(client):
     """An app that knows the outcome token, over the session's parts."""
     from starlette.testclient import TestClient
 
-    from aifx.api import app as app_module
-    from aifx.api.bootstrap import app
+    from aifx.http import app as app_module
+    from aifx.http.bootstrap import app
 
     trusted_app = app_module.create_app(Settings(outcome_token=TOKEN, versions=("v3.1", "v3.0", "v2.9")))
     trusted_app.state.parts = app.state.parts
@@ -261,7 +261,7 @@ def test_a_trusted_predict_about_an_unscorable_bar_is_served_and_stores_nothing(
 
 
 def test_one_source_of_bad_candles_costs_no_other_row_of_its_batch(client, candles):
-    from aifx.api.log_rows import CandleRows
+    from aifx.serving.log_rows import CandleRows
     from experiments import records
 
     p = pair()

@@ -50,7 +50,7 @@ GOOD_TIMES = [
 
 
 def parts() -> Any:
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 

@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 
-from aifx.api import app as app_module
-from aifx.api.native import NativeGuards
-from aifx.api.ratelimit import buckets_of
+from aifx.http import app as app_module
+from aifx.http.native import NativeGuards
+from aifx.http.ratelimit import buckets_of
 from aifx.settings import Settings
 
 TOKEN = "rate-keys-admin-token-0123456789abcdefgh"
@@ -27,7 +27,7 @@ def client(client):
 def limited_client(**settings: object):
     from starlette.testclient import TestClient
 
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     limited = app_module.create_app(Settings(versions=("v3.1", "v3.0", "v2.9"), **LIMITED, **settings))  # type: ignore[arg-type]
     limited.state.parts = app.state.parts

@@ -14,7 +14,7 @@ PAIR, LIVE = "EUR/NOK", "EUR/SEK"  # pairs of their own: the session database is
 
 
 def parts():
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 
@@ -22,8 +22,8 @@ def parts():
 def read_events(pair: str, n: int, last_event_id: int | None, life_s: float = 3.0) -> list[dict]:
     """The first n events of a stream: the route's own generator over a hub of this test's (Starlette's
     TestClient waits for a response to end, which a stream never does; tests/integration reads real ones)."""
-    from aifx.api.signal_hub import SignalHub
-    from aifx.api.signal_routes import _events
+    from aifx.http.signal_routes import _events
+    from aifx.serving.signal_hub import SignalHub
 
     async def collect() -> list[dict]:
         hub = SignalHub(parts().signals.store, max_total=8, max_per_client=8, poll_s=0.1)
@@ -71,7 +71,7 @@ def test_every_closed_bar_makes_one_event_replayed_after_last_event_id(client, c
 
 
 def test_a_subscriber_receives_the_bars_as_they_are_posted(client, candle_json):
-    from aifx.api.signal_hub import SignalHub
+    from aifx.serving.signal_hub import SignalHub
 
     post(client, LIVE, candle_json(4_700, 60))
     hub = SignalHub(parts().signals.store, max_total=8, max_per_client=8, poll_s=0.1)
@@ -96,7 +96,7 @@ def test_what_no_event_can_be_about_is_a_422(client, params, status):
 
 
 def test_subscriptions_are_bounded_per_client():
-    from aifx.api.signal_hub import SignalHub, TooManySubscriptions
+    from aifx.serving.signal_hub import SignalHub, TooManySubscriptions
 
     hub = SignalHub(parts().signals.store, max_total=5, max_per_client=2, poll_s=1.0)
     subs = [hub.subscribe(PAIR, "1h", "a"), hub.subscribe(PAIR, "1h", "a")]
@@ -110,7 +110,7 @@ def test_subscriptions_are_bounded_per_client():
 
 
 def test_a_subscriber_that_stops_reading_is_closed_at_a_bounded_cost():
-    from aifx.api.signal_hub import QUEUE, SignalHub
+    from aifx.serving.signal_hub import QUEUE, SignalHub
 
     hub = SignalHub(parts().signals.store, max_total=5, max_per_client=2, poll_s=1.0)
     sub = hub.subscribe(PAIR, "1h", "slow")

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from aifx.api import app as app_module
+from aifx.http import app as app_module
 from aifx.settings import Settings
 
 pytestmark = pytest.mark.http
@@ -21,7 +21,7 @@ def guarded_client(client, **settings: object):
     """A TestClient over an app with other settings, sharing the session's parts."""
     from starlette.testclient import TestClient
 
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     guarded = app_module.create_app(Settings(versions=("v3.1", "v3.0", "v2.9"), **settings))  # type: ignore[arg-type]
     guarded.state.parts = app.state.parts

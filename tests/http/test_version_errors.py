@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from aifx.api.registry import Availability
+from aifx.serving.registry import Availability
 
 pytestmark = pytest.mark.http
 
@@ -40,7 +40,7 @@ def test_unknown_version_in_a_body_field_is_422_and_names_the_field(client, cand
 
 
 def test_a_version_that_does_not_serve_is_503_everywhere(client, candle_json, monkeypatch):
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     registry = app.state.parts.registry
     down = Availability(loaded=["v3.1", "v3.0"], failed={"v2.9": "stage 1 model not loaded"}, stages_reachable=True)

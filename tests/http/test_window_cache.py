@@ -12,7 +12,7 @@ PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 
 
 def parts() -> Any:
-    from aifx.api.bootstrap import app
+    from aifx.http.bootstrap import app
 
     return app.state.parts
 

@@ -47,7 +47,7 @@ def test_bento_holds_models_and_dockerfile(bento_tag, model_store, tmp_path):
     dockerfile = Path(bento.path) / "env" / "docker" / "Dockerfile"
     assert dockerfile.is_file() and "FROM " in dockerfile.read_text()
     assert (Path(bento.path) / "src" / "configuration.yaml").is_file()
-    for source in ("ab_testing.py", "experiments/store.py", "aifx/api/ab_tests.py"):  # the seed's import works
+    for source in ("ab_testing.py", "experiments/store.py", "aifx/serving/ab_tests.py"):  # the seed's import works
         assert (Path(bento.path) / "src" / source).is_file(), source
     assert not (Path(bento.path) / "src" / "tests").exists()
     # The Bento installs what serving imports and nothing else (issue 27, item 3).

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from bentoml.exceptions import BentoMLException
 
-from aifx.api.native import ROUTES
+from aifx.http.native import ROUTES
 
 pytestmark = pytest.mark.integration
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from aifx.api import inputs
-from aifx.api.errors import BadCandles, StageUnavailable, format_errors
-from aifx.api.predictor import Predictor
-from aifx.api.schemas import CandleIn, PredictRequest
-from aifx.api.window_cache import Scored, WindowCache, content_key
-from aifx.api.windows import Prepared
 from aifx.cache import SharedState
 from aifx.candles import Candles
+from aifx.serving import inputs
+from aifx.serving.errors import BadCandles, StageUnavailable, format_errors
+from aifx.serving.predictor import Predictor
+from aifx.serving.schemas import CandleIn, PredictRequest
+from aifx.serving.window_cache import Scored, WindowCache, content_key
+from aifx.serving.windows import Prepared
 from aifx.settings import Settings, SettingsError
 from aifx.versions import default_spec
 from experiments import ExperimentStore
@@ -125,7 +125,7 @@ def test_route_templates_are_bounded():
     from starlette.applications import Starlette
     from starlette.routing import Mount, Route
 
-    from aifx.api.route_labels import UNMATCHED, route_templates
+    from aifx.http.route_labels import UNMATCHED, route_templates
 
     api = FastAPI()
 
@@ -141,7 +141,7 @@ def test_route_templates_are_bounded():
 
 
 def test_body_size_limit_rejects_by_header_and_stream():
-    from aifx.api.asgi import BodySizeLimit
+    from aifx.http.asgi import BodySizeLimit
 
     async def app(scope, receive, send):
         while (await receive()).get("more_body"):
@@ -195,7 +195,7 @@ def test_a_runner_scores_each_version_in_one_stacked_call_and_answers_in_window_
 
 
 def test_a_model_fault_is_a_503_with_an_error_id_and_no_exception_text():
-    from aifx.api import stages
+    from aifx.serving import stages
 
     def broken(windows):
         raise RuntimeError("/srv/models/secret.tflite: bad magic")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aifx.api.catalog import StageEntry, _entry
 from aifx.domain import BUNDLED_DATA_DOMAIN, Domain
+from aifx.serving.catalog import StageEntry, _entry
 from aifx.versions import VersionSpec
 
 pytestmark = pytest.mark.unit

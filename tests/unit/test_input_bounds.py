@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import DataError, OperationalError
 
-from aifx.api import inputs
-from aifx.api.errors import ApiError, BadCandles
 from aifx.candles import PRICE_RATIO, CandleDataError, validate_ohlc
+from aifx.serving import inputs
+from aifx.serving.errors import ApiError, BadCandles
 from aifx.versions import default_spec
 
 pytestmark = pytest.mark.unit
@@ -105,7 +105,7 @@ def _raise(exc: Exception) -> Any:
 
 
 def test_a_database_data_error_is_422_and_a_connection_error_503():
-    from aifx.api.ab_tests import in_thread
+    from aifx.serving.ab_tests import in_thread
 
     data_error = DataError("INSERT ...", {}, ValueError("A string literal cannot contain NUL (0x00) characters."))
     with pytest.raises(ApiError) as caught:
@@ -122,7 +122,7 @@ def test_a_database_data_error_is_422_and_a_connection_error_503():
 @pytest.mark.postgres
 def test_nul_in_text_is_422_on_postgresql(pg_url):
     """PostgreSQL refuses NUL in text (psycopg DataError): a 422, not 503 "database unavailable"."""
-    from aifx.api.ab_tests import in_thread
+    from aifx.serving.ab_tests import in_thread
     from experiments import ExperimentStore
 
     store = ExperimentStore(pg_url)
@@ -138,7 +138,7 @@ def test_nul_in_text_is_422_on_postgresql(pg_url):
 
 
 def test_each_route_has_its_body_limit():
-    from aifx.api.asgi import BodyLimits
+    from aifx.http.asgi import BodyLimits
     from aifx.settings import Settings
 
     limits = BodyLimits.of(Settings())
@@ -151,7 +151,7 @@ def test_each_route_has_its_body_limit():
 
 
 def test_byte_budget_waits_in_order_and_gives_up_after_its_timeout():
-    from aifx.api.asgi import ByteBudget
+    from aifx.http.asgi import ByteBudget
 
     async def scenario() -> list[str]:
         budget = ByteBudget(10)
@@ -207,7 +207,7 @@ async def _request(guard: Any, size: int | None, path: str = "/reversal/predict"
 
 
 def test_bodies_beyond_the_budget_wait_and_bodiless_requests_do_not():
-    from aifx.api.asgi import BodyLimits, BodySizeLimit
+    from aifx.http.asgi import BodyLimits, BodySizeLimit
 
     async def scenario() -> tuple[list[int], list[list[dict[str, Any]]]]:
         active, peak = [0], [0]
@@ -224,7 +224,7 @@ def test_bodies_beyond_the_budget_wait_and_bodiless_requests_do_not():
 
 
 def test_a_request_that_waits_too_long_for_the_budget_is_503(monkeypatch):
-    from aifx.api import asgi
+    from aifx.http import asgi
 
     monkeypatch.setattr(asgi, "BUDGET_WAIT_SECONDS", 0.05)
 
@@ -240,7 +240,7 @@ def test_a_request_that_waits_too_long_for_the_budget_is_503(monkeypatch):
 
 def test_a_slow_body_is_408_and_holds_only_the_bytes_it_sent(monkeypatch):
     """Issue 29, item 3: the budget is taken as bytes arrive; a body that does not arrive in time is 408."""
-    from aifx.api import asgi
+    from aifx.http import asgi
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         budget = asgi.ByteBudget(10)
@@ -273,7 +273,7 @@ def test_a_slow_body_is_408_and_holds_only_the_bytes_it_sent(monkeypatch):
 
 
 def test_after_the_body_a_receive_waits_for_the_disconnect_without_a_deadline():
-    from aifx.api import asgi
+    from aifx.http import asgi
 
     async def scenario() -> list[dict[str, Any]]:
         messages = [{"type": "http.request", "body": b"", "more_body": False}]

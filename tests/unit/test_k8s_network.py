@@ -77,7 +77,7 @@ def test_api_pods_accept_the_ingress_controller_prometheus_and_labelled_clients(
 
 SAMPLE = {"version": "v3.1", "experiment_id": "v30_vs_v31", "prediction_id": "4f1c2a9e-0000-4000-8000-000000000001",
           "user_id": "user123", "challenger": "v3.2"}  # fmt: skip
-GUARDS = {"admin_only", "outcome_writer"}  # aifx/api/app.py: admin_guard, outcome_guard
+GUARDS = {"admin_only", "outcome_writer"}  # aifx/http/app.py: admin_guard, outcome_guard
 # Not published although unguarded: the GET listing shares its path with the admin POST.
 UNPUBLISHED_PUBLIC = {("GET", "/reversal/experiments")}
 
@@ -100,7 +100,7 @@ def app_routes() -> list[tuple[str, str, re.Pattern[str], bool]]:
     """(method, template, Starlette's path regex, guarded) of every route of the REST app."""
     from fastapi.routing import APIRoute
 
-    from aifx.api.app import create_app
+    from aifx.http.app import create_app
     from aifx.settings import Settings
 
     routes = []

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from aifx import anchored, paired, promotion
-from aifx.api.evaluation_routes import add_evaluation_routes
-from aifx.api.promoter import Promoter
+from aifx.http.evaluation_routes import add_evaluation_routes
+from aifx.serving.promoter import Promoter
 from aifx.settings import Settings
 from experiments import AnchorStore, ExperimentStore, NotFound, PromotionStore
 

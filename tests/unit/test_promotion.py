@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aifx import paired, promotion
-from aifx.api.evaluation_routes import add_evaluation_routes
-from aifx.api.promoter import Promoter
+from aifx.http.evaluation_routes import add_evaluation_routes
 from aifx.paired import STATES
+from aifx.serving.promoter import Promoter
 from aifx.settings import Settings
 from experiments import ExperimentStore, PromotionStore
 

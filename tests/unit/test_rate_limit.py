@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifx.api.ratelimit import TokenBuckets, client_key
+from aifx.http.ratelimit import TokenBuckets, client_key
 from aifx.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aifx.api.catalog import Catalog, StageEntry, _entry
-from aifx.api.errors import ApiError
-from aifx.api.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.cache import SharedState
+from aifx.serving.catalog import Catalog, StageEntry, _entry
+from aifx.serving.errors import ApiError
+from aifx.serving.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.settings import Settings
 from aifx.versions import VersionSpec, model_name
 

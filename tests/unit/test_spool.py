@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from aifx import metrics
-from aifx.api.log_rows import CandleRows
-from aifx.api.outcome_log import OutcomeLog
+from aifx.serving.log_rows import CandleRows
+from aifx.serving.outcome_log import OutcomeLog
 from aifx.settings import Settings
 from experiments import EvaluationStore, ExperimentStore
 from experiments.records import BarLog, Candle, Decision

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from aifx.api.ab_tests import ABTests, item_key
 from aifx.cache import SharedState
+from aifx.serving.ab_tests import ABTests, item_key
 from aifx.signal import Decision
 from experiments import Abandoned, Assignment, ExperimentStore, KeyReused, Served
 from experiments.schema import IDEMPOTENCY_KEY_LEN

@@ -1,1 +1,0 @@
-"""The REST API (seed routes, seed envelope) and the prediction engine behind it."""

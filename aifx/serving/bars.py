@@ -1,0 +1,68 @@
+"""Request step 3, the bar: which bar a request is about (for its `trade` levels and the outcome loop) and, for
+a trusted request about a bar the log may hold, the shadow windows of the other loaded versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aifx import metrics
+from aifx.candles import Candles
+from aifx.serving.errors import ApiError
+from aifx.serving.log_rows import Bar
+from aifx.serving.outcome_log import OutcomeLog
+from aifx.serving.registry import VersionRegistry
+from aifx.serving.schemas import PredictRequest
+from aifx.serving.window_cache import WindowCache
+from aifx.serving.windows import Prepared, cached_window
+
+
+@dataclass
+class Job:
+    """A request's served window, its bar and the shadow windows scored with it."""
+
+    served: Prepared
+    bar: Bar | None = None
+    shadows: list[Prepared] = field(default_factory=list)
+    answer: dict[str, Any] | None = None
+    logs: bool = False  # a trusted request about a bar that may be logged
+
+
+async def plan(
+    outcomes: OutcomeLog | None,
+    registry: VersionRegistry,
+    cache: WindowCache,
+    req: PredictRequest,
+    served: Prepared,
+    candles: Candles | None,
+    trusted: bool,
+    defer: bool = False,
+) -> Job:
+    """The served window, the request's bar and, for a trusted request about a bar that may be logged, the
+    shadow windows of the other versions (in the same stage calls, once per bar)."""
+    if outcomes is None or candles is None:
+        return Job(served)
+    bar = outcomes.bar(req.pair, req.timeframe, candles)
+    if bar is None or not trusted or bar.problem is not None:
+        if trusted and bar is not None:
+            metrics.count_evaluation_drop("bar")
+        return Job(served, bar)
+    outcomes.trust(bar, candles, "predict")
+    try:
+        entries = dict(await registry.loaded_entries())
+    except ApiError:  # nothing else serves now: log the served decision alone
+        return Job(served, bar, logs=True)
+    shadows = []
+    for version in outcomes.shadow_versions(bar, served.version, list(entries)):
+        try:
+            shadows.append(cached_window(cache, req, version, entries[version], candles, defer))
+        except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
+            metrics.count_evaluation_drop("shadow")
+    return Job(served, bar, shadows, logs=True)
+
+
+def bar_key(job: Job) -> tuple[str, str, datetime] | None:
+    """(pair, timeframe, bar time) an experiment prediction is about, for its market outcome (None for a bar
+    the log may not hold: off its grid, in the future, too old)."""
+    return job.bar.key if job.bar is not None and job.bar.problem is None else None
