@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from starlette.responses import JSONResponse
 
 from aifx.http.body import json_body, openapi_body
-from aifx.http.envelope import ok
+from aifx.http.deps import ADMIN, PartsDep
+from aifx.http.envelope import ERROR_RESPONSES, ok
 from aifx.http.responses import Envelope, OutcomeData, UserDataDeleted
 from aifx.serving.ab_tests import in_thread
 from aifx.serving.context import get_logger
@@ -20,49 +20,49 @@ logger = get_logger("bentoml.aifx.data")
 PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id a predict response returned")]
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="the user_id sent with predictions")]
 UserQuery = Annotated[str, Query(min_length=1, max_length=256, description="the user_id sent with predictions")]
+router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error status
 
 
-def add_data_routes(app: FastAPI, admin: list[Any], parts: Callable[[Request], Parts]) -> None:
-    """Register the admin data routes on app."""
+@router.put(
+    "/reversal/predictions/{prediction_id}/outcome",
+    response_model=Envelope[OutcomeData],
+    tags=["experiments"],
+    dependencies=ADMIN,
+    openapi_extra=openapi_body(OutcomeRequest),
+)
+async def correct_outcome(
+    prediction_id: PredictionId, body: Annotated[OutcomeRequest, json_body(OutcomeRequest)], p: PartsDep
+) -> JSONResponse:
+    """Admin: replace a recorded outcome (404 when there is none); `corrected_at` records when."""
+    data = await in_thread(p.ab.store.correct_outcome, prediction_id, body.pips)
+    logger.info("outcome of %s corrected to %s pips", prediction_id, body.pips)
+    return ok(data)
 
-    @app.put(
-        "/reversal/predictions/{prediction_id}/outcome",
-        response_model=Envelope[OutcomeData],
-        tags=["experiments"],
-        dependencies=admin,
-        openapi_extra=openapi_body(OutcomeRequest),
-    )
-    async def correct_outcome(
-        prediction_id: PredictionId, body: Annotated[OutcomeRequest, json_body(OutcomeRequest)], request: Request
-    ) -> JSONResponse:
-        """Admin: replace a recorded outcome (404 when there is none); `corrected_at` records when."""
-        data = await in_thread(parts(request).ab.store.correct_outcome, prediction_id, body.pips)
-        logger.info("outcome of %s corrected to %s pips", prediction_id, body.pips)
-        return ok(data)
 
-    @app.delete(
-        "/reversal/users/predictions",
-        response_model=Envelope[UserDataDeleted],
-        tags=["experiments"],
-        dependencies=admin,
-    )
-    async def delete_user_data_by_query(user_id: UserQuery, request: Request) -> JSONResponse:
-        """Admin: as DELETE /reversal/users/{user_id}/predictions, for any user id (`?user_id=`, URL-encoded)."""
-        return await erase(parts(request), user_id)
+@router.delete(
+    "/reversal/users/predictions",
+    response_model=Envelope[UserDataDeleted],
+    tags=["experiments"],
+    dependencies=ADMIN,
+)
+async def delete_user_data_by_query(user_id: UserQuery, p: PartsDep) -> JSONResponse:
+    """Admin: as DELETE /reversal/users/{user_id}/predictions, for any user id (`?user_id=`, URL-encoded)."""
+    return await erase(p, user_id)
 
-    @app.delete(
-        "/reversal/users/{user_id:path}/predictions",
-        response_model=Envelope[UserDataDeleted],
-        tags=["experiments"],
-        dependencies=admin,
-    )
-    async def delete_user_data(user_id: UserId, request: Request) -> JSONResponse:
-        """Admin: delete every stored prediction and outcome of one user (erasure request).
 
-        A user id may contain `/` (sent as is or as %2F); an id that a client would rewrite in a path
-        (`.`, `..`) goes in the query form.
-        """
-        return await erase(parts(request), user_id)
+@router.delete(
+    "/reversal/users/{user_id:path}/predictions",
+    response_model=Envelope[UserDataDeleted],
+    tags=["experiments"],
+    dependencies=ADMIN,
+)
+async def delete_user_data(user_id: UserId, p: PartsDep) -> JSONResponse:
+    """Admin: delete every stored prediction and outcome of one user (erasure request).
+
+    A user id may contain `/` (sent as is or as %2F); an id that a client would rewrite in a path
+    (`.`, `..`) goes in the query form.
+    """
+    return await erase(p, user_id)
 
 
 async def erase(p: Parts, user_id: str) -> JSONResponse:

@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
 from aifx.http.access import check_admin, check_same_site, is_trusted
-from aifx.http.app import check_json_content_type
 from aifx.http.asgi import BodyLimits, BodySizeLimit, ByteBudget
+from aifx.http.deps import check_json_content_type
 from aifx.http.evaluation_routes import experiment_metrics as metrics_with_paired
 from aifx.http.ratelimit import RateLimit, TokenBuckets
 from aifx.http.responses import (
