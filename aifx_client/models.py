@@ -208,3 +208,35 @@ class Health(_Response):
     def ok(self) -> bool:
         """True when the service can predict (healthy or degraded)."""
         return self.model_loaded and self.status != "unhealthy"
+
+
+class CandlesResult(_Response):
+    """POST /reversal/candles: what the closed candles added and how many bars they closed."""
+
+    pair: str = ""
+    timeframe: str = ""
+    inserted: int
+    duplicates: int = 0
+    conflicts: int = 0
+    bars_scored: int = 0
+
+
+class VersionSignal(_Response):
+    """One loaded version's decision on a bar."""
+
+    signal: Signal
+    confidence: float
+    stage1_prob: float | None = None
+    stage2_prob: float | None = None
+
+
+class SignalEvent(_Response):
+    """One bar that trusted candles closed: the active version's answer (with `trade`) and every version's decision."""
+
+    id: int
+    pair: str
+    timeframe: str
+    bar_time: datetime
+    active_version: str | None = None
+    signal: Prediction | None = None
+    versions: dict[str, VersionSignal] = Field(default_factory=dict)
