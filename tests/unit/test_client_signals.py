@@ -27,10 +27,10 @@ def event_data(i: int) -> dict:
     """The data of event i as the service sends it (an active version's answer and every version's decision)."""
     answer = {"pair": "EUR/USD", "timeframe": "1h", "signal": "long", "confidence": 0.7, "stage1_prob": 0.8,
               "stage2_prob": 0.7, "model_version": "v3.1", "trade": {"entry": 1.1, "stop_loss": 1.09}}  # fmt: skip
+    versions = {"v3.1": {"signal": "long", "confidence": 0.7, "stage1_prob": 0.8, "stage2_prob": 0.7},
+                "v3.0": {"signal": "hold", "confidence": 0.6, "stage1_prob": 0.4, "stage2_prob": None}}  # fmt: skip
     return {"id": i, "pair": "EUR/USD", "timeframe": "1h", "bar_time": f"2026-01-05T{i % 24:02d}:00:00+00:00",
-            "active_version": "v3.1", "signal": answer,
-            "versions": {"v3.1": {"signal": "long", "confidence": 0.7, "stage1_prob": 0.8, "stage2_prob": 0.7},
-                         "v3.0": {"signal": "hold", "confidence": 0.6, "stage1_prob": 0.4, "stage2_prob": None}}}  # fmt: skip
+            "active_version": "v3.1", "signal": answer, "versions": versions}  # fmt: skip
 
 
 def frame(i: int, newline: str = "\n") -> str:
