@@ -1,7 +1,8 @@
 """Signal events: one per bar that trusted candles close, kept for replay (Last-Event-ID) and the latest read.
 
 Shares the engine of an ExperimentStore. The first event of a bar wins (a unique key on pair, timeframe
-and bar time), so workers and replicas that score one bar publish it once. On PostgreSQL an insert
+and bar time), so workers and replicas that score one bar publish it once. Ids become visible in
+order (one publisher at a time holds PUBLISH_LOCK until it commits), so followers read by id alone. On PostgreSQL an insert
 also sends NOTIFY on CHANNEL in the same transaction (delivered at commit), so every replica's
 listener wakes at once; on SQLite subscribers poll the table.
 """
@@ -25,6 +26,9 @@ from experiments.store import ExperimentStore
 
 CHANNEL = "aifx_signals"
 MAX_REPLAY = 1_000  # events per read: a client far behind reads in pages
+# Publishers take this transaction lock before their insert: an id drawn before another is then committed
+# before it, so a follower that reads `id > the last it saw` never passes one still in flight.
+PUBLISH_LOCK = 0x41494658_5349  # "AIFXSI"
 
 
 class SignalStore:
@@ -54,6 +58,8 @@ class SignalStore:
         with self._store.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                if not self.sqlite:  # ids in commit order (SQLite writes one transaction at a time anyway)
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
                 for row in rows:  # one statement a row: RETURNING of a many-row insert is not ordered on SQLite
                     got = conn.execute(stmt.values(**row).returning(signal_events.c.id)).scalar()
                     if got is not None:
