@@ -47,6 +47,15 @@ class PredictRequest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class TradeLevels(_Response):
+    """The trade a long or short is scored by: opened at the bar's close, closed at a level or after horizon_bars."""
+
+    entry: float
+    take_profit: float
+    stop_loss: float
+    horizon_bars: int
+
+
 class Prediction(_Response):
     """A predict result; `source` says whether it came from /reversal/predict or the legacy /predict."""
 
@@ -62,6 +71,7 @@ class Prediction(_Response):
     prediction_id: str | None = None
     experiment_id: str | None = None
     variant: Literal["A", "B"] | None = None
+    trade: TradeLevels | None = None  # long or short of a known pair: the levels its outcome is scored by
     source: Source = "reversal"
 
 

@@ -2,9 +2,9 @@
 
 Shares the engine of an ExperimentStore. The first event of a bar wins (a unique key on pair, timeframe
 and bar time), so workers and replicas that score one bar publish it once. Ids become visible in
-order (one publisher at a time holds PUBLISH_LOCK until it commits), so followers read by id alone. On PostgreSQL an insert
-also sends NOTIFY on CHANNEL in the same transaction (delivered at commit), so every replica's
-listener wakes at once; on SQLite subscribers poll the table.
+order (one publisher at a time holds PUBLISH_LOCK until it commits), so followers read by id alone.
+On PostgreSQL an insert also sends NOTIFY on CHANNEL in the same transaction (delivered at commit),
+so every replica's listener wakes at once; on SQLite subscribers poll the table.
 """
 
 from __future__ import annotations
@@ -95,6 +95,14 @@ class SignalStore:
         self._store.ensure_schema()
         with self._store.engine.connect() as conn:
             return {as_utc(t) for t in conn.execute(stmt).scalars()} & wanted
+
+    def newest_bars(self) -> list[tuple[str, str, datetime]]:
+        """Each series with its newest event's bar time."""
+        e = signal_events.c
+        stmt = select(e.pair, e.timeframe, func.max(e.bar_time)).group_by(e.pair, e.timeframe)
+        self._store.ensure_schema()
+        with self._store.engine.connect() as conn:
+            return [(p, tf, as_utc(t)) for p, tf, t in conn.execute(stmt)]
 
     def newest_id(self) -> int:
         """The largest event id (0 when none)."""

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aifx import metrics
@@ -39,12 +40,14 @@ class Subscriber:
     client: str
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE + 1))
     closed: bool = False
+    overflowed: bool = False  # closed because it fell QUEUE events behind
 
     def offer(self, event: dict[str, Any]) -> None:
         """Queue an event, or close a subscriber that stopped reading."""
         if self.closed:
             return
         if self.queue.qsize() >= QUEUE:
+            self.overflowed = True
             self.close()
             return
         self.queue.put_nowait(event)
@@ -63,6 +66,7 @@ class SignalHub:
         self.max_total, self.max_per_client, self.poll_s = max_total, max_per_client, poll_s
         self._subs: dict[tuple[str, str], set[Subscriber]] = {}
         self._clients: Counter[str] = Counter()
+        self._series: Counter[tuple[str, str]] = Counter()
         self._wake = asyncio.Event()
         self.last_id: int | None = None
 
@@ -78,7 +82,7 @@ class SignalHub:
         sub = Subscriber(pair, timeframe, client)
         self._subs.setdefault((pair, timeframe), set()).add(sub)
         self._clients[client] += 1
-        metrics.SIGNAL_SUBSCRIBERS.set(len(self))
+        self._count(sub, 1)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -90,8 +94,14 @@ class SignalHub:
             self._clients[sub.client] -= 1
             if self._clients[sub.client] <= 0:
                 del self._clients[sub.client]
+            self._count(sub, -1)
         sub.close()
-        metrics.SIGNAL_SUBSCRIBERS.set(len(self))
+
+    def _count(self, sub: Subscriber, change: int) -> None:
+        """Subscribers per metric series (timeframes outside the metrics' set share "other")."""
+        labels = metrics.signal_series(sub.pair, sub.timeframe)
+        self._series[labels] += change
+        metrics.set_signal_subscribers(*labels, self._series[labels])
 
     def kick(self) -> None:
         """New events were published in this worker: hand them out now."""
@@ -126,11 +136,15 @@ class SignalHub:
     async def _step(self) -> None:
         if self.last_id is None:
             self.last_id = await asyncio.to_thread(self.store.newest_id)
+            for pair, timeframe, bar_time in await asyncio.to_thread(self.store.newest_bars):
+                metrics.signal_seen(pair, timeframe, bar_time)  # the stall deadlines survive a restart
         while True:
             events = await asyncio.to_thread(self.store.after, None, None, self.last_id)
             if not events:
                 return
             self.last_id = events[-1]["id"]
+            for event in events:
+                metrics.signal_seen(event["pair"], event["timeframe"], datetime.fromisoformat(event["bar_time"]))
             if self._subs:
                 self.deliver(events)
             if len(events) < 1_000:

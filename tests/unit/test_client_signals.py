@@ -26,7 +26,8 @@ FAST = Reconnect(backoff=0.0, jitter=False)
 def event_data(i: int) -> dict:
     """The data of event i as the service sends it (an active version's answer and every version's decision)."""
     answer = {"pair": "EUR/USD", "timeframe": "1h", "signal": "long", "confidence": 0.7, "stage1_prob": 0.8,
-              "stage2_prob": 0.7, "model_version": "v3.1", "trade": {"entry": 1.1, "stop_loss": 1.09}}  # fmt: skip
+              "stage2_prob": 0.7, "model_version": "v3.1",
+              "trade": {"entry": 1.1, "stop_loss": 1.09, "take_profit": 1.12, "horizon_bars": 12}}  # fmt: skip
     versions = {"v3.1": {"signal": "long", "confidence": 0.7, "stage1_prob": 0.8, "stage2_prob": 0.7},
                 "v3.0": {"signal": "hold", "confidence": 0.6, "stage1_prob": 0.4, "stage2_prob": None}}  # fmt: skip
     return {"id": i, "pair": "EUR/USD", "timeframe": "1h", "bar_time": f"2026-01-05T{i % 24:02d}:00:00+00:00",
@@ -133,7 +134,10 @@ def test_the_sync_client_follows_the_same_way():
     assert [e.id for e in got] == list(range(1, 31)) and stream.asked == [None, "4", "15"]
     first = got[0]
     assert (
-        first.signal is not None and first.signal.signal == "long" and first.signal.model_extra["trade"]["entry"] == 1.1
+        first.signal is not None
+        and first.signal.signal == "long"
+        and first.signal.trade is not None
+        and first.signal.trade.entry == 1.1
     )
     assert first.versions["v3.0"].signal == "hold" and first.bar_time.hour == 1
 
