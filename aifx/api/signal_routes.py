@@ -130,7 +130,7 @@ async def _events(hub: SignalHub, sub: Subscriber, after: int | None, life_s: fl
             if len(page) < 1_000:
                 break
             after = sent
-        while loop.time() < end and not sub.closed:
+        while loop.time() < end:  # a closed subscriber still hands over what it queued, then None
             try:
                 async with asyncio.timeout(min(HEARTBEAT_S, max(0.0, end - loop.time()))):
                     new = await sub.queue.get()
