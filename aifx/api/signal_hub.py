@@ -1,9 +1,10 @@
 """Signal subscribers of one entry worker: events of every worker and replica reach them from the database.
 
 Each worker follows the event table from the newest id it has seen: PostgreSQL wakes it with NOTIFY
-(experiments/signals.py), SQLite by a bounded poll, and the worker that published an event wakes it at
-once. Subscriptions are bounded per client and per worker; a subscriber that does not read (its queue
-full) is closed, so its cost stays bounded, and reconnects with Last-Event-ID to miss nothing.
+(experiments/signals.py), on SQLite a commit to the database files does (two stat calls every 20 ms),
+the worker that published an event wakes it at once, and a bounded poll covers anything missed.
+Subscriptions are bounded per client and per worker; a subscriber that does not read (its queue full)
+is closed, so its cost stays bounded, and reconnects with Last-Event-ID to miss nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from experiments.signals import SignalStore
 
 logger = get_logger("bentoml.aifx.signals")
 QUEUE = 256  # events a subscriber may be behind before it is closed
+WATCH_S = 0.02  # SQLite: how often a worker looks for another worker's commit
 
 
 class TooManySubscriptions(ApiError):
@@ -118,9 +120,10 @@ class SignalHub:
                 metrics.SIGNAL_PUBLISH_LATENCY.observe(max(0.0, now - created))
 
     async def run(self) -> None:
-        """Follow the event table forever (PostgreSQL: woken by NOTIFY; SQLite: every poll_s)."""
-        if not self.store.sqlite:
-            asyncio.get_running_loop().create_task(self._listen())
+        """Follow the event table forever: woken by PostgreSQL's NOTIFY or a commit to SQLite's files, else
+        every poll_s."""
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._listen() if not self.store.sqlite else self._watch())
         while True:
             try:
                 await self._step()
@@ -149,6 +152,16 @@ class SignalHub:
                 self.deliver(events)
             if len(events) < 1_000:
                 return
+
+    async def _watch(self) -> None:
+        """SQLite: wake the loop when a commit changed the database files (two stat calls every WATCH_S)."""
+        seen = self.store.change_mark()
+        while seen is not None:
+            await asyncio.sleep(WATCH_S)
+            mark = self.store.change_mark()
+            if mark != seen:
+                seen = mark
+                self._wake.set()
 
     async def _listen(self) -> None:
         """PostgreSQL: wake the loop on every NOTIFY; reconnect after a failure."""

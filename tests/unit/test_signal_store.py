@@ -1,14 +1,17 @@
-"""Signal events on SQLite and PostgreSQL: one per bar, and ids that become visible in order, so a follower
-reading `id > the last it saw` misses no event while many workers publish at once."""
+"""Signal events on SQLite and PostgreSQL: one per bar, ids that become visible in order (a follower reading
+`id > the last it saw` misses no event while many workers publish at once), and SQLite's commit mark."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from aifx.api.signal_hub import SignalHub
 from experiments import ExperimentStore
 from experiments.signals import SignalStore
 
@@ -71,3 +74,38 @@ def test_publish_answers_the_ids_in_bar_order(store: ExperimentStore, bars: int)
     events = [("USD/CHF", "4h", T0 + timedelta(hours=4 * i), {"i": i}) for i in reversed(range(bars))]
     ids = signals.publish(events)
     assert [e["payload"]["i"] for e in signals.after("USD/CHF", "4h", 0)] == list(range(bars)) and len(ids) == bars
+
+
+def test_a_commit_of_another_worker_changes_the_mark_sqlite_workers_watch(
+    make_store: Callable[[], ExperimentStore],
+) -> None:
+    watcher, writer = SignalStore(make_store()), SignalStore(make_store())
+    writer.newest_id()
+    before = watcher.change_mark()
+    if not watcher.sqlite:
+        assert before is None  # PostgreSQL wakes workers with NOTIFY instead
+        return
+    writer.publish([("EUR/USD", "1h", T0, {"n": 1})])
+    assert before is not None and watcher.change_mark() != before
+
+
+def test_a_hub_on_sqlite_hands_over_another_workers_event_without_waiting_for_its_poll(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = SignalHub(SignalStore(ExperimentStore(url)), 8, 8, poll_s=30.0)
+    other = SignalStore(ExperimentStore(url))
+
+    async def run() -> float:
+        task = asyncio.create_task(hub.run())
+        sub = hub.subscribe("EUR/USD", "1h", "test")
+        while hub.last_id is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        await asyncio.to_thread(other.publish, [("EUR/USD", "1h", T0, {"n": 1})])
+        async with asyncio.timeout(5):
+            event = await sub.queue.get()
+        task.cancel()
+        assert event is not None and event["payload"] == {"n": 1}
+        return time.perf_counter() - start
+
+    assert asyncio.run(run()) < 1.0  # the poll would take 30 s
