@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -88,7 +88,7 @@ class _AsyncPlumbing:
 
     async def _follow(
         self, pair: str, timeframe: str, last_event_id: int | None, policy: Reconnect
-    ) -> AsyncIterator[SignalEvent]:
+    ) -> AsyncGenerator[SignalEvent, None]:
         if not self.config.enabled:
             raise MLDisabled()
         follow = sse.Follow(self.config.base_url + sse.STREAM_PATH, last_event_id, policy)
@@ -278,7 +278,7 @@ class AsyncAIFXClient(_AsyncPlumbing):
 
     def signals(
         self, pair: str, timeframe: str = "1h", *, last_event_id: int | None = None, reconnect: Reconnect | None = None
-    ) -> AsyncIterator[SignalEvent]:
+    ) -> AsyncGenerator[SignalEvent, None]:
         """GET /reversal/signals/stream: each bar's SignalEvent as trusted candles close it, without end.
 
         A dropped or ended connection is opened again with Last-Event-ID after a bounded backoff, so no

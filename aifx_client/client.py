@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -87,7 +87,9 @@ class _Plumbing:
             time.sleep(protocol.backoff(policy, attempt, response, call, step.error))
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _follow(self, pair: str, timeframe: str, last_event_id: int | None, policy: Reconnect) -> Iterator[SignalEvent]:
+    def _follow(
+        self, pair: str, timeframe: str, last_event_id: int | None, policy: Reconnect
+    ) -> Generator[SignalEvent, None]:
         if not self.config.enabled:
             raise MLDisabled()
         follow = sse.Follow(self.config.base_url + sse.STREAM_PATH, last_event_id, policy)
@@ -275,7 +277,7 @@ class AIFXClient(_Plumbing):
 
     def signals(
         self, pair: str, timeframe: str = "1h", *, last_event_id: int | None = None, reconnect: Reconnect | None = None
-    ) -> Iterator[SignalEvent]:
+    ) -> Generator[SignalEvent, None]:
         """GET /reversal/signals/stream: each bar's SignalEvent as trusted candles close it, without end.
 
         A dropped or ended connection is opened again with Last-Event-ID after a bounded backoff, so no
