@@ -91,13 +91,18 @@ class BatchItem(_Response):
     error: str | None = None
 
 
-class ComparedPrediction(_Response):
-    """One version's answer inside a comparison."""
+class VersionSignal(_Response):
+    """One loaded version's decision on a bar."""
 
     signal: Signal
     confidence: float
     stage1_prob: float | None = None
     stage2_prob: float | None = None
+
+
+class ComparedPrediction(VersionSignal):
+    """One version's answer inside a comparison."""
+
     model_version: str
 
 
@@ -229,15 +234,6 @@ class CandlesResult(_Response):
     duplicates: int = 0
     conflicts: int = 0
     bars_scored: int = 0
-
-
-class VersionSignal(_Response):
-    """One loaded version's decision on a bar."""
-
-    signal: Signal
-    confidence: float
-    stage1_prob: float | None = None
-    stage2_prob: float | None = None
 
 
 class SignalEvent(_Response):
