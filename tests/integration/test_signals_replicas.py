@@ -200,4 +200,4 @@ def test_the_readme_backend_loop_runs_as_written(replicas, warmed, bars, monkeyp
     assert [e.bar_time.isoformat() for e in events] == [r["timestamp"].replace("Z", "+00:00") for r in rows]
     traded = [(e.bar_time, e.signal.signal, e.signal.trade.entry, e.signal.trade.stop_loss, e.signal.trade.take_profit)
               for e in events if e.signal is not None and e.signal.trade is not None]  # fmt: skip
-    assert orders == traded and all(o[1] in ("long", "short") for o in orders)
+    assert orders and orders == traded and all(o[1] in ("long", "short") for o in orders)
