@@ -20,37 +20,39 @@ from aifx_client import AsyncAIFXClient
 from bench.loadgen import RunResult, run_load
 from bench.payloads import bundled_candles
 
-LATENCY_PAIR, STORED_PAIR, TIMEFRAME = "USD/SGD", "EUR/USD", "1h"  # pairs no other run stores candles of
+# Pairs no other run stores candles of; the latency line's bars are the hourly data re-timed 15 minutes
+# apart, so that every one of them is recent enough to be scored.
+LATENCY_PAIR, STORED_PAIR, TIMEFRAME, LATENCY_TIMEFRAME = "USD/SGD", "EUR/USD", "1h", "15m"
 HISTORY = 64  # candles posted at once before the bars posted one by one
 
 
-def candle_rows(start: int, stop: int, shift: timedelta = timedelta(0)) -> list[dict[str, object]]:
-    """Candles[start:stop] of the bundled data as the API's JSON, moved by shift."""
+def candle_rows(start: int, stop: int, step: timedelta | None = None) -> list[dict[str, object]]:
+    """Candles[start:stop] of the bundled data as the API's JSON; with step, re-timed step apart and ending
+    with the last closed bar (the service scores only bars within its outcome expiry, 168 h)."""
     c = bundled_candles()
-    times = c.timestamp[start:stop].astype("datetime64[s]").astype(datetime)
+    times = [t.replace(tzinfo=UTC) for t in c.timestamp[start:stop].astype("datetime64[s]").astype(datetime).tolist()]
+    if step is not None:
+        now = datetime.now(UTC).timestamp()
+        last = datetime.fromtimestamp(now - now % step.total_seconds(), UTC) - step
+        times = [last - step * (len(times) - 1 - i) for i in range(len(times))]
     prices = zip(*(getattr(c, k)[start:stop].tolist() for k in ("open", "high", "low", "close")), strict=True)
-    return [{"timestamp": (t.replace(tzinfo=UTC) + shift).isoformat(), "open": o, "high": h, "low": lo, "close": cl}
+    return [{"timestamp": t.isoformat(), "open": o, "high": h, "low": lo, "close": cl}
             for t, (o, h, lo, cl) in zip(times, prices, strict=True)]  # fmt: skip
-
-
-def recent_shift() -> timedelta:
-    """Whole weeks that move the data's last bar into the week before now (same weekdays and hours): the
-    service scores only bars within its outcome expiry."""
-    last = bundled_candles().timestamp[-1].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
-    return timedelta(weeks=(datetime.now(UTC) - last) // timedelta(weeks=1))
 
 
 def publish_latency(base: str, scale: float) -> RunResult:
     """Bars posted one by one while a subscriber follows the stream: POST answer -> event, in ms."""
     bars = max(int(200 * scale), 20)
     total = len(bundled_candles())
-    rows = candle_rows(total - HISTORY - bars, total, recent_shift())
+    rows = candle_rows(total - HISTORY - bars, total, timedelta(minutes=15))
     answered: dict[datetime, float] = {}
     arrived: dict[datetime, float] = {}
 
     async def subscribe(after: int) -> None:
         async with AsyncAIFXClient(base, timeout=30) as client:
-            async with contextlib.aclosing(client.signals(LATENCY_PAIR, TIMEFRAME, last_event_id=after)) as events:
+            async with contextlib.aclosing(
+                client.signals(LATENCY_PAIR, LATENCY_TIMEFRAME, last_event_id=after)
+            ) as events:
                 async for event in events:
                     arrived[event.bar_time] = time.perf_counter()
                     if len(arrived) == bars:
@@ -58,13 +60,13 @@ def publish_latency(base: str, scale: float) -> RunResult:
 
     async def run() -> float:
         async with AsyncAIFXClient(base, timeout=60) as client:
-            await client.post_candles(LATENCY_PAIR, TIMEFRAME, rows[:HISTORY])
-            latest = await client.latest_signal(LATENCY_PAIR, TIMEFRAME)
+            await client.post_candles(LATENCY_PAIR, LATENCY_TIMEFRAME, rows[:HISTORY])
+            latest = await client.latest_signal(LATENCY_PAIR, LATENCY_TIMEFRAME)
             reader = asyncio.create_task(subscribe(latest.id if latest is not None else 0))
             await asyncio.sleep(0.5)  # the subscription is in place before the first bar
             start = time.perf_counter()
             for row in rows[HISTORY:]:
-                await client.post_candles(LATENCY_PAIR, TIMEFRAME, [row])
+                await client.post_candles(LATENCY_PAIR, LATENCY_TIMEFRAME, [row])
                 answered[datetime.fromisoformat(str(row["timestamp"]))] = time.perf_counter()
             seconds = time.perf_counter() - start
             with contextlib.suppress(TimeoutError):
