@@ -123,3 +123,28 @@ def atr_problem(atr: float, inst: Instrument) -> str | None:
 def _normal(x: float) -> bool:
     """A finite float at least the smallest normal double (subnormals lose precision and overflow ratios)."""
     return isinstance(x, int | float) and math.isfinite(x) and abs(x) >= sys.float_info.min
+
+
+# Timeframes the signal metrics name (aifx_signal_*{timeframe}); any other canonical one is "other", so the
+# label set stays 12 values whatever clients ask for.
+METRIC_TIMEFRAMES = frozenset({"1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "1w"})
+STALL_GRACE = timedelta(minutes=15)  # a backend posts a closed candle within this after the bar closes
+# The currency market's weekend: from Friday 21:00 UTC (the summer close) to Sunday 22:00 UTC (the winter open).
+_WEEKEND = (timedelta(days=4, hours=21), timedelta(hours=49))
+
+
+def stall_deadline(bar_time: datetime, timeframe: str) -> datetime:
+    """When the bar after bar_time is overdue: its close plus STALL_GRACE, later by the weekend it spans."""
+    seconds = timeframe_seconds(timeframe) or 3_600
+    t = bar_time if bar_time.tzinfo else bar_time.replace(tzinfo=UTC)
+    close = t + timedelta(seconds=seconds)
+    due = close + timedelta(seconds=seconds) + STALL_GRACE
+    if seconds >= _UNITS["w"]:
+        return due  # a weekly bar spans its weekend already
+    monday = datetime(close.year, close.month, close.day, tzinfo=UTC) - timedelta(days=close.weekday())
+    start, length = _WEEKEND
+    for week in (monday - timedelta(days=7), monday):  # the weekend before close (close may lie in it) and after
+        closed_from = week + start
+        if close < closed_from + length and due > closed_from:
+            due += length
+    return due

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from aifx import instruments
 from aifx.promotion import state_gauge
 
 UNKNOWN = "unknown"
@@ -35,10 +37,23 @@ STAGES = ("stage1", "stage2")
 PROB_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 
 PREDICTIONS = Counter("aifx_predictions", "Predictions served, by model version and signal", ["version", "signal"])
+# Signal streams per pair and timeframe (labels: instrument-table pairs; timeframes of
+# instruments.METRIC_TIMEFRAMES, any other "other"), for the stalled-candles alert (AIFXSignalsStalled).
+SIGNAL_SERIES = ["pair", "timeframe"]
 SIGNAL_SUBSCRIBERS = Gauge(
-    "aifx_signal_subscribers", "Open signal streams (GET /reversal/signals/stream)", multiprocess_mode="livesum"
+    "aifx_signal_subscribers", "Open signal streams (GET /reversal/signals/stream)", SIGNAL_SERIES,
+    multiprocess_mode="livesum",
+)  # fmt: skip
+SIGNAL_EVENTS = Counter(
+    "aifx_signal_events_published", "Signal events published (one per bar trusted candles close)", SIGNAL_SERIES
 )
-SIGNAL_EVENTS = Counter("aifx_signal_events_published", "Signal events published (one per bar trusted candles close)")
+SIGNAL_DUE = Gauge(
+    "aifx_signal_due_timestamp_seconds",
+    "When the bar after the newest signal event is overdue (Unix time): its close plus 15 minutes, after the "
+    "weekend it spans; every worker follows every event",
+    SIGNAL_SERIES,
+    multiprocess_mode="max",
+)
 SIGNAL_PUBLISH_LATENCY = Histogram(
     "aifx_signal_publish_latency_seconds",
     "From a signal event's commit to its hand-over to a subscriber of this worker",
@@ -303,3 +318,30 @@ def set_comparison_states(states: Mapping[tuple[str, str], str]) -> None:
 
 
 _PUBLISHED_STATES: set[tuple[str, str, str]] = set()
+
+
+def signal_series(pair: str, timeframe: str) -> tuple[str, str]:
+    """The labels of a series (a canonical pair of the instrument table and a canonical timeframe)."""
+    return pair, timeframe if timeframe in instruments.METRIC_TIMEFRAMES else "other"
+
+
+def set_signal_subscribers(pair: str, timeframe: str, count: int) -> None:
+    SIGNAL_SUBSCRIBERS.labels(*signal_series(pair, timeframe)).set(count)
+
+
+def count_signal_events(pair: str, timeframe: str, events: int) -> None:
+    SIGNAL_EVENTS.labels(*signal_series(pair, timeframe)).inc(events)
+
+
+def signal_seen(pair: str, timeframe: str, bar_time: datetime) -> None:
+    """A signal event of this bar exists: the next one is due by its stall deadline."""
+    labels = signal_series(pair, timeframe)
+    if labels[1] == "other":
+        return  # no deadline for a timeframe the alert does not watch
+    due = instruments.stall_deadline(bar_time, timeframe).timestamp()
+    if due > _SIGNAL_DUE.get(labels, 0.0):  # an older bar posted late moves no deadline back
+        _SIGNAL_DUE[labels] = due
+        SIGNAL_DUE.labels(*labels).set(due)
+
+
+_SIGNAL_DUE: dict[tuple[str, str], float] = {}

@@ -92,11 +92,14 @@ class Settings(BaseSettings):
     evaluation_queue_rows: int = Field(default=50_000, ge=100)
     # Signal streams (GET /reversal/signals/stream): open streams per entry worker and per client address,
     # how often a worker without PostgreSQL's NOTIFY looks for new events, and a stream's longest life (the
-    # client reconnects with Last-Event-ID and misses nothing).
-    signals_max_subscribers: int = Field(default=256, ge=1, le=10_000)
+    # client reconnects with Last-Event-ID and misses nothing). A stream holds one of BentoML's request
+    # slots (max_concurrency / workers: 128) while open: 64 leave predictions the other half.
+    signals_max_subscribers: int = Field(default=64, ge=1, le=10_000)
     signals_max_per_client: int = Field(default=4, ge=1, le=1_000)
     signals_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     signals_max_stream_seconds: float = Field(default=3600.0, gt=0)
+    # A stream whose client takes no bytes for this long (a send blocked on a full socket) is closed.
+    signals_send_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Bytes the write-behind queue of evaluation rows holds per worker (a trusted predict queues its
     # candles: ~136 bytes each); beyond it rows are dropped and counted, whatever their number.
     evaluation_queue_bytes: int = Field(default=64_000_000, ge=100_000)

@@ -22,6 +22,7 @@ from aifx_client.errors import (
 from aifx_client.models import (
     BatchItem,
     Candle,
+    CandlesResult,
     ComparedPrediction,
     Comparison,
     Experiment,
@@ -33,10 +34,14 @@ from aifx_client.models import (
     Outcome,
     Prediction,
     PredictRequest,
+    SignalEvent,
     SwitchResult,
+    TradeLevels,
     Variant,
     VariantMetrics,
+    VersionSignal,
 )
+from aifx_client.sse import Reconnect
 from aifx_client.stats import ClientStats
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "AsyncAIFXClient",
     "BatchItem",
     "Candle",
+    "CandlesResult",
     "ClientConfig",
     "ClientStats",
     "ComparedPrediction",
@@ -65,8 +71,12 @@ __all__ = [
     "Outcome",
     "PredictRequest",
     "Prediction",
+    "Reconnect",
     "RetryPolicy",
+    "SignalEvent",
     "SwitchResult",
+    "TradeLevels",
     "Variant",
     "VariantMetrics",
+    "VersionSignal",
 ]

@@ -21,6 +21,9 @@ TOKENS = {
     "AsyncClient": "Client",
     "AsyncBaseTransport": "BaseTransport",
     "aclose": "close",
+    "aread": "read",
+    "aiter_lines": "iter_lines",
+    "_AsyncPlumbing": "_Plumbing",
     "asyncio": "time",  # import asyncio / asyncio.sleep -> import time / time.sleep
 }
 # unasync leaves the text inside strings alone, so the docstrings that name the flavour are swapped here.

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from aifx_client import calls, protocol
+from aifx_client import calls, protocol, sse
 from aifx_client.calls import Call
 from aifx_client.config import USER_AGENT, ClientConfig, RetryPolicy
 from aifx_client.errors import AIFXError, MLDisabled
 from aifx_client.models import (
     BatchItem,
+    CandlesResult,
     Comparison,
     Experiment,
     ExperimentMetrics,
@@ -24,15 +25,100 @@ from aifx_client.models import (
     Outcome,
     Prediction,
     PredictRequest,
+    SignalEvent,
     SwitchResult,
 )
+from aifx_client.sse import Reconnect
 from aifx_client.stats import ClientStats
 
 T = TypeVar("T")
 logger = logging.getLogger("aifx_client")
 
 
-class AsyncAIFXClient:
+class _AsyncPlumbing:
+    """Calls with retries and fallback, and followed streams, over the client's connection pool."""
+
+    config: ClientConfig
+    stats: ClientStats
+    _http: httpx.AsyncClient
+
+    async def _legacy(self, req: PredictRequest, primary: AIFXError) -> Prediction:
+        logger.warning("%s failed (%s); falling back to %s", self.config.predict_path, primary, self.config.legacy_path)
+        self.stats.count("fallbacks")
+        call = calls.legacy_predict(req, self.config.legacy_path)
+        try:
+            answer, url = await self._send(call)
+            legacy = protocol.parse(call, answer, url)
+        except AIFXError as exc:
+            raise exc from primary
+        return protocol.legacy_to_prediction(legacy, req, answer.timestamp, url)
+
+    async def _run(self, call: Call[T]) -> T:
+        answer, url = await self._send(call)
+        return protocol.parse(call, answer, url)
+
+    async def _send(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
+        if not self.config.enabled:
+            raise MLDisabled()
+        try:
+            return await self._attempts(call)
+        except AIFXError:
+            self.stats.count("failures")
+            raise
+
+    async def _attempts(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
+        url, policy = self.config.base_url + call.path, self.config.retry
+        for attempt in range(1, policy.attempts + 1):
+            response, exc = None, None
+            self.stats.count("requests")
+            try:
+                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
+                response = await self._http.request(call.method, call.path, json=call.body, headers=auth)
+            except httpx.TransportError as err:
+                exc = err
+            step = protocol.judge(call, url, self.config.timeout, attempt, response, exc)
+            if step.answer is not None:
+                return step.answer, url
+            assert step.error is not None
+            if not step.retry or attempt == policy.attempts:
+                raise step.error
+            self.stats.count("retries")
+            await asyncio.sleep(protocol.backoff(policy, attempt, response, call, step.error))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _follow(
+        self, pair: str, timeframe: str, last_event_id: int | None, policy: Reconnect
+    ) -> AsyncGenerator[SignalEvent, None]:
+        if not self.config.enabled:
+            raise MLDisabled()
+        follow = sse.Follow(self.config.base_url + sse.STREAM_PATH, last_event_id, policy)
+        params = {"pair": pair, "timeframe": timeframe}
+        while True:
+            try:
+                self.stats.count("requests")
+                stream = self._http.stream(
+                    "GET",
+                    sse.STREAM_PATH,
+                    params=params,
+                    headers=follow.headers(),
+                    timeout=follow.timeout(self.config.timeout),
+                )
+                async with stream as response:
+                    if response.status_code != 200:
+                        await response.aread()  # the error's message
+                    if follow.opened(response):
+                        async for line in response.aiter_lines():
+                            event = follow.feed(line)
+                            if event is not None:
+                                yield event
+                        follow.ended()
+            except httpx.TransportError as exc:
+                follow.dropped(exc)
+            self.stats.count("reconnects")
+            await asyncio.sleep(follow.delay())
+
+
+class AsyncAIFXClient(_AsyncPlumbing):
     """Asyncio client of the AIFX Reversal Engine; arguments left as None come from ML_API_*.
 
     Raises MLDisabled on every call when ML_API_ENABLED=false (no request is sent).
@@ -182,48 +268,21 @@ class AsyncAIFXClient:
         """POST /reversal/predictions/{prediction_id}/outcome with the realized pips (sends the outcome token)."""
         return await self._run(calls.record_outcome(prediction_id, pips))
 
-    # ---- plumbing ----------------------------------------------------------------------------
+    async def post_candles(self, pair: str, timeframe: str, candles: calls.Candles) -> CandlesResult:
+        """POST /reversal/candles (sends the outcome token): each closed candle, once; its bar's signal is streamed."""
+        return await self._run(calls.post_candles(pair, timeframe, candles))
 
-    async def _legacy(self, req: PredictRequest, primary: AIFXError) -> Prediction:
-        logger.warning("%s failed (%s); falling back to %s", self.config.predict_path, primary, self.config.legacy_path)
-        self.stats.count("fallbacks")
-        call = calls.legacy_predict(req, self.config.legacy_path)
-        try:
-            answer, url = await self._send(call)
-            legacy = protocol.parse(call, answer, url)
-        except AIFXError as exc:
-            raise exc from primary
-        return protocol.legacy_to_prediction(legacy, req, answer.timestamp, url)
+    async def latest_signal(self, pair: str, timeframe: str = "1h") -> SignalEvent | None:
+        """GET /reversal/signals/latest: the last bar's signal event (None before the first)."""
+        return await self._run(calls.latest_signal(pair, timeframe))
 
-    async def _run(self, call: Call[T]) -> T:
-        answer, url = await self._send(call)
-        return protocol.parse(call, answer, url)
+    def signals(
+        self, pair: str, timeframe: str = "1h", *, last_event_id: int | None = None, reconnect: Reconnect | None = None
+    ) -> AsyncGenerator[SignalEvent, None]:
+        """GET /reversal/signals/stream: each bar's SignalEvent as trusted candles close it, without end.
 
-    async def _send(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
-        if not self.config.enabled:
-            raise MLDisabled()
-        try:
-            return await self._attempts(call)
-        except AIFXError:
-            self.stats.count("failures")
-            raise
-
-    async def _attempts(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
-        url, policy = self.config.base_url + call.path, self.config.retry
-        for attempt in range(1, policy.attempts + 1):
-            response, exc = None, None
-            self.stats.count("requests")
-            try:
-                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
-                response = await self._http.request(call.method, call.path, json=call.body, headers=auth)
-            except httpx.TransportError as err:
-                exc = err
-            step = protocol.judge(call, url, self.config.timeout, attempt, response, exc)
-            if step.answer is not None:
-                return step.answer, url
-            assert step.error is not None
-            if not step.retry or attempt == policy.attempts:
-                raise step.error
-            self.stats.count("retries")
-            await asyncio.sleep(protocol.backoff(policy, attempt, response, call, step.error))
-        raise AssertionError("unreachable: the loop returns or raises")
+        A dropped or ended connection is opened again with Last-Event-ID after a bounded backoff, so no
+        event is lost or repeated; last_event_id resumes after an event seen before. Close the iterator
+        to end the subscription (contextlib.aclosing, or contextlib.closing with the sync client).
+        """
+        return self._follow(pair, timeframe, last_event_id, reconnect or Reconnect())

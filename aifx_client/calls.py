@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aifx_client.models import (
     BatchItem,
     Candle,
+    CandlesResult,
     Comparison,
     Experiment,
     ExperimentMetrics,
@@ -21,6 +22,7 @@ from aifx_client.models import (
     Outcome,
     Prediction,
     PredictRequest,
+    SignalEvent,
     SwitchResult,
 )
 
@@ -151,3 +153,19 @@ def experiment_metrics(experiment_id: str) -> Call[ExperimentMetrics]:
 def record_outcome(prediction_id: str, pips: float) -> Call[Outcome]:
     path = f"/reversal/predictions/{seg(prediction_id)}/outcome"
     return Call("POST", path, Outcome.model_validate, {"pips": pips}, outcome=True)
+
+
+def post_candles(pair: str, timeframe: str, candles: Candles) -> Call[CandlesResult]:
+    """POST /reversal/candles: closed candles are stored once (a retry counts them as duplicates)."""
+    body = {"pair": pair, "timeframe": timeframe, "data": [_candle(c) for c in candles]}
+    return Call("POST", "/reversal/candles", CandlesResult.model_validate, body, outcome=True)
+
+
+def latest_signal(pair: str, timeframe: str) -> Call[SignalEvent | None]:
+    path = f"/reversal/signals/latest?{urlencode({'pair': pair, 'timeframe': timeframe})}"
+    return Call("GET", path, lambda data: None if data is None else SignalEvent.model_validate(data))
+
+
+def _candle(candle: Candle | Mapping[str, Any]) -> dict[str, Any]:
+    c = candle if isinstance(candle, Candle) else Candle.model_validate(candle)
+    return c.model_dump(mode="json", exclude_none=True)

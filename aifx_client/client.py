@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from aifx_client import calls, protocol
+from aifx_client import calls, protocol, sse
 from aifx_client.calls import Call
 from aifx_client.config import USER_AGENT, ClientConfig, RetryPolicy
 from aifx_client.errors import AIFXError, MLDisabled
 from aifx_client.models import (
     BatchItem,
+    CandlesResult,
     Comparison,
     Experiment,
     ExperimentMetrics,
@@ -25,15 +26,100 @@ from aifx_client.models import (
     Outcome,
     Prediction,
     PredictRequest,
+    SignalEvent,
     SwitchResult,
 )
+from aifx_client.sse import Reconnect
 from aifx_client.stats import ClientStats
 
 T = TypeVar("T")
 logger = logging.getLogger("aifx_client")
 
 
-class AIFXClient:
+class _Plumbing:
+    """Calls with retries and fallback, and followed streams, over the client's connection pool."""
+
+    config: ClientConfig
+    stats: ClientStats
+    _http: httpx.Client
+
+    def _legacy(self, req: PredictRequest, primary: AIFXError) -> Prediction:
+        logger.warning("%s failed (%s); falling back to %s", self.config.predict_path, primary, self.config.legacy_path)
+        self.stats.count("fallbacks")
+        call = calls.legacy_predict(req, self.config.legacy_path)
+        try:
+            answer, url = self._send(call)
+            legacy = protocol.parse(call, answer, url)
+        except AIFXError as exc:
+            raise exc from primary
+        return protocol.legacy_to_prediction(legacy, req, answer.timestamp, url)
+
+    def _run(self, call: Call[T]) -> T:
+        answer, url = self._send(call)
+        return protocol.parse(call, answer, url)
+
+    def _send(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
+        if not self.config.enabled:
+            raise MLDisabled()
+        try:
+            return self._attempts(call)
+        except AIFXError:
+            self.stats.count("failures")
+            raise
+
+    def _attempts(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
+        url, policy = self.config.base_url + call.path, self.config.retry
+        for attempt in range(1, policy.attempts + 1):
+            response, exc = None, None
+            self.stats.count("requests")
+            try:
+                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
+                response = self._http.request(call.method, call.path, json=call.body, headers=auth)
+            except httpx.TransportError as err:
+                exc = err
+            step = protocol.judge(call, url, self.config.timeout, attempt, response, exc)
+            if step.answer is not None:
+                return step.answer, url
+            assert step.error is not None
+            if not step.retry or attempt == policy.attempts:
+                raise step.error
+            self.stats.count("retries")
+            time.sleep(protocol.backoff(policy, attempt, response, call, step.error))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _follow(
+        self, pair: str, timeframe: str, last_event_id: int | None, policy: Reconnect
+    ) -> Generator[SignalEvent, None]:
+        if not self.config.enabled:
+            raise MLDisabled()
+        follow = sse.Follow(self.config.base_url + sse.STREAM_PATH, last_event_id, policy)
+        params = {"pair": pair, "timeframe": timeframe}
+        while True:
+            try:
+                self.stats.count("requests")
+                stream = self._http.stream(
+                    "GET",
+                    sse.STREAM_PATH,
+                    params=params,
+                    headers=follow.headers(),
+                    timeout=follow.timeout(self.config.timeout),
+                )
+                with stream as response:
+                    if response.status_code != 200:
+                        response.read()  # the error's message
+                    if follow.opened(response):
+                        for line in response.iter_lines():
+                            event = follow.feed(line)
+                            if event is not None:
+                                yield event
+                        follow.ended()
+            except httpx.TransportError as exc:
+                follow.dropped(exc)
+            self.stats.count("reconnects")
+            time.sleep(follow.delay())
+
+
+class AIFXClient(_Plumbing):
     """Synchronous client of the AIFX Reversal Engine; arguments left as None come from ML_API_*.
 
     Raises MLDisabled on every call when ML_API_ENABLED=false (no request is sent).
@@ -181,48 +267,21 @@ class AIFXClient:
         """POST /reversal/predictions/{prediction_id}/outcome with the realized pips (sends the outcome token)."""
         return self._run(calls.record_outcome(prediction_id, pips))
 
-    # ---- plumbing ----------------------------------------------------------------------------
+    def post_candles(self, pair: str, timeframe: str, candles: calls.Candles) -> CandlesResult:
+        """POST /reversal/candles (sends the outcome token): each closed candle, once; its bar's signal is streamed."""
+        return self._run(calls.post_candles(pair, timeframe, candles))
 
-    def _legacy(self, req: PredictRequest, primary: AIFXError) -> Prediction:
-        logger.warning("%s failed (%s); falling back to %s", self.config.predict_path, primary, self.config.legacy_path)
-        self.stats.count("fallbacks")
-        call = calls.legacy_predict(req, self.config.legacy_path)
-        try:
-            answer, url = self._send(call)
-            legacy = protocol.parse(call, answer, url)
-        except AIFXError as exc:
-            raise exc from primary
-        return protocol.legacy_to_prediction(legacy, req, answer.timestamp, url)
+    def latest_signal(self, pair: str, timeframe: str = "1h") -> SignalEvent | None:
+        """GET /reversal/signals/latest: the last bar's signal event (None before the first)."""
+        return self._run(calls.latest_signal(pair, timeframe))
 
-    def _run(self, call: Call[T]) -> T:
-        answer, url = self._send(call)
-        return protocol.parse(call, answer, url)
+    def signals(
+        self, pair: str, timeframe: str = "1h", *, last_event_id: int | None = None, reconnect: Reconnect | None = None
+    ) -> Generator[SignalEvent, None]:
+        """GET /reversal/signals/stream: each bar's SignalEvent as trusted candles close it, without end.
 
-    def _send(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
-        if not self.config.enabled:
-            raise MLDisabled()
-        try:
-            return self._attempts(call)
-        except AIFXError:
-            self.stats.count("failures")
-            raise
-
-    def _attempts(self, call: Call[Any]) -> tuple[protocol.Answer, str]:
-        url, policy = self.config.base_url + call.path, self.config.retry
-        for attempt in range(1, policy.attempts + 1):
-            response, exc = None, None
-            self.stats.count("requests")
-            try:
-                auth = protocol.headers(call, self.config.admin_token, self.config.outcome_token)
-                response = self._http.request(call.method, call.path, json=call.body, headers=auth)
-            except httpx.TransportError as err:
-                exc = err
-            step = protocol.judge(call, url, self.config.timeout, attempt, response, exc)
-            if step.answer is not None:
-                return step.answer, url
-            assert step.error is not None
-            if not step.retry or attempt == policy.attempts:
-                raise step.error
-            self.stats.count("retries")
-            time.sleep(protocol.backoff(policy, attempt, response, call, step.error))
-        raise AssertionError("unreachable: the loop returns or raises")
+        A dropped or ended connection is opened again with Last-Event-ID after a bounded backoff, so no
+        event is lost or repeated; last_event_id resumes after an event seen before. Close the iterator
+        to end the subscription (contextlib.aclosing, or contextlib.closing with the sync client).
+        """
+        return self._follow(pair, timeframe, last_event_id, reconnect or Reconnect())

@@ -47,6 +47,15 @@ class PredictRequest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class TradeLevels(_Response):
+    """The trade a long or short is scored by: opened at the bar's close, closed at a level or after horizon_bars."""
+
+    entry: float
+    take_profit: float
+    stop_loss: float
+    horizon_bars: int
+
+
 class Prediction(_Response):
     """A predict result; `source` says whether it came from /reversal/predict or the legacy /predict."""
 
@@ -62,6 +71,7 @@ class Prediction(_Response):
     prediction_id: str | None = None
     experiment_id: str | None = None
     variant: Literal["A", "B"] | None = None
+    trade: TradeLevels | None = None  # long or short of a known pair: the levels its outcome is scored by
     source: Source = "reversal"
 
 
@@ -81,13 +91,18 @@ class BatchItem(_Response):
     error: str | None = None
 
 
-class ComparedPrediction(_Response):
-    """One version's answer inside a comparison."""
+class VersionSignal(_Response):
+    """One loaded version's decision on a bar."""
 
     signal: Signal
     confidence: float
     stage1_prob: float | None = None
     stage2_prob: float | None = None
+
+
+class ComparedPrediction(VersionSignal):
+    """One version's answer inside a comparison."""
+
     model_version: str
 
 
@@ -208,3 +223,26 @@ class Health(_Response):
     def ok(self) -> bool:
         """True when the service can predict (healthy or degraded)."""
         return self.model_loaded and self.status != "unhealthy"
+
+
+class CandlesResult(_Response):
+    """POST /reversal/candles: what the closed candles added and how many bars they closed."""
+
+    pair: str = ""
+    timeframe: str = ""
+    inserted: int
+    duplicates: int = 0
+    conflicts: int = 0
+    bars_scored: int = 0
+
+
+class SignalEvent(_Response):
+    """One bar that trusted candles closed: the active version's answer (with `trade`) and every version's decision."""
+
+    id: int
+    pair: str
+    timeframe: str
+    bar_time: datetime
+    active_version: str | None = None
+    signal: Prediction | None = None
+    versions: dict[str, VersionSignal] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ class ClientStats:
     retries: int = 0  # attempts repeated after a connection error or a 5xx
     fallbacks: int = 0  # predictions answered by the legacy /predict route
     failures: int = 0  # calls that raised after every attempt
+    reconnects: int = 0  # signal streams opened again after a drop, an end or a refusal
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, name: str, n: int = 1) -> None:

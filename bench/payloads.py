@@ -13,7 +13,8 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "FOREX_EURUSD_1H_ASK.cs
 
 
 @cache
-def _candles():
+def bundled_candles():
+    """The bundled EUR/USD 1h candles (2017)."""
     return load_candles_csv(DATA)
 
 
@@ -21,7 +22,7 @@ def predict_bodies(
     count: int, candles_per_request: int = 64, seed: int = 0, pair: str = "EUR/USD", distinct: bool = False
 ) -> list[dict[str, object]]:
     """`count` requests, each the 64 candles ending at a random bar (with distinct, every bar at most once)."""
-    c = _candles()
+    c = bundled_candles()
     rng = np.random.default_rng(seed)
     if distinct:
         if count > len(c) - candles_per_request:

@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import psutil
 
+from bench import signals
 from bench.loadgen import HEADER, RunResult, run_load
 from bench.payloads import predict_bodies
 
@@ -109,6 +110,9 @@ def bench_service(
         print(runs[-1].row(), flush=True)
         rss = tree_rss_mb(proc.pid)
         batch = bench_batch(f"{base}/reversal/predict/batch", scale)
+        for line in (signals.publish_latency, signals.predict_without_data):  # issue 30's lines
+            runs.append(line(base, scale))
+            print(runs[-1].row(), flush=True)
     finally:
         stop(proc)
     return runs, {"cold_start_s": round(cold, 2), "first_prediction_s": round(first, 2), "rss_mb": round(rss, 1)}, batch

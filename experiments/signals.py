@@ -1,14 +1,16 @@
 """Signal events: one per bar that trusted candles close, kept for replay (Last-Event-ID) and the latest read.
 
 Shares the engine of an ExperimentStore. The first event of a bar wins (a unique key on pair, timeframe
-and bar time), so workers and replicas that score one bar publish it once. On PostgreSQL an insert
-also sends NOTIFY on CHANNEL in the same transaction (delivered at commit), so every replica's
-listener wakes at once; on SQLite subscribers poll the table.
+and bar time), so workers and replicas that score one bar publish it once. Ids become visible in
+order (one publisher at a time holds PUBLISH_LOCK until it commits), so followers read by id alone.
+On PostgreSQL an insert also sends NOTIFY on CHANNEL in the same transaction (delivered at commit),
+so every replica's listener wakes at once; on SQLite subscribers look for a commit in the database files (change_mark).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +27,9 @@ from experiments.store import ExperimentStore
 
 CHANNEL = "aifx_signals"
 MAX_REPLAY = 1_000  # events per read: a client far behind reads in pages
+# Publishers take this transaction lock before their insert: an id drawn before another is then committed
+# before it, so a follower that reads `id > the last it saw` never passes one still in flight.
+PUBLISH_LOCK = 0x41494658_5349  # "AIFXSI"
 
 
 class SignalStore:
@@ -54,6 +59,8 @@ class SignalStore:
         with self._store.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                if not self.sqlite:  # ids in commit order (SQLite writes one transaction at a time anyway)
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
                 for row in rows:  # one statement a row: RETURNING of a many-row insert is not ordered on SQLite
                     got = conn.execute(stmt.values(**row).returning(signal_events.c.id)).scalar()
                     if got is not None:
@@ -89,6 +96,30 @@ class SignalStore:
         self._store.ensure_schema()
         with self._store.engine.connect() as conn:
             return {as_utc(t) for t in conn.execute(stmt).scalars()} & wanted
+
+    def change_mark(self) -> tuple[int, ...] | None:
+        """SQLite: what changes whenever any worker commits (the database and WAL files' mtimes and sizes);
+        None elsewhere. Comparing it costs two stat calls, not a query."""
+        path = make_url(self._store.url).database
+        if not self.sqlite or not path or path == ":memory:":
+            return None
+        mark: list[int] = []
+        for name in (path, f"{path}-wal"):
+            try:
+                st = os.stat(name)
+            except OSError:
+                mark += [0, 0]
+                continue
+            mark += [st.st_mtime_ns, st.st_size]
+        return tuple(mark)
+
+    def newest_bars(self) -> list[tuple[str, str, datetime]]:
+        """Each series with its newest event's bar time."""
+        e = signal_events.c
+        stmt = select(e.pair, e.timeframe, func.max(e.bar_time)).group_by(e.pair, e.timeframe)
+        self._store.ensure_schema()
+        with self._store.engine.connect() as conn:
+            return [(p, tf, as_utc(t)) for p, tf, t in conn.execute(stmt)]
 
     def newest_id(self) -> int:
         """The largest event id (0 when none)."""

@@ -64,9 +64,8 @@ def _with_search_path(url: str, schema: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def pg_url(pg_server_url: str) -> Iterator[str]:
-    """A PostgreSQL URL bound to a fresh schema that is dropped after the test."""
+def _fresh_schema(pg_server_url: str) -> Iterator[str]:
+    """A PostgreSQL URL bound to a new schema, dropped when the generator ends."""
     schema = f"aifx_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(pg_server_url, poolclass=NullPool)
     with admin.begin() as conn:
@@ -77,6 +76,18 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A PostgreSQL URL bound to a fresh schema that is dropped after the test."""
+    yield from _fresh_schema(pg_server_url)
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_server_url: str) -> Iterator[str]:
+    """A PostgreSQL URL bound to a fresh schema shared by a module's tests (servers they share)."""
+    yield from _fresh_schema(pg_server_url)
 
 
 @pytest.fixture(

@@ -20,12 +20,14 @@ from aifx.http.envelope import ERROR_RESPONSES, ok
 from aifx.http.ratelimit import client_key
 from aifx.http.responses import Envelope
 from aifx.http.signal_responses import SignalEvent
+from aifx.serving.context import get_logger
 from aifx.serving.errors import ApiError
 from aifx.serving.parts import Parts
-from aifx.serving.signal_hub import SignalHub, Subscriber
+from aifx.serving.signal_hub import QUEUE, SignalHub, Subscriber
 
 router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error, as the app's own routes
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+logger = get_logger("bentoml.aifx.signals")
 
 
 def _hub(request: Request) -> SignalHub:
@@ -79,7 +81,39 @@ async def stream(
     settings = request.app.state.parts.registry.settings
     body = _events(hub, sub, last_event_id, settings.signals_max_stream_seconds)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return EventStream(body, settings.signals_send_seconds, media_type="text/event-stream", headers=headers)
+
+
+class EventStream(StreamingResponse):
+    """A stream each of whose writes must reach the client's socket within send_s, else it is closed.
+
+    A client that stops reading fills the socket buffers, then the server's write waits; without a bound
+    its subscription (and one of BentoML's request slots) would be held for as long as it stays connected.
+    """
+
+    def __init__(self, content: AsyncIterator[str], send_s: float, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.send_s = send_s
+        self.cut = False
+
+    async def stream_response(self, send: Any) -> None:
+        async def bounded(message: Any) -> None:
+            try:
+                async with asyncio.timeout(self.send_s):
+                    await send(message)
+            except TimeoutError:
+                self.cut = True
+                raise
+
+        try:
+            await super().stream_response(bounded)
+        except TimeoutError:
+            if not self.cut:
+                raise
+            logger.info("signal stream closed: its client took no bytes for %g s", self.send_s)
+            # Returning without the final message makes the server close the connection.
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # unsubscribes (the generator's finally)
 
 
 async def _events(hub: SignalHub, sub: Subscriber, after: int | None, life_s: float) -> AsyncIterator[str]:
@@ -97,7 +131,7 @@ async def _events(hub: SignalHub, sub: Subscriber, after: int | None, life_s: fl
             if len(page) < 1_000:
                 break
             after = sent
-        while loop.time() < end and not sub.closed:
+        while loop.time() < end:  # a closed subscriber still hands over what it queued, then None
             try:
                 async with asyncio.timeout(min(HEARTBEAT_S, max(0.0, end - loop.time()))):
                     new = await sub.queue.get()
@@ -105,6 +139,8 @@ async def _events(hub: SignalHub, sub: Subscriber, after: int | None, life_s: fl
                 yield ": keep-alive\n\n"
                 continue
             if new is None:
+                if sub.overflowed:
+                    yield f": closed: this reader fell {QUEUE} events behind; reconnect with Last-Event-ID\n\n"
                 break
             event = new
             if sent is not None and event["id"] <= sent:

@@ -1,9 +1,10 @@
 """Signal subscribers of one entry worker: events of every worker and replica reach them from the database.
 
 Each worker follows the event table from the newest id it has seen: PostgreSQL wakes it with NOTIFY
-(experiments/signals.py), SQLite by a bounded poll, and the worker that published an event wakes it at
-once. Subscriptions are bounded per client and per worker; a subscriber that does not read (its queue
-full) is closed, so its cost stays bounded, and reconnects with Last-Event-ID to miss nothing.
+(experiments/signals.py), on SQLite a commit to the database files does (two stat calls every 20 ms),
+the worker that published an event wakes it at once, and a bounded poll covers anything missed.
+Subscriptions are bounded per client and per worker; a subscriber that does not read (its queue full)
+is closed, so its cost stays bounded, and reconnects with Last-Event-ID to miss nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aifx import metrics
@@ -21,6 +23,7 @@ from experiments.signals import SignalStore
 
 logger = get_logger("bentoml.aifx.signals")
 QUEUE = 256  # events a subscriber may be behind before it is closed
+WATCH_S = 0.02  # SQLite: how often a worker looks for another worker's commit
 
 
 class TooManySubscriptions(ApiError):
@@ -39,12 +42,14 @@ class Subscriber:
     client: str
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE + 1))
     closed: bool = False
+    overflowed: bool = False  # closed because it fell QUEUE events behind
 
     def offer(self, event: dict[str, Any]) -> None:
         """Queue an event, or close a subscriber that stopped reading."""
         if self.closed:
             return
         if self.queue.qsize() >= QUEUE:
+            self.overflowed = True
             self.close()
             return
         self.queue.put_nowait(event)
@@ -63,6 +68,7 @@ class SignalHub:
         self.max_total, self.max_per_client, self.poll_s = max_total, max_per_client, poll_s
         self._subs: dict[tuple[str, str], set[Subscriber]] = {}
         self._clients: Counter[str] = Counter()
+        self._series: Counter[tuple[str, str]] = Counter()
         self._wake = asyncio.Event()
         self.last_id: int | None = None
 
@@ -78,7 +84,7 @@ class SignalHub:
         sub = Subscriber(pair, timeframe, client)
         self._subs.setdefault((pair, timeframe), set()).add(sub)
         self._clients[client] += 1
-        metrics.SIGNAL_SUBSCRIBERS.set(len(self))
+        self._count(sub, 1)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -90,8 +96,14 @@ class SignalHub:
             self._clients[sub.client] -= 1
             if self._clients[sub.client] <= 0:
                 del self._clients[sub.client]
+            self._count(sub, -1)
         sub.close()
-        metrics.SIGNAL_SUBSCRIBERS.set(len(self))
+
+    def _count(self, sub: Subscriber, change: int) -> None:
+        """Subscribers per metric series (timeframes outside the metrics' set share "other")."""
+        labels = metrics.signal_series(sub.pair, sub.timeframe)
+        self._series[labels] += change
+        metrics.set_signal_subscribers(*labels, self._series[labels])
 
     def kick(self) -> None:
         """New events were published in this worker: hand them out now."""
@@ -108,9 +120,10 @@ class SignalHub:
                 metrics.SIGNAL_PUBLISH_LATENCY.observe(max(0.0, now - created))
 
     async def run(self) -> None:
-        """Follow the event table forever (PostgreSQL: woken by NOTIFY; SQLite: every poll_s)."""
-        if not self.store.sqlite:
-            asyncio.get_running_loop().create_task(self._listen())
+        """Follow the event table forever: woken by PostgreSQL's NOTIFY or a commit to SQLite's files, else
+        every poll_s."""
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._listen() if not self.store.sqlite else self._watch())
         while True:
             try:
                 await self._step()
@@ -126,15 +139,29 @@ class SignalHub:
     async def _step(self) -> None:
         if self.last_id is None:
             self.last_id = await asyncio.to_thread(self.store.newest_id)
+            for pair, timeframe, bar_time in await asyncio.to_thread(self.store.newest_bars):
+                metrics.signal_seen(pair, timeframe, bar_time)  # the stall deadlines survive a restart
         while True:
             events = await asyncio.to_thread(self.store.after, None, None, self.last_id)
             if not events:
                 return
             self.last_id = events[-1]["id"]
+            for event in events:
+                metrics.signal_seen(event["pair"], event["timeframe"], datetime.fromisoformat(event["bar_time"]))
             if self._subs:
                 self.deliver(events)
             if len(events) < 1_000:
                 return
+
+    async def _watch(self) -> None:
+        """SQLite: wake the loop when a commit changed the database files (two stat calls every WATCH_S)."""
+        seen = self.store.change_mark()
+        while seen is not None:
+            await asyncio.sleep(WATCH_S)
+            mark = self.store.change_mark()
+            if mark != seen:
+                seen = mark
+                self._wake.set()
 
     async def _listen(self) -> None:
         """PostgreSQL: wake the loop on every NOTIFY; reconnect after a failure."""

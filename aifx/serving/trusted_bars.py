@@ -81,7 +81,7 @@ async def score_closed_bars(predictor: Predictor, log: OutcomeLog, pair: str, ti
             events.append((pair, timeframe, job.bar.time, signal_event(log, job.bar, made, active)))
     written = await log.log_now(rows)
     if hub is not None and events:
-        metrics.SIGNAL_EVENTS.inc(len(await asyncio.to_thread(hub.store.publish, events)))
+        metrics.count_signal_events(pair, timeframe, len(await asyncio.to_thread(hub.store.publish, events)))
         hub.kick()
     return written
 

@@ -127,7 +127,7 @@ def test_a_bad_request_is_not_retried_and_not_sent_to_the_legacy_route(client: A
     with pytest.raises(AIFXRequestError) as info:
         client.predict(PAIR, "1h", data=candle_json(4000, 5))
     assert 400 <= info.value.status < 500 and "candles" in info.value.message
-    assert client.stats.snapshot() == {"requests": 1, "retries": 0, "fallbacks": 0, "failures": 1}
+    assert client.stats.snapshot() == {"requests": 1, "retries": 0, "fallbacks": 0, "failures": 1, "reconnects": 0}
 
 
 def test_fallback_to_legacy_predict_when_the_new_route_is_missing(

@@ -38,7 +38,7 @@ def test_a_5xx_then_success_is_retried_and_counted() -> None:
     )
     client = client_for(fake)
     assert client.models().active_version == "v3.1"
-    assert client.stats.snapshot() == {"requests": 3, "retries": 2, "fallbacks": 0, "failures": 0}
+    assert client.stats.snapshot() == {"requests": 3, "retries": 2, "fallbacks": 0, "failures": 0, "reconnects": 0}
 
 
 def test_retries_are_bounded_by_attempts() -> None:
