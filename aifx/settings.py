@@ -172,25 +172,12 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"AIFX_TRUSTED_PROXIES: {item[:60]!r} is not an IP address or network") from None
-        return value
+        return _check_networks(value)
 
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme, sep, _ = value.partition("://")
-        scheme = scheme.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,29}", scheme) else "(not a URL)"
-        if scheme.split("+", 1)[0] not in ("sqlite", "postgresql"):
-            # Only the scheme is named: the rest of the URL may carry a password.
-            raise ValueError(
-                f"AIFX_DATABASE_URL has the unsupported scheme {scheme[:30]!r}: use sqlite:///... or "
-                "postgresql+psycopg://..."
-            )
-        return value
+        return _check_scheme(value)
 
     @property
     def migrate_on_start(self) -> bool:
@@ -200,27 +187,9 @@ class Settings(BaseSettings):
         return self.environment in ("development", "test")
 
     @model_validator(mode="after")
-    def _tokens_fail_closed(self) -> Settings:
-        for name, secret in (("AIFX_ADMIN_TOKEN", self.admin_token), ("AIFX_OUTCOME_TOKEN", self.outcome_token)):
-            if secret is not None and len(secret.get_secret_value()) < MIN_TOKEN_CHARS:
-                raise SettingsError(
-                    f"{name} has {len(secret.get_secret_value())} characters, fewer than {MIN_TOKEN_CHARS}; "
-                    "use a random one, e.g. `openssl rand -hex 32`"
-                )
-        if self.token_required and not self.admin_token:
-            raise SettingsError(
-                f"ENVIRONMENT={self.environment or '(empty)'} requires AIFX_ADMIN_TOKEN (admin routes would be open); "
-                f"set it (at least {MIN_TOKEN_CHARS} characters) or run with ENVIRONMENT=development or test"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _production_needs_a_shared_database(self) -> Settings:
-        if self.token_required and self.database_url.startswith("sqlite") and not self.allow_sqlite_in_production:
-            raise SettingsError(
-                f"ENVIRONMENT={self.environment} with a SQLite database gives every pod its own state; set "
-                "AIFX_DATABASE_URL=postgresql+psycopg://... (or AIFX_ALLOW_SQLITE_IN_PRODUCTION=true for one machine)"
-            )
+    def _fail_closed(self) -> Settings:
+        _check_tokens(self)
+        _check_shared_database(self)
         return self
 
     @property
@@ -247,6 +216,52 @@ class Settings(BaseSettings):
     @property
     def default_version(self) -> str:
         return self.versions[0]
+
+
+def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    """AIFX_TRUSTED_PROXIES: every item an IP address or network."""
+    for item in value:
+        try:
+            ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"AIFX_TRUSTED_PROXIES: {item[:60]!r} is not an IP address or network") from None
+    return value
+
+
+def _check_scheme(value: str) -> str:
+    """AIFX_DATABASE_URL: SQLite or PostgreSQL; only the scheme is named (the rest of the URL may carry a password)."""
+    scheme, sep, _ = value.partition("://")
+    scheme = scheme.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,29}", scheme) else "(not a URL)"
+    if scheme.split("+", 1)[0] not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"AIFX_DATABASE_URL has the unsupported scheme {scheme[:30]!r}: use sqlite:///... or "
+            "postgresql+psycopg://..."
+        )
+    return value
+
+
+def _check_tokens(s: Settings) -> None:
+    """Tokens fail closed: long enough when set, and the admin token required outside development and test."""
+    for name, secret in (("AIFX_ADMIN_TOKEN", s.admin_token), ("AIFX_OUTCOME_TOKEN", s.outcome_token)):
+        if secret is not None and len(secret.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"{name} has {len(secret.get_secret_value())} characters, fewer than {MIN_TOKEN_CHARS}; "
+                "use a random one, e.g. `openssl rand -hex 32`"
+            )
+    if s.token_required and not s.admin_token:
+        raise SettingsError(
+            f"ENVIRONMENT={s.environment or '(empty)'} requires AIFX_ADMIN_TOKEN (admin routes would be open); "
+            f"set it (at least {MIN_TOKEN_CHARS} characters) or run with ENVIRONMENT=development or test"
+        )
+
+
+def _check_shared_database(s: Settings) -> None:
+    """Outside development and test, SQLite gives every pod its own state: refused unless allowed for one machine."""
+    if s.token_required and s.database_url.startswith("sqlite") and not s.allow_sqlite_in_production:
+        raise SettingsError(
+            f"ENVIRONMENT={s.environment} with a SQLite database gives every pod its own state; set "
+            "AIFX_DATABASE_URL=postgresql+psycopg://... (or AIFX_ALLOW_SQLITE_IN_PRODUCTION=true for one machine)"
+        )
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ from aifx.http.envelope import ERROR_RESPONSES, ok
 from aifx.http.responses import CandlesData, Envelope, Health, ModelInfo, ModelsData, ReloadData, SwitchData
 from aifx.serving.schemas import CandlesRequest
 from aifx.serving.views import LiveFilters, add_candles, model_with_live, models_with_live
+from aifx.serving.views import health as health_of
 
 router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error status
 
@@ -21,7 +22,7 @@ router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error st
 async def health(p: PartsDep, details: AdminView) -> JSONResponse:
     """Service health (flat, as in the seed); why a version failed only for the admin (or a local caller without
     tokens)."""
-    body, status = await p.registry.health(details)
+    body, status = await health_of(p.registry, details)
     return JSONResponse(body, status_code=status)
 
 

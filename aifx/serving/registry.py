@@ -18,7 +18,6 @@ from aifx.serving.errors import (
     ApiError,
     VersionUnavailable,
     error_id,
-    now_iso,
     unknown_version,
     version_unavailable,
     with_error_id,
@@ -245,38 +244,6 @@ class VersionRegistry:
             logger.exception("models generation %s: reload failed; serving what was loaded before", token)
         finally:
             self._seen_generation = token
-
-    async def models(self) -> dict[str, Any]:
-        """Active version, default, fallback order and every configured version."""
-        avail = await self.availability()
-        active = await self.active_version()
-        return {
-            "active_version": active,
-            "default": self.settings.default_version,
-            "fallback_order": list(self.catalog.order),
-            "versions": [describe(self.catalog.entries[v], avail, active) for v in self.catalog.order],
-        }
-
-    async def model(self, version: str) -> dict[str, Any]:
-        """One configured version."""
-        entry = self.check_known(version)
-        return describe(entry, await self.availability(), await self.active_version())
-
-    async def health(self, details: bool = True) -> tuple[dict[str, Any], int]:
-        """The seed's flat health body and its HTTP status; without details, no failure reasons."""
-        avail = await self.availability()
-        active = await self.active_version()
-        status = "unhealthy" if not avail.loaded else "degraded" if avail.failed else "healthy"
-        body = {
-            "status": status,
-            "model_loaded": bool(avail.loaded),
-            "model_version": active,
-            "timestamp": now_iso(),
-            "environment": self.settings.environment,
-            "loaded_versions": list(avail.loaded),
-            "failed_versions": dict(avail.failed) if details else dict.fromkeys(avail.failed, HIDDEN_REASON),
-        }
-        return body, 200 if avail.loaded else 503
 
 
 def combine(catalog: Catalog, s1: dict | None, s2: dict | None) -> Availability:

@@ -12,10 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from aifx import instruments
 from aifx.candles import Candles
 from aifx.serving.context import get_logger
-from aifx.serving.errors import ApiError
+from aifx.serving.errors import ApiError, now_iso
 from aifx.serving.inputs import to_candles
 from aifx.serving.outcome_log import DatabaseResting
 from aifx.serving.parts import Parts
+from aifx.serving.registry import HIDDEN_REASON, VersionRegistry, describe
 from aifx.serving.schemas import TIMEFRAME_PATTERN, CandlesRequest, QueryTime
 from aifx.serving.trusted_bars import score_closed_bars
 from aifx.trade import UnknownPair, pip_size
@@ -35,14 +36,14 @@ class LiveFilters(BaseModel):
 
 async def models_with_live(p: Parts, filters: LiveFilters | None = None) -> dict[str, Any]:
     """GET /reversal/models with each version's `live` block (left out when the database does not answer)."""
-    data = await p.registry.models()
+    data = await models(p.registry)
     blocks = await _live(p, [m["version"] for m in data["versions"]], filters or LiveFilters())
     return {**data, "versions": [m | ({"live": blocks[m["version"]]} if blocks else {}) for m in data["versions"]]}
 
 
 async def model_with_live(p: Parts, version: str, filters: LiveFilters | None = None) -> dict[str, Any]:
     """GET /reversal/models/{version} with its `live` block."""
-    data = await p.registry.model(version)
+    data = await model(p.registry, version)
     blocks = await _live(p, [version], filters or LiveFilters())
     return data | ({"live": blocks[version]} if blocks else {})
 
@@ -108,3 +109,38 @@ def unknown_pair(pair: str) -> str:
     except UnknownPair as exc:
         return str(exc)
     return "only configured pairs and the pip table's are logged"
+
+
+async def models(registry: VersionRegistry) -> dict[str, Any]:
+    """Active version, default, fallback order and every configured version."""
+    avail = await registry.availability()
+    active = await registry.active_version()
+    return {
+        "active_version": active,
+        "default": registry.settings.default_version,
+        "fallback_order": list(registry.catalog.order),
+        "versions": [describe(registry.catalog.entries[v], avail, active) for v in registry.catalog.order],
+    }
+
+
+async def model(registry: VersionRegistry, version: str) -> dict[str, Any]:
+    """One configured version."""
+    entry = registry.check_known(version)
+    return describe(entry, await registry.availability(), await registry.active_version())
+
+
+async def health(registry: VersionRegistry, details: bool = True) -> tuple[dict[str, Any], int]:
+    """The seed's flat health body and its HTTP status; without details, no failure reasons."""
+    avail = await registry.availability()
+    active = await registry.active_version()
+    status = "unhealthy" if not avail.loaded else "degraded" if avail.failed else "healthy"
+    body = {
+        "status": status,
+        "model_loaded": bool(avail.loaded),
+        "model_version": active,
+        "timestamp": now_iso(),
+        "environment": registry.settings.environment,
+        "loaded_versions": list(avail.loaded),
+        "failed_versions": dict(avail.failed) if details else dict.fromkeys(avail.failed, HIDDEN_REASON),
+    }
+    return body, 200 if avail.loaded else 503

@@ -126,10 +126,10 @@ def test_an_unexpected_error_is_500_with_an_error_id_only(client, monkeypatch, c
     app = create_app(Settings(versions=("v3.1", "v3.0", "v2.9")))
     app.state.parts = parts()
 
-    async def broken() -> dict:
+    async def broken(*_: object) -> dict:
         raise KeyError(STAGE_SECRET)
 
-    monkeypatch.setattr(parts().registry, "models", broken)
+    monkeypatch.setattr(parts().registry, "active_version", broken)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with TestClient(app, raise_server_exceptions=False) as c:
