@@ -31,6 +31,7 @@ STATUSES = ("created", "active", "stopped")
 SIGNALS = ("long", "short", "hold")
 PAIR_LEN = 16
 TIMEFRAME_LEN = 8
+TIMEFRAME_PATTERN = rf"^[A-Za-z0-9]{{1,{TIMEFRAME_LEN}}}$"  # the one timeframe pattern (log, queries, bodies)
 SOURCE_LEN = 32
 BAR_STATES = ("pending", "resolved", "expired")
 RESULTS = ("hit", "stop", "timeout")

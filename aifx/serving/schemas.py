@@ -24,6 +24,7 @@ from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 from aifx.serving.errors import format_errors
+from experiments.schema import TIMEFRAME_PATTERN
 
 # The service uses only the last `min_candles` (47-53) candles of a request. 1,000 candles are at most
 # ~210 KB of JSON even pretty-printed with 17-digit prices (131 bytes each compact, as EUR/USD data
@@ -41,7 +42,6 @@ MAX_FEATURES = 64
 # other requests share. A new unbounded feature (e.g. raw volume) must revisit this.
 FEATURE_LIMIT = 10_000.0
 USER_ID_LEN = 128
-TIMEFRAME_PATTERN = r"^[A-Za-z0-9]{1,8}$"  # what the evaluation log stores (experiments.evaluation)
 # Times the service takes (candle times, time filters of queries): datetime64[ns] wraps around after
 # 2262-04-11, and nothing before 1970 or after 2100 is forex data the models could have seen.
 FIRST_TIME, END_TIME = "1970-01-01", "2100-01-01"
