@@ -9,12 +9,23 @@ the population stability index (PSI) of each window against the reference off th
 
     PSI = sum over bins of (actual - expected) * ln(actual / expected)
 
-with both shares floored at EPSILON so an empty bin is finite. Rules of thumb: < 0.1 stable,
-0.1-0.25 moderate shift, > 0.25 a shift the model has not seen.
+with both shares floored at EPSILON so an empty bin is finite. The usual rule of thumb (> 0.25: a shift
+the model has not seen) assumes independent rows; served rows are consecutive bars of one series, whose
+features are autocorrelated, so a window of the training period itself often reads far above it (issue 26:
+the maximum over 17 columns of 500-row windows passes 0.25 in 22 % of them, in 76 % at 200 rows).
+
+Alert thresholds are therefore calibrated (aifx/drift_calibration.py, at import) per column on contiguous windows of the
+training rows of the sizes a serving window has (MIN_ROWS to WINDOW_ROWS rows), so that a window of the
+training period breaches on any column in at most ALERT_RATE of windows, and stored with the reference. The
+service compares each window's PSI with the threshold of its size (`Reference.limits`) and exports the largest
+ratio (`DriftWindows.ratios`); a reference without thresholds (imported before them) falls back to one fixed
+PSI for every column, with a warning at start. docs/statistics.md, "Input drift alerts", has the rule and its
+check on held-out candles.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import OrderedDict
@@ -31,7 +42,10 @@ EPSILON = 1e-4  # floor of a bin's share (expected or actual): an empty bin adds
 WINDOW_ROWS = 500  # latest served rows kept per (pair, timeframe, version)
 MIN_ROWS = 200  # rows a window needs before its PSI counts (with 10 bins, sampling noise ~ 9/rows)
 MAX_WINDOWS = 128  # windows kept per worker (LRU): ~6.5 MB with 12 features (128 x 500 x 13 float64)
-FORMAT = 1
+FORMAT = 1  # thresholds and stage1_source are optional keys: references written before them still load
+ALERT_RATE = 0.01  # zero drift: share of windows that may breach on any column
+CALIBRATION_SIZES = (MIN_ROWS, 300, 400, WINDOW_ROWS)  # window sizes (rows) thresholds are calibrated at
+FALLBACK_PSI = 0.25  # the threshold of every column of a reference without calibrated ones (AIFX_DRIFT_FALLBACK_PSI)
 
 
 class DriftReferenceError(ValueError):
@@ -101,12 +115,52 @@ def psi(expected: np.ndarray, actual: np.ndarray, eps: float = EPSILON) -> float
 
 
 @dataclass(frozen=True)
+class AlertThresholds:
+    """Calibrated alert thresholds of one reference: per column, the PSI a window of each size may reach.
+
+    `values[name][k]` is calibrated on windows of `sizes[k]` rows and used for windows of `sizes[k]` rows up to
+    the next size (a larger window's zero-drift PSI is smaller, so this errs on the quiet side); `rate` is the share
+    of zero-drift windows the calibration allows to breach on any column.
+    """
+
+    sizes: tuple[int, ...]
+    values: dict[str, tuple[float, ...]]
+    rate: float
+    method: str = ""  # how they were calibrated, in words (aifx/drift_calibration.py METHOD)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "sizes": list(self.sizes), "method": self.method,
+                "values": {name: list(v) for name, v in self.values.items()}}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Any, names: Sequence[str]) -> AlertThresholds:
+        if not isinstance(data, Mapping) or not isinstance(data.get("values"), Mapping):
+            raise DriftReferenceError("thresholds must be an object with sizes, values and rate")
+        try:
+            sizes = tuple(int(n) for n in data["sizes"])
+            rate = float(data["rate"])
+            values = {name: tuple(float(x) for x in data["values"][name]) for name in names}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DriftReferenceError(f"thresholds: {exc!r}") from None
+        if not sizes or any(n < 1 for n in sizes) or list(sizes) != sorted(set(sizes)) or not 0 < rate < 1:
+            raise DriftReferenceError("thresholds: sizes must be ascending positive row counts, rate in (0, 1)")
+        for name, v in values.items():
+            if len(v) != len(sizes) or not all(math.isfinite(x) and x > 0 for x in v):
+                raise DriftReferenceError(f"thresholds of {name}: one finite positive value per size")
+        method = data.get("method", "")
+        return cls(sizes, values, rate, method if isinstance(method, str) else "")
+
+
+@dataclass(frozen=True)
 class Reference:
-    """A version's training reference: bins per feature (in the version's order) and for Stage 1."""
+    """A version's training reference: bins per feature (in the version's order) and for Stage 1, and the
+    calibrated alert thresholds (None: a reference written before them, whose alerts use one fixed PSI)."""
 
     features: tuple[str, ...]
     bins: dict[str, Bins]  # every feature and STAGE1
     rows: int
+    thresholds: AlertThresholds | None = None
+    stage1_source: str = ""  # where the Stage 1 probabilities binned came from (out-of-sample or not)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -138,13 +192,34 @@ class Reference:
         e = np.maximum(expected, EPSILON)
         return np.sum((actual - e) * np.log(actual / e), axis=1)
 
+    @cached_property
+    def _limits(self) -> np.ndarray | None:
+        """The thresholds as a (sizes, columns) matrix in `names` order (None without thresholds)."""
+        if self.thresholds is None:
+            return None
+        return np.array([self.thresholds.values[name] for name in self.names], dtype=np.float64).T
+
+    def limits(self, rows: int, fallback: float = FALLBACK_PSI) -> np.ndarray | None:
+        """Each column's alert threshold for a window of `rows` rows: the calibrated one of the largest size not
+        above `rows` (None for a window smaller than every calibrated size); `fallback` for every column of a
+        reference without thresholds."""
+        if self._limits is None or self.thresholds is None:
+            return np.full(len(self.names), float(fallback))
+        k = bisect.bisect_right(self.thresholds.sizes, rows) - 1
+        return None if k < 0 else self._limits[k]
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "rows": self.rows,
             "features": list(self.features),
             "bins": {name: self.bins[name].to_json() for name in self.names},
         }
+        if self.stage1_source:
+            out["stage1_source"] = self.stage1_source
+        if self.thresholds is not None:
+            out["thresholds"] = self.thresholds.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Reference:
@@ -165,24 +240,36 @@ class Reference:
                 parsed[name] = Bins.from_json(bins[name])
             except (TypeError, ValueError) as exc:
                 raise DriftReferenceError(f"bins of {name}: {exc}") from None
-        return cls(tuple(features), parsed, int(data.get("rows", 0)))
+        names = (*features, STAGE1)
+        raw = data.get("thresholds")
+        thresholds = None if raw is None else AlertThresholds.from_json(raw, names)
+        source = data.get("stage1_source", "")
+        return cls(
+            tuple(features), parsed, int(data.get("rows", 0)), thresholds, source if isinstance(source, str) else ""
+        )
 
 
-def build_reference(features: Sequence[str], rows: np.ndarray, stage1: np.ndarray, bins: int = BINS) -> Reference:
-    """The reference of a version from its training rows (n, features), unscaled, and Stage 1's outputs (n,)."""
+def build_reference(
+    features: Sequence[str], rows: np.ndarray, stage1: np.ndarray, bins: int = BINS, stage1_source: str = ""
+) -> Reference:
+    """The reference of a version from its training rows (n, features), unscaled, and Stage 1's outputs (n,).
+
+    Stage 1's outputs should be out-of-sample (a network's outputs on its own training rows are more confident
+    than on new bars); NaN marks a row without one (e.g. before the first walk-forward test fold), which the
+    Stage 1 bins leave out. `stage1_source` says where they came from."""
     rows = np.asarray(rows, dtype=np.float64)
     stage1 = np.asarray(stage1, dtype=np.float64).reshape(-1)
     if rows.ndim != 2 or rows.shape[1] != len(features) or len(stage1) != len(rows):
         raise ValueError(f"rows {rows.shape} and stage1 {stage1.shape} do not fit {len(features)} features")
     out = {name: quantile_bins(rows[:, j], bins) for j, name in enumerate(features)}
     out[STAGE1] = quantile_bins(stage1, bins)
-    return Reference(tuple(features), out, len(rows))
+    return Reference(tuple(features), out, len(rows), None, stage1_source)
 
 
 class Window:
     """The latest `capacity` rows of one (pair, timeframe, version): a fixed ring buffer."""
 
-    __slots__ = ("version", "_data", "_next", "_count", "_last", "dirty", "psi")
+    __slots__ = ("version", "_data", "_next", "_count", "_last", "dirty", "psi", "ratio")
 
     def __init__(self, version: str, columns: int, capacity: int) -> None:
         self.version = version
@@ -192,6 +279,7 @@ class Window:
         self._last = b""  # the previous row's feature bytes (comparing bytes is ~10x faster than array_equal)
         self.dirty = True
         self.psi: np.ndarray | None = None  # per column, cached until the next append
+        self.ratio: np.ndarray | None = None  # psi / the column's alert threshold at this window's size
 
     def __len__(self) -> int:
         return self._count
@@ -221,16 +309,18 @@ class DriftWindows:
 
     `add` is the request path: one row copy into a ring buffer (bounded memory: at most `max_windows`
     windows of `capacity` rows, the least recently used dropped). `psi` runs off the request path and
-    recomputes only the windows that changed since its last call.
+    recomputes only the windows that changed since its last call, with each window's ratio to its alert
+    thresholds (`Reference.limits` at the window's row count; `fallback_psi` for references without them).
     """
 
     references: Mapping[str, Reference]
     capacity: int = WINDOW_ROWS
     min_rows: int = MIN_ROWS
     max_windows: int = MAX_WINDOWS
+    fallback_psi: float = FALLBACK_PSI
     _windows: OrderedDict[tuple[str, str, str], Window] = field(default_factory=OrderedDict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _last: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
+    _ratios: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
 
     def add(self, pair: str, timeframe: str, version: str, features: np.ndarray, stage1: float) -> None:
         """Append a served window's last feature row and its Stage 1 probability (ignored without a reference;
@@ -256,28 +346,39 @@ class DriftWindows:
         with self._lock:
             self._windows.clear()
 
+    def threshold(self, version: str) -> dict[str, float]:
+        """A version's alert threshold per column for a full window (`capacity` rows): what the gauge
+        aifx_feature_drift_psi_threshold shows ({} without a reference)."""
+        ref = self.references.get(version)
+        limits = None if ref is None else ref.limits(self.capacity, self.fallback_psi)
+        return {} if ref is None or limits is None else dict(zip(ref.names, limits.tolist(), strict=True))
+
     def psi(self) -> dict[str, dict[str, float]]:
         """Per version with a reference: {feature or stage1_probability: PSI}, the maximum over the version's
-        windows holding at least `min_rows` rows (a version without such a window maps to {})."""
+        windows holding at least `min_rows` rows (a version without such a window maps to {}). Also computes
+        each window's ratio to its thresholds, read with `ratios()`."""
         with self._lock:
             todo = [(w, w.values().copy()) for w in self._windows.values() if w.dirty and len(w) >= self.min_rows]
             for w, _ in todo:
                 w.dirty = False
             ready = [w for w in self._windows.values() if len(w) >= self.min_rows]
         for w, values in todo:
-            w.psi = self.references[w.version].psi(values)
-        worst: dict[str, np.ndarray] = {}
-        for w in ready:
-            if w.psi is not None:
-                worst[w.version] = np.maximum(worst[w.version], w.psi) if w.version in worst else w.psi
-        out: dict[str, dict[str, float]] = {v: {} for v in self.references}
-        for version, values in worst.items():
-            out[version] = dict(zip(self.references[version].names, values.tolist(), strict=True))
-        self._last = out
+            ref = self.references[w.version]
+            w.psi = ref.psi(values)
+            limits = ref.limits(len(values), self.fallback_psi)
+            w.ratio = None if limits is None else w.psi / limits
+        out = {v: self._worst(ready, v, "psi") for v in self.references}
+        self._ratios = {v: self._worst(ready, v, "ratio") for v in self.references}
         return out
 
-    def worst(self, version: str) -> float | None:
-        """The largest PSI of a version over its features and Stage 1 output at the last `psi()` call
-        (None while no window of it has enough rows): one number for a guardrail."""
-        values = self._last.get(version)
-        return max(values.values()) if values else None
+    def _worst(self, windows: list[Window], version: str, attr: str) -> dict[str, float]:
+        """{name: the largest value over the version's windows} of their cached `psi` or `ratio` ({}: none)."""
+        arrays = [a for w in windows if w.version == version and (a := getattr(w, attr)) is not None]
+        if not arrays:
+            return {}
+        return dict(zip(self.references[version].names, np.max(arrays, axis=0).tolist(), strict=True))
+
+    def ratios(self) -> dict[str, dict[str, float]]:
+        """Per version, at the last `psi()` call: {name: the largest PSI / alert threshold over its windows}
+        (above 1: a window breaches; {} while no window is large enough to be judged)."""
+        return self._ratios

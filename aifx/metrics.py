@@ -174,6 +174,24 @@ FEATURE_DRIFT = Gauge(
     ["version", "feature"],
     multiprocess_mode="livemax",
 )
+# The alert (AIFXFeatureDrift) reads the ratio, not the PSI: each window is held to the threshold calibrated
+# for its own row count (aifx/drift.py calibrate; windows fill from 200 to 500 rows), so "some window of some
+# worker breaches" is exactly the largest ratio above 1, which livemax keeps across workers. The threshold
+# gauge is the calibrated one of a full window, constant per (version, feature): for dashboards and reading.
+FEATURE_DRIFT_RATIO = Gauge(
+    "aifx_feature_drift_psi_ratio",
+    "Largest PSI / alert threshold over the version's windows, per feature and for the Stage 1 output (the "
+    "threshold calibrated for the window's row count; above 1: a window breaches; 0 while none is judged)",
+    ["version", "feature"],
+    multiprocess_mode="livemax",
+)
+FEATURE_DRIFT_THRESHOLD = Gauge(
+    "aifx_feature_drift_psi_threshold",
+    "Alert threshold of the PSI of a full drift window (500 rows), per feature and for the Stage 1 output: "
+    "calibrated on the training rows (zero drift breaches in <= 1 % of windows), or AIFX_DRIFT_FALLBACK_PSI",
+    ["version", "feature"],
+    multiprocess_mode="livemax",
+)
 
 # Paired comparisons of the active version (a) with each other loaded version (b), set by the promoter's
 # worker: 1 for the current state, 0 for the others (aifx/paired.py STATES), so alerts match state="...".
@@ -295,12 +313,26 @@ def set_walkforward_hit_rates(labels: MetricLabels, versions: Iterable[str], rat
         WALKFORWARD_HIT_RATE.labels(version=labels.version(version)).set(rates.get(version, math.nan))
 
 
-def set_feature_drift(labels: MetricLabels, version: str, names: Iterable[str], psi: Mapping[str, float]) -> None:
-    """Publish a version's PSI per feature (`names`: its features and stage1_probability; 0 for a name
-    without a value, i.e. no window with enough rows)."""
+def set_feature_drift(
+    labels: MetricLabels,
+    version: str,
+    names: Iterable[str],
+    psi: Mapping[str, float],
+    ratio: Mapping[str, float] | None = None,
+) -> None:
+    """Publish a version's PSI and ratio to its alert thresholds per feature (`names`: its features and
+    stage1_probability; 0 for a name without a value, i.e. no window with enough rows)."""
     name = labels.version(version)
     for feature in names:
         FEATURE_DRIFT.labels(version=name, feature=feature).set(psi.get(feature, 0.0))
+        FEATURE_DRIFT_RATIO.labels(version=name, feature=feature).set((ratio or {}).get(feature, 0.0))
+
+
+def set_feature_drift_thresholds(labels: MetricLabels, version: str, thresholds: Mapping[str, float]) -> None:
+    """Publish a version's alert threshold per feature for a full window (set once, at start)."""
+    name = labels.version(version)
+    for feature, value in thresholds.items():
+        FEATURE_DRIFT_THRESHOLD.labels(version=name, feature=feature).set(value)
 
 
 def set_comparison_states(states: Mapping[tuple[str, str], str]) -> None:

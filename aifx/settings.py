@@ -114,11 +114,14 @@ class Settings(BaseSettings):
     comparison_min_effect_r: float = Field(default=0.05, gt=0, le=10)
     guardrail_max_drawdown_r: float = Field(default=100.0, gt=0)
     guardrail_max_error_rate: float = Field(default=0.05, ge=0, le=1)
-    guardrail_max_psi: float = Field(default=0.25, gt=0)
     promotion_every_seconds: float = Field(default=60.0, gt=0)
     # Input drift (aifx/drift.py): each entry worker recomputes the PSI of its changed windows this often,
-    # off the request path, and sets aifx_feature_drift_psi; 0 turns drift monitoring off.
+    # off the request path, and sets aifx_feature_drift_psi and its ratio to the alert thresholds; 0 turns
+    # drift monitoring off. Input drift is an alert, never a guardrail (both versions see the same inputs).
     drift_every_seconds: float = Field(default=10.0, ge=0)
+    # The alert threshold of every column of a reference imported without calibrated thresholds (drift.json
+    # written before issue 26; a warning at start says which). Calibrated references ignore it.
+    drift_fallback_psi: float = Field(default=0.25, gt=0)
     # Logs (aifx/http/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
     # INFO); AIFX_LOG_FORMAT=json writes one JSON object per line for log shippers.
     log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(

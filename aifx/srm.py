@@ -76,3 +76,31 @@ def srm_check(
     e = math.exp(log_e) if log_e < _MAX_LOG else None
     p_value = math.exp(-log_e) if log_e > 0 else 1.0
     return out | {"chi2": chi2, "p_value": p_value, "e_value": e, "flagged": log_e >= -math.log(alpha)}
+
+
+def since_reset(users: Mapping[str, int], baseline: Mapping[str, int] | None) -> dict[str, int]:
+    """Users per group counted beyond the last reset's (all of them without one). Under the split, the users
+    first seen after a reset are assigned independently of those before, so the test restarts on them."""
+    if not baseline:
+        return dict(users)
+    return {g: max(int(n) - int(baseline.get(g, 0)), 0) for g, n in users.items()}
+
+
+def standing(check: Mapping[str, Any], record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The check as it stands with the stored record (experiments.SrmStore): once a read has flagged, the flag
+    stands (`flagged` true, `flagged_at` and the check of that read in `flag`) whatever later reads say, until
+    an admin reset; `p_value` is then at most the flagging read's (an alert on it keeps firing)."""
+    record = record or {}
+    out = {**check, "flagged_at": record.get("flagged_at"), "flag": record.get("flag"),
+           "reset_at": record.get("reset_at"), "baseline": record.get("baseline")}  # fmt: skip
+    first = record.get("flag")
+    if record.get("flagged_at") is not None and isinstance(first, Mapping):
+        p = [x for x in (check.get("p_value"), first.get("p_value")) if isinstance(x, int | float)]
+        out |= {"flagged": True, "p_value": min(p) if p else 0.0}
+    return out
+
+
+def flag_record(check: Mapping[str, Any], users: Mapping[str, int], counted: Mapping[str, int]) -> dict[str, Any]:
+    """What a flag stores: the flagging read's users (all, and those the test counted beyond a reset) and figures."""
+    keep = ("p_value", "e_value", "threshold", "total", "rule")
+    return {"users": dict(users), "counted": dict(counted), **{k: check.get(k) for k in keep}}

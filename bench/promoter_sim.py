@@ -14,6 +14,9 @@ aifx.promotion.decide, and on a switch starts probation with a new anchor (previ
 rolls back on a_better or a guardrail (aifx.promotion.breaches) and confirms after PROBATION_BARS.
 Alpha: 0.05 split over the 3 challengers and spent over each challenger's successive anchors
 (aifx.anchored.anchor_alpha), as the service does.
+
+The drift lines (bench.drift_alerts): input drift is an alert, not a guardrail; its zero-drift alert rate per
+window read on held-out sixths of the bundled candles, through aifx.drift's calibrated thresholds and windows.
 """
 
 from __future__ import annotations
@@ -246,6 +249,10 @@ def main() -> None:
         print(f"+{effect:g} R/bar: a null challenger promoted beside it {f.null_promotion:.4f}")
         print(f"+{effect:g} R/bar: power by month " + " ".join(f"{m + 1}:{p:.3f}" for m, p in
                                                                enumerate(f.power_by_month)))  # fmt: skip
+    from bench import drift_alerts
+
+    for line in drift_alerts.lines():
+        print(line)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

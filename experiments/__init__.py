@@ -12,6 +12,7 @@ from experiments.promotion import PromotionStore
 from experiments.recording import Abandoned, Served
 from experiments.records import BarLog, Candle, CandleSeries, Decision, PendingBar, Resolution, StoredDecision
 from experiments.schema import SCHEMA_VERSION
+from experiments.srm_flags import SrmStore
 from experiments.stats import compare, two_proportion_z_test, welch_t_test
 from experiments.store import ACTIVE_VERSION_KEY, ExperimentStore
 from experiments.writebehind import WriteBehind
@@ -42,6 +43,7 @@ __all__ = [
     "Resolution",
     "SCHEMA_VERSION",
     "SchemaMismatch",
+    "SrmStore",
     "StoredDecision",
     "WriteBehind",
     "assign_variant",

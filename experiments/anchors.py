@@ -163,15 +163,7 @@ def _check_spent(value: Any) -> int:
 
 
 def _state_json(state: Any) -> str:
-    if not isinstance(state, Mapping):
-        raise Invalid(f"state must be a JSON object (got {type(state).__name__})")
-    try:
-        text = json.dumps(state, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise Invalid(f"state must be plain JSON without NaN: {exc}") from None
-    if len(text) > MAX_STATE_CHARS:
-        raise Invalid(f"state must be at most {MAX_STATE_CHARS} characters of JSON (got {len(text)})")
-    return text
+    return v.json_object(state, "state", MAX_STATE_CHARS)
 
 
 def _check_scope(value: Any) -> str:

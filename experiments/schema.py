@@ -21,7 +21,7 @@ from sqlalchemy import (
 
 # The Alembic head these tables match (experiments/migrations/versions); change both together
 # (tests/unit/test_store_evaluation.py compares the migrated database with these tables).
-SCHEMA_VERSION = "0007"
+SCHEMA_VERSION = "0008"
 ID_LEN = 64
 IDEMPOTENCY_KEY_LEN = 128
 NOTE_LEN = 200
@@ -306,3 +306,23 @@ signal_events = Table(
 # Replay after Last-Event-ID and the latest event read one series by id.
 Index("ix_signal_events_series", signal_events.c.pair, signal_events.c.timeframe, signal_events.c.id)
 Index("ix_signal_events_created", signal_events.c.created_at)
+
+# -- sample-ratio-mismatch flags (migration 0008): the first flag of an experiment's SRM check stands --
+
+srm_flags = Table(
+    "srm_flags",
+    metadata,
+    Column(
+        "experiment_id",
+        String(ID_LEN),
+        ForeignKey("experiments.experiment_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("flagged_at", DateTime(timezone=True)),  # the first read at which the e-value reached 1 / alpha
+    Column("flag", Text),  # a JSON object: the check at that read (users, e-value, p-value, rule)
+    Column("baseline", Text),  # a JSON object: users per variant at the last reset (the test counts beyond it)
+    Column("reset_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("(flagged_at IS NULL) = (flag IS NULL)", name="ck_srm_flags_flag"),
+    CheckConstraint("(reset_at IS NULL) = (baseline IS NULL)", name="ck_srm_flags_reset"),
+)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from experiments.errors import Invalid
@@ -96,3 +98,16 @@ def check_idempotency_key(value: Any) -> str | None:
     if not isinstance(value, str) or not KEY_RE.match(value):
         raise Invalid(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_LEN} characters of A-Z a-z 0-9 _ . : -")
     return value
+
+
+def json_object(value: Any, field: str, max_chars: int) -> str:
+    """A mapping as compact JSON text: plain JSON without NaN, at most `max_chars` characters."""
+    if not isinstance(value, Mapping):
+        raise Invalid(f"{field} must be a JSON object (got {type(value).__name__})")
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"{field} must be plain JSON without NaN: {exc}") from None
+    if len(text) > max_chars:
+        raise Invalid(f"{field} must be at most {max_chars} characters of JSON (got {len(text)})")
+    return text

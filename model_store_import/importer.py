@@ -12,6 +12,7 @@ import numpy as np
 from aifx.calibration import Calibration
 from aifx.candles import Candles
 from aifx.drift import Reference, build_reference
+from aifx.drift_calibration import calibrate
 from aifx.versions import (
     CALIBRATION_FILE,
     CHECKSUMS_KEY,
@@ -122,11 +123,15 @@ def import_artifacts(artifact_dir: str | Path) -> dict[int, str]:
     return write_version(spec, scaler, stages, extra, reference, calibrations)
 
 
-def stage1_reference(candles: Candles, spec: VersionSpec, scaler: Scaler, stage1: Any) -> Reference:
-    """The drift reference of a Keras Stage 1 model over candles: the last row of every training-style
-    window (aifx.features.sample_windows, as served) and the model's probability on it."""
+def stage1_reference(
+    candles: Candles, spec: VersionSpec, scaler: Scaler, stage1: Any, stage1_source: str = ""
+) -> Reference:
+    """The drift reference of a Keras Stage 1 model over candles, with its alert thresholds calibrated on them
+    (aifx.drift.calibrate): the last row of every training-style window (aifx.features.sample_windows, as
+    served) and the model's probability on it. `stage1_source` says whether the candles are new to the model."""
     from aifx.features import sample_windows
 
     x, _ = sample_windows(candles, spec.features, spec.window)
     probs = stage1.predict(scaler.transform(x).astype(np.float32), batch_size=1024, verbose=0).reshape(-1)
-    return build_reference(spec.features, x[:, -1, :], probs)
+    reference = build_reference(spec.features, x[:, -1, :], probs, stage1_source=stage1_source)
+    return calibrate(reference, np.column_stack([x[:, -1, :], probs]))

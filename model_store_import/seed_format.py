@@ -31,7 +31,9 @@ def import_seed_folder(
     """Convert a seed folder (e.g. prefix 'profitable_' for v3.1) into store entries.
 
     The seed holds no training rows, so the drift reference (aifx/drift.py) is the seed Stage 1 model
-    over the candles of `reference_csv` (default: the bundled data it was trained on; None: no reference).
+    over the candles of `reference_csv` (default: the bundled data it was trained on; None: no reference),
+    with alert thresholds calibrated on them. The seed's Stage 1 probabilities there are in-sample (no rows
+    the seed model never saw exist), which the reference records in `stage1_source`.
     """
     import keras
 
@@ -59,7 +61,8 @@ def import_seed_folder(
         if reference_csv is not None:
             from training.candles_csv import load_candles_csv
 
-            reference = stage1_reference(load_candles_csv(reference_csv), spec, scaler, stage1)
+            source = f"in-sample: the seed model over {Path(reference_csv).name}, the candles it was trained on"
+            reference = stage1_reference(load_candles_csv(reference_csv), spec, scaler, stage1, source)
             extra["drift_reference"] = {"source": Path(reference_csv).name, "rows": reference.rows}
         return write_version(spec, scaler, stage_files, extra, reference)
 

@@ -67,6 +67,7 @@ def train_versions(workdir: Path) -> None:
     """Train tiny models for v3.0, v3.1, v3.2 (both stages) and v2.9 (Stage 1 only) and import them."""
     from aifx.calibration import Calibration
     from aifx.drift import build_reference
+    from aifx.drift_calibration import calibrate
     from aifx.features import sample_windows
     from aifx.labels import barrier_labels, swing_labels
     from aifx.versions import Scaler, VersionSpec, default_spec
@@ -99,7 +100,9 @@ def train_versions(workdir: Path) -> None:
         m1 = fit(xs[ok1], y1[ok1], seed=1, epochs=1, architecture=spec.architecture, size=spec.model_size)
         files[1] = workdir / f"{version}-stage1.keras"
         m1.save(files[1])
-        reference = build_reference(spec.features, x[ok1][:, -1, :], maps[1](predict_proba(m1, xs[ok1])))  # as served
+        p1 = maps[1](predict_proba(m1, xs[ok1]))  # as served (in-sample: a fixture, not a training run)
+        reference = build_reference(spec.features, x[ok1][:, -1, :], p1)
+        reference = calibrate(reference, np.column_stack([x[ok1][:, -1, :], p1]))  # alert thresholds, as at import
         m2 = fit(xs[ok2], y2[ok2], seed=2, epochs=1, architecture=spec.architecture, size=spec.model_size)
         files[2] = workdir / f"{version}-stage2.keras"
         m2.save(files[2])

@@ -15,12 +15,13 @@ import numpy as np
 from aifx.calibration import IDENTITY_MAP, Calibration
 from aifx.candles import Candles
 from aifx.domain import BUNDLED_DATA_DOMAIN, Domain
-from aifx.drift import build_reference
+from aifx.drift import Reference, build_reference
+from aifx.drift_calibration import calibrate
 from aifx.versions import DRIFT_FILE, SCALER_FILE, Scaler, VersionSpec
 from model_store_import.importer import ARTIFACT_CALIBRATION, ARTIFACT_METADATA
 from training import calibration as cal
 from training.dataset import Dataset, build_dataset
-from training.evaluate import Log, calibration_split, evaluate
+from training.evaluate import Log, calibration_split, evaluate, walk_forward_folds
 from training.model import fit, predict_proba
 
 SCORES_FILE = "evaluation_scores.json"
@@ -99,6 +100,34 @@ def _final_stage(
     return FinalStage(model, calibration), block
 
 
+def drift_reference(
+    ds: Dataset, spec: VersionSpec, scaler: Scaler, stage1: FinalStage, scores: dict[str, Any], folds: int, log: Log
+) -> Reference:
+    """The input drift reference (aifx/drift.py) with its calibrated alert thresholds.
+
+    Features: the unscaled features of each training sample's own bar (the window's last row, what serving
+    appends per prediction). Stage 1: out-of-sample probabilities as served, i.e. the walk-forward test folds'
+    (each from a network that never saw the fold, through its calibration map; NaN before the first test
+    fold), since the final network is more confident on its own training rows than on new bars. Without a
+    walk-forward (folds=0) there are none, and the final network's in-sample outputs stand in (said in the
+    reference and the log). Thresholds are calibrated on contiguous windows of these time-ordered rows.
+    """
+    if folds and "stage1" in scores:
+        p1 = np.full(len(ds.y1), np.nan)
+        test = np.concatenate([f.test for f in walk_forward_folds(ds.bars, folds, ds.horizon)])
+        p1[test] = np.asarray(scores["stage1"]["model"], dtype=np.float64)
+        source = f"out-of-sample: the {folds} walk-forward test folds' calibrated probabilities ({len(test)} rows)"
+    else:
+        p1 = stage1.calibration(predict_proba(stage1.model, scaler.transform(ds.x)))
+        source = "in-sample: the final Stage 1 on its own training rows (no walk-forward)"
+        log(f"[{spec.version}] drift reference: Stage 1 bins in-sample (no walk-forward folds to take them from)")
+    reference = build_reference(spec.features, ds.x[:, -1, :], p1, stage1_source=source)
+    reference = calibrate(reference, np.column_stack([ds.x[:, -1, :], p1]))
+    if reference.thresholds is None:
+        log(f"[{spec.version}] drift reference: too few rows to calibrate alert thresholds (the fixed PSI applies)")
+    return reference
+
+
 def train_version(
     candles: Candles,
     spec: VersionSpec,
@@ -125,11 +154,7 @@ def train_version(
     log(f"[{spec.version}] final Stage 1 on {len(ds.y1)} samples")
     stage1, cal1 = _final_stage(ds, spec, scaler, np.arange(len(ds.y1)), ds.y1, _evaluated(metrics, 1), seed, epochs)
     stage1.model.save(out / "stage1.keras")
-    # Input drift reference: the unscaled features of each training sample's own bar (the window's last
-    # row, what serving appends per prediction) and the final Stage 1's probability on the sample, calibrated
-    # as served.
-    p1 = stage1.calibration(predict_proba(stage1.model, scaler.transform(ds.x)))
-    reference = build_reference(spec.features, ds.x[:, -1, :], p1)
+    reference = drift_reference(ds, spec, scaler, stage1, scores, folds, log)
     (out / DRIFT_FILE).write_text(json.dumps(reference.to_json()))
     pos = np.flatnonzero((ds.y1 == 1) & ~np.isnan(ds.y2))
     log(f"[{spec.version}] final Stage 2 on {len(pos)} Stage-1 positives")

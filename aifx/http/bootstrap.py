@@ -79,7 +79,8 @@ def build(detector: ReversalDetector, direction: DirectionClassifier, settings: 
     ab = ABTests(store, SharedState("active experiment", store.active_experiment, ttl, timeout))
     outcomes = outcome_log(settings, catalog, store)
     _log_catalog(settings, catalog)
-    drift = DriftWindows(drift_references(catalog)) if settings.drift_every_seconds else None
+    fallback = settings.drift_fallback_psi
+    drift = DriftWindows(drift_references(catalog), fallback_psi=fallback) if settings.drift_every_seconds else None
     predictor = Predictor(
         registry,
         detector,
@@ -128,6 +129,11 @@ def drift_references(catalog: Catalog, folder_of: Callable[[str], Path] | None =
         except Exception as exc:  # noqa: BLE001 - drift is monitoring: a bad reference never stops serving
             logger.warning("%s: drift reference not used: %s", version, exc)
             continue
+        if reference.thresholds is None:
+            logger.warning("%s: drift reference without calibrated alert thresholds (imported before them): its "
+                           "drift alert uses AIFX_DRIFT_FALLBACK_PSI for every feature, which windows of the "
+                           "training period itself often exceed (docs/statistics.md); re-import the version to "
+                           "calibrate them", version)  # fmt: skip
         out[version] = reference
     return out
 
@@ -252,7 +258,9 @@ async def purge_periodically(parts: Parts, days: int, every_s: float = 3600.0) -
 
 
 async def publish_drift(drift: DriftWindows, labels: metrics.MetricLabels, every_s: float) -> None:
-    """Recompute the PSI of the windows that changed and set aifx_feature_drift_psi, every `every_s` seconds.
+    """Recompute the PSI of the windows that changed and set aifx_feature_drift_psi and its ratio to the alert
+    thresholds (aifx_feature_drift_psi_ratio), every `every_s` seconds; the thresholds of a full window
+    (aifx_feature_drift_psi_threshold) are set once.
 
     Every version with a reference reads 0 until one of its windows has enough rows (and again when its
     windows are dropped), so the series exist from start-up. The PSI runs in a worker thread, not on the
@@ -260,13 +268,17 @@ async def publish_drift(drift: DriftWindows, labels: metrics.MetricLabels, every
     """
     for version, reference in drift.references.items():
         metrics.set_feature_drift(labels, version, reference.names, {})
+        metrics.set_feature_drift_thresholds(labels, version, drift.threshold(version))
     published: set[str] = set(drift.references)
     while True:
         await asyncio.sleep(every_s)
         try:
-            for version, values in (await asyncio.to_thread(drift.psi)).items():
+            psi = await asyncio.to_thread(drift.psi)
+            ratios = drift.ratios()  # computed by that same call
+            for version, values in psi.items():
                 if values or version in published:
-                    metrics.set_feature_drift(labels, version, drift.references[version].names, values)
+                    names = drift.references[version].names
+                    metrics.set_feature_drift(labels, version, names, values, ratios.get(version))
                     published.add(version)
         except Exception as exc:  # noqa: BLE001 - monitoring must never stop; try again next time
             logger.warning("drift metrics failed: %s", exc)

@@ -16,7 +16,7 @@ from aifx import instruments, metrics, srm
 from aifx.http.body import json_body, openapi_body
 from aifx.http.comparison_responses import AnchorReset, DecisionList, PairedComparison, PolicyList, PromotionPolicy
 from aifx.http.envelope import ok
-from aifx.http.responses import Envelope
+from aifx.http.responses import Envelope, SrmCheck
 from aifx.outcomes import BASELINES
 from aifx.serving import ab_tests as ab
 from aifx.serving.ab_tests import api_error, in_thread
@@ -27,11 +27,13 @@ from aifx.serving.parts import Parts
 from aifx.serving.promoter import Promoter
 from aifx.serving.schemas import TIMEFRAME_PATTERN, QueryTime
 from aifx.trade import UnknownPair, normalise_pair, pip_size
+from experiments import SrmStore
 from experiments.errors import ExperimentError
 from experiments.schema import ID_LEN
 
 logger = get_logger("bentoml.aifx.evaluation")
 Challenger = Annotated[str, Path(max_length=ID_LEN, description="a configured model version, e.g. v3.2")]
+ExperimentId = Annotated[str, Path(max_length=ID_LEN, description=f"1-{ID_LEN} characters of A-Z a-z 0-9 _ . -")]
 
 
 class EvaluationQuery(BaseModel):
@@ -113,15 +115,41 @@ async def _read(fn: Callable[..., Any], *args: Any) -> Any:
 async def experiment_metrics(p: Parts, experiment_id: str) -> dict[str, Any]:
     """The experiment's metrics with the sample-ratio-mismatch check and, with the outcome loop, the paired view."""
     data = await ab.metrics(p.ab, experiment_id)
-    exp, users = await in_thread(p.ab.store.variant_users, experiment_id)
-    shares = {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]}
-    data["srm"] = {"users": users, **srm.srm_check(users, shares)}
+    exp, data["srm"] = await in_thread(srm_status, p, experiment_id)
     if p.promoter is not None:
         try:
             data["paired"] = await asyncio.to_thread(p.promoter.compare, exp["variant_a"], exp["variant_b"])
         except (SQLAlchemyError, DatabaseResting) as exc:  # the split view answers without it
             logger.warning("paired view unavailable: %s", type(exc).__name__)
     return data
+
+
+def srm_status(p: Parts, experiment_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An experiment and its sample-ratio-mismatch check as it stands (blocking): the anytime-valid test on the
+    users counted beyond the last admin reset, and its first flag, written once (experiments.SrmStore) and
+    standing across later reads and restarts until a reset. A flag that cannot be written is still reported."""
+    exp, users = p.ab.store.variant_users(experiment_id)
+    flags = SrmStore(p.ab.store)
+    record = flags.get(experiment_id)
+    counted = srm.since_reset(users, record["baseline"] if record else None)
+    check = srm.srm_check(counted, {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]})
+    if check["flagged"] and (record is None or record["flagged_at"] is None):
+        try:
+            record = flags.flag(experiment_id, srm.flag_record(check, users, counted))
+            logger.warning("experiment %s: sample ratio mismatch flagged (users %s, e-value %s); it stands until "
+                           "POST /reversal/experiments/%s/srm/reset", experiment_id, users, check["e_value"],
+                           experiment_id)  # fmt: skip
+        except SQLAlchemyError as exc:
+            logger.warning("experiment %s: SRM flag not stored (%s); next read retries", experiment_id,
+                           type(exc).__name__)  # fmt: skip
+    return exp, {"users": users, **srm.standing(check, record)}
+
+
+def srm_reset(p: Parts, experiment_id: str) -> dict[str, Any]:
+    """Admin: drop the experiment's standing SRM flag and restart the test beyond the users counted now."""
+    _, users = p.ab.store.variant_users(experiment_id)
+    SrmStore(p.ab.store).reset(experiment_id, users)
+    return srm_status(p, experiment_id)[1]
 
 
 def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Request], Parts]) -> None:
@@ -190,6 +218,19 @@ def add_evaluation_routes(app: FastAPI, admin: list[Any], parts: Callable[[Reque
         logger.warning("anchored comparison of %s against %s reset by an admin", challenger, out["a"])
         return ok(out)
 
+    @app.post(
+        "/reversal/experiments/{experiment_id}/srm/reset",
+        response_model=Envelope[SrmCheck],
+        tags=["experiments"],
+        dependencies=admin,
+    )
+    async def reset_srm(experiment_id: ExperimentId, request: Request) -> JSONResponse:
+        """Admin: drop the experiment's standing sample-ratio-mismatch flag (once the cause is fixed) and restart
+        the test on the users counted from now on; the answer is the check as it stands after the reset."""
+        out = await in_thread(srm_reset, parts(request), experiment_id)
+        logger.warning("experiment %s: SRM check reset by an admin (baseline %s)", experiment_id, out["baseline"])
+        return ok(out)
+
     @app.get("/reversal/decisions", response_model=Envelope[DecisionList], tags=["evaluation"], dependencies=admin)
     async def list_decisions(request: Request, q: Annotated[DecisionQuery, Query()]) -> JSONResponse:
         """Admin: every recommendation, switch, rollback and confirmation, newest first, with the figures."""
@@ -205,6 +246,5 @@ def publish_srm(p: Parts) -> None:
     if active is None:
         metrics.SRM_P_VALUE.set(1.0)
         return
-    exp, users = p.ab.store.variant_users(active["experiment_id"])
-    check = srm.srm_check(users, {"A": 1.0 - exp["traffic_split"], "B": exp["traffic_split"]})
+    _, check = srm_status(p, active["experiment_id"])  # a standing flag keeps the p-value at or below its alpha
     metrics.SRM_P_VALUE.set(check["p_value"] if check["p_value"] is not None else 1.0)

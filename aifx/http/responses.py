@@ -341,7 +341,23 @@ class SrmCheck(Body):
     chi2: float | None = Field(description="Pearson's statistic, descriptive only")
     p_value: float | None = Field(description="anytime-valid p-value min(1, 1/e_value); flagged when <= threshold")
     e_value: float | None = Field(description="null when infinite or beyond the float range")
-    flagged: bool
+    flagged: bool = Field(description="the test flagged at some read since the last reset: a flag stands until reset")
+    threshold: float
+    total: int = Field(description="users the test counted: beyond the last reset's baseline, if any")
+    rule: str
+    flagged_at: str | None = Field(default=None, description="when the standing flag was first raised")
+    flag: SrmFlag | None = Field(default=None, description="the check at the read that first flagged")
+    reset_at: str | None = Field(default=None, description="the last admin reset (POST .../srm/reset)")
+    baseline: dict[Variant, int] | None = Field(default=None, description="users per variant at the last reset")
+
+
+class SrmFlag(Body):
+    """The sample-ratio-mismatch check at the read that first flagged (kept until an admin reset)."""
+
+    users: dict[Variant, int]
+    counted: dict[Variant, int]
+    p_value: float | None
+    e_value: float | None
     threshold: float
     total: int
     rule: str

@@ -1,6 +1,7 @@
 """Input drift against training, read through /metrics: training-like candles stay under PSI 0.1 on every
-feature and on the Stage 1 output; candles whose log returns are scaled by 3 go above 0.25 on the return
-features. The session's models (tests/conftest.py) were trained on the data file's first TRAIN_BARS bars."""
+feature and on the Stage 1 output, and under their calibrated thresholds; candles whose log returns are scaled
+by 3 go above 0.25 on the return features and above their thresholds. The session's models (tests/conftest.py)
+were trained on the data file's first TRAIN_BARS bars."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ def drift() -> Any:
     return app.state.parts.predictor.drift
 
 
-def published(client, version: str) -> dict[str, float]:
-    """The aifx_feature_drift_psi series of a version on /metrics: {feature: value}."""
+def published(client, version: str, metric: str = METRIC) -> dict[str, float]:
+    """The aifx_feature_drift_psi (or another drift gauge's) series of a version on /metrics: {feature: value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = client.get("/metrics").text
-    family = next((f for f in text_string_to_metric_families(text) if f.name == METRIC), None)
+    family = next((f for f in text_string_to_metric_families(text) if f.name == metric), None)
     if family is None:
         return {}
     return {s.labels["feature"]: s.value for s in family.samples if s.labels["version"] == version}
@@ -94,6 +95,13 @@ def test_feature_drift_psi_through_metrics(client, candles):
     calm = wait_published(client, VERSION)
     assert set(calm) == set(names)  # bounded: the version's own features and the Stage 1 output
     assert max(calm.values()) < 0.1, calm
+    # The session's references carry thresholds calibrated at import (tests/conftest.py): a full window's is
+    # exported once, and the ratio the alert reads is each window's PSI over its own size's threshold.
+    ref = drift().references[VERSION]
+    assert ref.thresholds is not None and ref.thresholds.sizes[0] == MIN_ROWS
+    assert published(client, VERSION, f"{METRIC}_threshold") == pytest.approx(drift().threshold(VERSION))
+    ratio = published(client, VERSION, f"{METRIC}_ratio")
+    assert ratio == pytest.approx(drift().ratios()[VERSION]) and max(ratio.values()) < 1, ratio
 
     # Returns scaled by 3, on another pair: its window drifts, the maximum over windows shows it.
     o, h, lo_, c = scaled_returns(candles, 3.0)
@@ -109,6 +117,8 @@ def test_feature_drift_psi_through_metrics(client, candles):
     assert returns == ["ret_1", "ret_3", "ret_12"]
     for name in returns:
         assert scaled[name] > 0.25, (name, scaled[name])
+    ratio = drift().ratios()[VERSION]
+    assert any(ratio[name] > 1 for name in returns), ratio  # returns tripled breach their calibrated thresholds
     assert len(drift()) == 2 and all(len(w) >= MIN_ROWS for w in drift()._windows.values())
 
 

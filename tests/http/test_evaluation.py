@@ -112,6 +112,51 @@ def test_experiment_metrics_carry_srm_and_the_paired_view(client, experiment, ca
     assert data["paired"]["a"] == "v3.0" and data["paired"]["b"] == "v3.1"
 
 
+def test_an_srm_flag_stands_until_an_admin_reset(client, experiment):
+    """Users recorded 3:1 against a 50/50 split flag the anytime-valid check; the flag is stored at that read and
+    stands when later users even the split out (the e-value falls back under 1/alpha), for every reader (the
+    gauge the alert reads too) and across restarts (it lives in the database); an admin reset clears it and the
+    test restarts on the users counted from then on."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from aifx.http.evaluation_routes import publish_srm
+    from experiments import ExperimentStore, SrmStore
+
+    eid = experiment["experiment_id"]
+    store = parts().ab.store
+
+    def record(n: int, variant: str, start: int) -> None:  # assignment bypassed: a client losing one variant
+        for i in range(start, start + n):
+            store.record_prediction(eid, f"srm-{variant}-{i}", variant, "v3.0" if variant == "A" else "v3.1",
+                                    "hold", 0.5)  # fmt: skip
+
+    record(300, "A", 0)
+    record(100, "B", 0)
+    first = client.get(f"/reversal/experiments/{eid}/metrics").json()["data"]["srm"]
+    assert first["flagged"] and first["flagged_at"] and first["flag"]["users"] == {"A": 300, "B": 100}, first
+    record(200, "B", 100)  # 300 : 300 now
+    later = client.get(f"/reversal/experiments/{eid}/metrics").json()["data"]["srm"]
+    assert later["e_value"] < 1000 and later["flagged"] and later["flagged_at"] == first["flagged_at"], later
+    assert later["p_value"] == first["flag"]["p_value"] <= 0.001
+    restarted = SrmStore(ExperimentStore(store.url))  # another engine: a restarted worker reads the same flag
+    assert restarted.get(eid)["flagged_at"] == first["flagged_at"]
+    publish_srm(parts())  # what the promoter's worker sets every pass
+    gauge = [s.value for f in text_string_to_metric_families(client.get("/metrics").text)
+             if f.name == "aifx_experiment_srm_p_value" for s in f.samples]  # fmt: skip
+    assert gauge and min(gauge) == pytest.approx(first["flag"]["p_value"])
+
+    r = client.post(f"/reversal/experiments/{eid}/srm/reset")
+    assert r.status_code == 200, r.text
+    reset = r.json()["data"]
+    assert not reset["flagged"] and reset["flagged_at"] is None and reset["baseline"] == {"A": 300, "B": 300}
+    assert reset["total"] == 0 and reset["reset_at"]
+    record(40, "A", 300)
+    record(40, "B", 300)
+    after = client.get(f"/reversal/experiments/{eid}/metrics").json()["data"]["srm"]
+    assert after["total"] == 80 and not after["flagged"] and after["users"] == {"A": 340, "B": 340}
+    assert client.post("/reversal/experiments/nope/srm/reset").status_code == 404
+
+
 def test_versions_are_compared_with_the_naive_baselines_on_the_same_bars(client, resolved):
     r = client.get("/reversal/evaluation", params={"a": "baseline:long", "b": "v3.1", "pair": resolved})
     assert r.status_code == 200, r.text

@@ -50,9 +50,10 @@ def test_every_route_names_its_2xx_body(document):
                 named.append((method, path))
     # the seed's routes, the admin erasure route, POST candles, and issue 13's evaluation, promotion
     # (list, and put/delete by version) and decisions routes, issue 14's reload, issue 26's anchor reset,
-    # issue 29's erasure by query and issue 30's latest signal event
-    assert len({p for _, p in named}) == 23
+    # issue 29's erasure by query, issue 30's latest signal event and issue 26's SRM reset
+    assert len({p for _, p in named}) == 24
     assert ("post", "/reversal/promotion/{challenger}/reset") in named
+    assert ("post", "/reversal/experiments/{experiment_id}/srm/reset") in named
     assert NATIVE <= set(document["paths"])
     assert ("put", "/reversal/predictions/{prediction_id}/outcome") in named
 
@@ -106,6 +107,8 @@ def _experiment_routes(client, document: dict, candle_json) -> None:
     corrected = client.put(f"/reversal/predictions/{prediction_id}/outcome", json={"pips": -1.5})
     _check(document, "/reversal/predictions/{prediction_id}/outcome", "put", corrected)
     _check(document, f"{path}/metrics", "get", client.get(f"/reversal/experiments/{eid}/metrics"))
+    _check(document, f"{path}/srm/reset", "post", client.post(f"/reversal/experiments/{eid}/srm/reset"))
+    _check(document, f"{path}/metrics", "get", client.get(f"/reversal/experiments/{eid}/metrics"))  # with a baseline
     erased = client.delete("/reversal/users/doc-user/predictions")
     _check(document, "/reversal/users/{user_id}/predictions", "delete", erased)
     _check(document, f"{path}/stop", "post", client.post(f"/reversal/experiments/{eid}/stop"))

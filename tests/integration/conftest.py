@@ -181,11 +181,12 @@ def poll(fn, timeout: float = 90.0, every: float = 0.5):
         time.sleep(every)
 
 
-def home_with_always_long(model_store, work: Path) -> Path:
-    """A private BENTOML_HOME with the session's models and the test-only always-long version v9.1."""
+def home_with_always_long(model_store, work: Path, *more: str) -> Path:
+    """A private BENTOML_HOME with the session's models, the test-only always-long version v9.1 and, if named
+    in `more`, the always-short v9.2 (tests/integration/always_long.py)."""
     home = copy_home(model_store, work / "home")
     env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     script = Path(__file__).resolve().parent / "always_long.py"
-    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(script), *more], env=env, check=True, capture_output=True)
     return home

@@ -97,6 +97,17 @@ def test_late_and_excluded_bars_are_skipped_and_counted() -> None:
     assert again.series["EURUSD|1h"].last == rows[-1]["bar_time"].isoformat()
 
 
+def test_the_last_processed_bar_read_again_is_not_late() -> None:
+    """The promoter reads each pass from the series' last processed bar on (EvaluationStore.paired(since=...)
+    is inclusive): that bar comes back every pass and is neither counted again nor late."""
+    rows = rows_of(np.zeros(30), np.ones(30))
+    state = anchored.advance(fresh(), rows[:20])
+    for _ in range(3):  # passes with nothing new
+        state = anchored.advance(state, rows[19:20])
+    state = anchored.advance(state, rows[19:])
+    assert state.late == 0 and state.bars == 30
+
+
 def test_a_decision_stands_whatever_comes_later() -> None:
     rng = np.random.default_rng(11)
     n = 24 * 60

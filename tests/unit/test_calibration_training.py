@@ -87,3 +87,21 @@ def test_served_test_scores_are_the_calibrated_ones_where_kept(run) -> None:
         brier = float(np.mean((served - y) ** 2))
         want = c["test"]["after" if c["kept"] else "before"]["brier"]
         assert brier == pytest.approx(want, abs=1e-4)  # the scores file rounds to 5 decimals
+
+
+def test_the_drift_reference_bins_out_of_sample_stage1_and_carries_thresholds(run) -> None:
+    """drift.json (issue 26): the Stage 1 bins are those of the walk-forward test folds' served probabilities
+    (out-of-sample), not the final network's outputs on its own training rows, and alert thresholds are
+    calibrated for every served window size."""
+    from aifx.drift import CALIBRATION_SIZES, STAGE1, Reference, quantile_bins
+
+    out, meta = run
+    ref = Reference.from_json(json.loads((out / "drift.json").read_text()))
+    assert ref.stage1_source.startswith("out-of-sample: the 3 walk-forward test folds")
+    scores = json.loads((out / "evaluation_scores.json").read_text())["stage1"]["model"]
+    expected = quantile_bins(np.asarray(scores, dtype=np.float64))
+    assert np.allclose(ref.bins[STAGE1].edges, expected.edges) and np.allclose(ref.bins[STAGE1].expected,
+                                                                                 expected.expected)  # fmt: skip
+    assert ref.rows == meta["training"]["samples"] > len(scores)  # features: every training row
+    assert ref.thresholds is not None and ref.thresholds.sizes == CALIBRATION_SIZES
+    assert all(min(v) > 0 for v in ref.thresholds.values.values())

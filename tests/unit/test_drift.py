@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from aifx.drift import (
+    CALIBRATION_SIZES,
     EPSILON,
+    FALLBACK_PSI,
+    MIN_ROWS,
     STAGE1,
+    WINDOW_ROWS,
+    AlertThresholds,
     Bins,
     DriftReferenceError,
     DriftWindows,
@@ -20,6 +25,7 @@ from aifx.drift import (
     psi,
     quantile_bins,
 )
+from aifx.drift_calibration import calibrate, window_psi
 
 pytestmark = pytest.mark.unit
 
@@ -172,14 +178,129 @@ def test_psi_recomputes_only_changed_windows() -> None:
     assert a.psi is not cached_a and b.psi is cached_b
 
 
-def test_worst_is_the_largest_psi_of_the_last_computation() -> None:
-    drift = DriftWindows({"v1": _reference()}, capacity=50, min_rows=5)
-    assert drift.worst("v1") is None and drift.worst("nope") is None
+def test_ratios_are_the_largest_psi_over_threshold_of_the_last_computation() -> None:
+    drift = DriftWindows({"v1": _reference()}, capacity=50, min_rows=5, fallback_psi=0.5)
+    assert drift.ratios() == {}  # not computed yet
     for i in range(10):
         drift.add("A", "1h", "v1", np.array([i * 1e-3, 0.5]), 0.5)
-    assert drift.worst("v1") is None  # not computed yet
     values = drift.psi()["v1"]
-    assert drift.worst("v1") == max(values.values())
+    assert drift.ratios()["v1"] == pytest.approx({k: v / 0.5 for k, v in values.items()})  # uncalibrated: fallback
+    assert drift.threshold("v1") == dict.fromkeys(("ret_1", "rsi14", STAGE1), 0.5) and drift.threshold("x") == {}
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, columns: int) -> np.ndarray:
+    """Autocorrelated columns (AR(1) with coefficient phi), like slow indicators of consecutive bars."""
+    out = np.empty((n, columns))
+    out[0] = rng.normal(size=columns)
+    noise = rng.normal(size=(n, columns)) * np.sqrt(1 - phi**2)
+    for t in range(1, n):
+        out[t] = phi * out[t - 1] + noise[t]
+    return out
+
+
+def test_window_psi_equals_each_windows_psi() -> None:
+    rng = np.random.default_rng(11)
+    bins = quantile_bins(rng.normal(size=3000))
+    values = rng.normal(0.2, 1.3, 900)
+    got = window_psi(bins, values, 200, stride=7)
+    want = [bins.psi(values[s : s + 200]) for s in range(0, 701, 7)]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+    assert len(window_psi(bins, values[:100], 200)) == 0
+
+
+def test_calibrated_thresholds_hold_zero_drift_windows_and_catch_a_shift() -> None:
+    """On autocorrelated columns, the calibrated thresholds are far above the fixed 0.25 of independent rows for a
+    slow column, a fresh series from the same process breaches in few windows, and a scaled one in most."""
+    rng = np.random.default_rng(12)
+    train = np.column_stack([_ar1(rng, 8000, 0.2, 1), _ar1(rng, 8000, 0.98, 1), rng.uniform(size=8000)])
+    ref = calibrate(build_reference(("fast", "slow"), train[:, :2], train[:, 2]), train)
+    assert ref.thresholds is not None and ref.thresholds.sizes == CALIBRATION_SIZES
+    slow, fast = ref.thresholds.values["slow"], ref.thresholds.values["fast"]
+    assert min(slow) > 0.25 > max(fast) and all(a > b for a, b in zip(slow, fast, strict=True))
+    fresh = np.column_stack([_ar1(rng, 8000, 0.2, 1), _ar1(rng, 8000, 0.98, 1), rng.uniform(size=8000)])
+    ratios = np.array([ref.psi(fresh[s : s + 300]) / ref.limits(300) for s in range(0, 7700, 10)])
+    assert (ratios > 1).any(axis=1).mean() <= 0.03
+    scaled = fresh * [3.0, 1.0, 1.0]
+    ratios = np.array([ref.psi(scaled[s : s + 300]) / ref.limits(300) for s in range(0, 7700, 10)])
+    assert (ratios[:, 0] > 1).mean() > 0.9
+
+
+def test_limits_by_window_size_and_fallback() -> None:
+    rng = np.random.default_rng(13)
+    train = np.column_stack([_ar1(rng, 3000, 0.5, 2), rng.uniform(size=3000)])
+    plain = build_reference(("a", "b"), train[:, :2], train[:, 2])
+    assert plain.limits(10).tolist() == [FALLBACK_PSI] * 3 and plain.limits(500, fallback=1.0).tolist() == [1.0] * 3
+    ref = calibrate(plain, train, sizes=(200, 400, 800, 1200))  # 3000 rows hold 3 disjoint windows up to 1000 rows
+    assert ref.thresholds is not None and ref.thresholds.sizes == (200, 400, 800)
+    table = np.array([ref.thresholds.values[n] for n in ref.names]).T
+    assert ref.limits(MIN_ROWS - 1) is None  # too small to be judged
+    assert ref.limits(200).tolist() == ref.limits(399).tolist() == table[0].tolist()
+    assert ref.limits(400).tolist() == table[1].tolist() and ref.limits(10_000).tolist() == table[2].tolist()
+    assert calibrate(plain, train[:500]) is plain  # not 3 disjoint windows of 200 rows: left uncalibrated
+
+
+def test_calibration_leaves_out_rows_without_a_stage1_value() -> None:
+    """NaN Stage 1 (no out-of-sample prediction before the first walk-forward test fold): the Stage 1 bins and
+    windows come from the rows that have one; the features from every row."""
+    rng = np.random.default_rng(14)
+    x = _ar1(rng, 4000, 0.5, 1)
+    s1 = np.where(np.arange(4000) < 1000, np.nan, rng.uniform(size=4000))
+    ref = build_reference(("a",), x, s1, stage1_source="out-of-sample: test")
+    assert ref.rows == 4000 and ref.bins[STAGE1].expected.sum() == pytest.approx(1.0)
+    ref = calibrate(ref, np.column_stack([x, s1]), sizes=(200, 1000, 1200))
+    assert ref.thresholds is not None and ref.thresholds.sizes == (200, 1000)  # 3,000 Stage 1 rows: not 3 x 1,200
+    again = Reference.from_json(json.loads(json.dumps(ref.to_json())))
+    assert again.stage1_source == "out-of-sample: test" and again.thresholds == ref.thresholds
+
+
+def test_old_references_without_thresholds_load_and_fall_back() -> None:
+    rng = np.random.default_rng(15)
+    old = build_reference(("a",), rng.normal(size=(500, 1)), rng.uniform(size=500)).to_json()
+    assert "thresholds" not in old and "stage1_source" not in old
+    ref = Reference.from_json(old)
+    assert ref.thresholds is None and ref.stage1_source == "" and ref.limits(WINDOW_ROWS).tolist() == [FALLBACK_PSI] * 2
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t.update(sizes=[300, 200]),
+        lambda t: t.update(rate=0),
+        lambda t: t["values"].pop("a"),
+        lambda t: t["values"].update(a=[0.1]),
+        lambda t: t["values"].update(a=[0.0, 0.1]),
+        lambda t: t["values"].update(a=[float("inf"), 0.1]),
+        lambda t: t.update(values=None),
+    ],
+)
+def test_thresholds_from_json_refuse_malformed(mutate) -> None:
+    good = AlertThresholds((200, 300), {"a": (0.5, 0.4), STAGE1: (0.2, 0.1)}, 0.01).to_json()
+    assert AlertThresholds.from_json(good, ("a", STAGE1)).values["a"] == (0.5, 0.4)
+    mutate(good)
+    with pytest.raises(DriftReferenceError):
+        AlertThresholds.from_json(good, ("a", STAGE1))
+
+
+def test_drift_windows_judge_each_window_by_its_own_size() -> None:
+    """A window of 250 rows is held to the 200-row threshold, one of 450 to the 400-row one; the ratio is the
+    largest over the version's windows, and windows below the smallest calibrated size are not judged."""
+    rng = np.random.default_rng(16)
+    train = np.column_stack([_ar1(rng, 6000, 0.5, 2), rng.uniform(size=6000)])
+    ref = calibrate(build_reference(("a", "b"), train[:, :2], train[:, 2]), train, sizes=(200, 400))
+    drift = DriftWindows({"v": ref}, capacity=500, min_rows=100)
+    for row in train[:150]:
+        drift.add("A", "1h", "v", row[:2], float(row[2]))
+    drift.psi()
+    assert drift.ratios()["v"] == {}  # 150 rows: PSI counts (min_rows) but no threshold is calibrated that small
+    for row in train[150:250]:
+        drift.add("A", "1h", "v", row[:2], float(row[2]))
+    for row in train[1000:1450]:
+        drift.add("B", "1h", "v", row[:2], float(row[2]))
+    drift.psi()
+    a, b = drift._windows[("A", "1h", "v")], drift._windows[("B", "1h", "v")]
+    assert a.ratio == pytest.approx(a.psi / ref.limits(200)) and b.ratio == pytest.approx(b.psi / ref.limits(400))
+    assert drift.ratios()["v"] == pytest.approx(dict(zip(ref.names, np.maximum(a.ratio, b.ratio), strict=True)))
+    assert drift.threshold("v") == pytest.approx(dict(zip(ref.names, ref.limits(500), strict=True)))
 
 
 def test_reference_psi_of_all_columns_equals_each_columns_psi() -> None:

@@ -34,7 +34,7 @@ REQUIRED_PANELS = {
     "Bars logged, resolved and expired": "aifx_outcomes_resolved_total",
     "Evaluation rows dropped by reason": "sum by (reason) (rate(aifx_evaluation_rows_dropped_total",
     "Candle conflicts": "aifx_candle_conflicts_total",
-    "Input drift (PSI) by feature": "aifx_feature_drift_psi",
+    "Input drift (PSI / alert threshold) by feature": "aifx_feature_drift_psi_ratio",
     # The "Deciding between versions" row (issue 13).
     "Comparison state against the active version": "aifx_comparison_state",
     "Experiment SRM p-value": "aifx_experiment_srm_p_value",

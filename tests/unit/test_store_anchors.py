@@ -94,10 +94,10 @@ def _tables(engine: Engine) -> set[str]:
 
 def test_migration_0006_goes_up_and_down(store: ExperimentStore, anchors: AnchorStore) -> None:
     anchors.start("v3.1", "v3.2", "*", 0.01, {}, 0)
-    assert SCHEMA_VERSION == "0007" and "comparison_anchors" in _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and "comparison_anchors" in _tables(store.engine)
     assert _alembic(store.engine, "downgrade", "0005") == "0005"
     assert "comparison_anchors" not in _tables(store.engine) and "promotion_policy" in _tables(store.engine)
-    assert _alembic(store.engine, "upgrade", "head") == "0007"
+    assert _alembic(store.engine, "upgrade", "head") == "0008"
     assert anchors.anchors() == []
     anchors.start("v3.1", "v3.2", "*", 0.01, {}, 0)
     assert len(anchors.anchors()) == 1

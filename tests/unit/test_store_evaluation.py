@@ -472,11 +472,11 @@ def _tables(engine: Engine) -> set[str]:
 def test_migration_0003_goes_up_and_down(store: ExperimentStore, ev: EvaluationStore) -> None:
     store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
     ev.log([bar(0, dec())])
-    assert SCHEMA_VERSION == "0007" and EVAL_TABLES <= _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and EVAL_TABLES <= _tables(store.engine)
     assert _alembic(store.engine, "downgrade", "0002") == "0002"
     assert not EVAL_TABLES & _tables(store.engine)
     assert store.get_experiment("kept")["name"] == "n"  # the experiment tables are untouched
-    assert _alembic(store.engine, "upgrade", "head") == "0007"
+    assert _alembic(store.engine, "upgrade", "head") == "0008"
     assert EVAL_TABLES <= _tables(store.engine) and ev.pending_backlog() == (0, None)
     ev.log([bar(0, dec())])
     assert ev.pending_backlog()[0] == 1

@@ -342,11 +342,11 @@ def test_migration_0004_goes_up_and_down(store: ExperimentStore, ps: PromotionSt
     store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
     policy(ps)
     decide(ps)
-    assert SCHEMA_VERSION == "0007" and PROMOTION_TABLES <= _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and PROMOTION_TABLES <= _tables(store.engine)
     assert _alembic(store.engine, "downgrade", "0003") == "0003"
     assert not PROMOTION_TABLES & _tables(store.engine) and "eval_bars" in _tables(store.engine)
     assert store.get_experiment("kept")["name"] == "n"  # the other tables are untouched
-    assert _alembic(store.engine, "upgrade", "head") == "0007"
+    assert _alembic(store.engine, "upgrade", "head") == "0008"
     assert PROMOTION_TABLES <= _tables(store.engine) and ps.policies() == [] and ps.decisions() == []
     policy(ps)
     with ps.try_act() as acting:
