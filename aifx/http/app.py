@@ -10,11 +10,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from aifx import metrics
-from aifx.http import data_routes, experiment_routes, model_routes, predict_routes, signal_routes
+from aifx.http import data_routes, evaluation_routes, experiment_routes, model_routes, predict_routes, signal_routes
 from aifx.http.asgi import BodyLimits, BodySizeLimit, ByteBudget
-from aifx.http.deps import ADMIN, app_parts
 from aifx.http.envelope import ERROR_RESPONSES, fail, validation_message
-from aifx.http.evaluation_routes import add_evaluation_routes
 from aifx.http.ratelimit import RateLimit, TokenBuckets, buckets_of
 from aifx.serving.ab_tests import database_unavailable
 from aifx.serving.context import RequestId, get_logger
@@ -46,16 +44,12 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     app.add_middleware(RateLimit, buckets=buckets, settings=settings)
     app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
-    add_evaluation_routes(app, ADMIN, app_parts)
     # The routers' routes themselves, in the seed's order: this FastAPI's include_router() adds one opaque
     # route object, which neither the route templates of BentoML's metrics (route_labels.py) nor the 404
     # handler can see into.
-    routers = (model_routes, predict_routes, experiment_routes, data_routes, signal_routes)
-    evaluation = list(app.router.routes)
-    del app.router.routes[:]
+    routers = (model_routes, predict_routes, experiment_routes, data_routes, evaluation_routes, signal_routes)
     for module in routers:
         app.router.routes.extend(module.router.routes)
-    app.router.routes.extend(evaluation)
     app.router.routes.extend(predict_routes.legacy.routes)
     return app
 

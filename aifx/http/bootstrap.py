@@ -20,13 +20,13 @@ from aifx.cache import SharedState
 from aifx.drift import DriftWindows, Reference
 from aifx.http.app import create_app
 from aifx.http.asgi import ByteBudget
-from aifx.http.evaluation_routes import publish_srm
 from aifx.http.logs import configure as configure_logs
 from aifx.http.ratelimit import buckets_of
 from aifx.http.supervision import quicken_respawn
 from aifx.serving.ab_tests import ABTests
 from aifx.serving.catalog import Catalog
 from aifx.serving.context import get_logger
+from aifx.serving.evaluation import publish_srm
 from aifx.serving.outcome_log import OutcomeLog
 from aifx.serving.parts import Parts
 from aifx.serving.predictor import Predictor

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse
 from aifx.http.body import json_body, openapi_body
 from aifx.http.deps import ADMIN, OUTCOME, AdminToken, ExperimentId, PartsDep, PredictionId
 from aifx.http.envelope import ERROR_RESPONSES, ok
-from aifx.http.evaluation_routes import experiment_metrics as metrics_with_paired
 from aifx.http.responses import Envelope, ExperimentData, ExperimentList, ExperimentMetricsData, OutcomeData
 from aifx.serving import ab_tests as ab
+from aifx.serving.evaluation import experiment_metrics as metrics_with_paired
 from aifx.serving.schemas import ExperimentCreate, OutcomeRequest
 
 router = APIRouter(responses=ERROR_RESPONSES)  # the envelope for every error status

@@ -22,7 +22,6 @@ from aifx import metrics
 from aifx.http.access import check_admin, check_same_site, is_trusted
 from aifx.http.asgi import BodyLimits, BodySizeLimit, ByteBudget
 from aifx.http.deps import check_json_content_type
-from aifx.http.evaluation_routes import experiment_metrics as metrics_with_paired
 from aifx.http.ratelimit import RateLimit, TokenBuckets
 from aifx.http.responses import (
     BatchData,
@@ -37,6 +36,7 @@ from aifx.http.route_labels import NATIVE_ROUTES
 from aifx.serving.ab_tests import database_unavailable
 from aifx.serving.context import RequestId, current, get_logger
 from aifx.serving.errors import ApiError, error_id, with_error_id
+from aifx.serving.evaluation import experiment_metrics as metrics_with_paired
 from aifx.serving.outcome_log import DatabaseResting
 from aifx.serving.parts import Parts
 from aifx.serving.schemas import BatchRequest, CompareRequest, PredictRequest

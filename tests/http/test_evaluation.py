@@ -119,7 +119,7 @@ def test_an_srm_flag_stands_until_an_admin_reset(client, experiment):
     test restarts on the users counted from then on."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from aifx.http.evaluation_routes import publish_srm
+    from aifx.serving.evaluation import publish_srm
     from experiments import ExperimentStore, SrmStore
 
     eid = experiment["experiment_id"]

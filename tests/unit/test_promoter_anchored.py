@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from aifx import anchored, paired, promotion
-from aifx.http.evaluation_routes import add_evaluation_routes
+from aifx.http import evaluation_routes
 from aifx.serving.promoter import Promoter
 from aifx.settings import Settings
 from experiments import AnchorStore, ExperimentStore, NotFound, PromotionStore
@@ -171,8 +171,9 @@ def test_an_admin_reset_starts_anew_with_the_next_share_of_alpha(setup) -> None:
     assert pro.anchoring.view("v1", "v2")["decision"] == paired.A_BETTER  # type: ignore[index]
     app = FastAPI()
     parts = SimpleNamespace(promoter=pro, registry=registry)
-    add_evaluation_routes(app, [], lambda _request: parts)  # type: ignore[arg-type, return-value]
-    with TestClient(app) as client:
+    app.state.parts, app.state.settings = parts, Settings()  # what the routes read through aifx/http/deps.py
+    app.router.routes.extend(evaluation_routes.router.routes)
+    with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 50000)) as client:
         r = client.post("/reversal/promotion/v2/reset")
         assert r.status_code == 200, r.text
         got = r.json()["data"]["anchored"]

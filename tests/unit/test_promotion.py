@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aifx import paired, promotion
-from aifx.http.evaluation_routes import add_evaluation_routes
+from aifx.http import evaluation_routes
 from aifx.paired import STATES
 from aifx.serving.promoter import Promoter
 from aifx.settings import Settings
@@ -141,7 +141,8 @@ def test_a_policy_set_without_limits_takes_the_current_settings(tmp_path: Path):
                    None, promotion.Tally())  # type: ignore[arg-type]  # fmt: skip
     parts = SimpleNamespace(promoter=pro, registry=SimpleNamespace(check_known=lambda *_: None))
     app = FastAPI()
-    add_evaluation_routes(app, [], lambda _request: parts)  # type: ignore[arg-type, return-value]
+    app.state.parts, app.state.settings = parts, Settings()  # what the routes read through aifx/http/deps.py
+    app.router.routes.extend(evaluation_routes.router.routes)
 
     def put(body: dict) -> dict:
         r = client.put("/reversal/promotion/v3.2", json=body)
@@ -149,7 +150,7 @@ def test_a_policy_set_without_limits_takes_the_current_settings(tmp_path: Path):
         return r.json()["data"]
 
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 50000)) as client:
             got = put({"mode": "recommend"})
             assert (got["min_effect_r"], got["max_drawdown_r"], got["probation_bars"]) == (0.2, 7.5, 500)
             got = put({"mode": "auto", "min_effect_r": 0.1, "max_drawdown_r": 3})
