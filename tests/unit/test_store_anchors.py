@@ -6,15 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, inspect
 
 from experiments import EvaluationStore, ExperimentStore, Invalid, NotFound
 from experiments.anchors import AnchorStore
-from experiments.db import WRITE_OPTION
-from experiments.migrate import SCRIPTS, current
 from experiments.schema import SCHEMA_VERSION
+from tests.alembic_steps import alembic, tables
 
 pytest_plugins = ["tests.conftest_pg"]
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -78,26 +74,12 @@ def test_retention_never_deletes_anchors(store: ExperimentStore, anchors: Anchor
     assert anchors.get("v3.1", "v3.2")["state"] == {"s1": 1.0}  # type: ignore[index]
 
 
-def _alembic(engine: Engine, verb: str, revision: str) -> str | None:
-    with engine.connect() as conn, conn.execution_options(**{WRITE_OPTION: True}).begin():
-        config = Config()
-        config.set_main_option("script_location", str(SCRIPTS))
-        config.attributes["connection"] = conn
-        getattr(command, verb)(config, revision)
-        return current(conn)
-
-
-def _tables(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(inspect(conn).get_table_names())
-
-
 def test_migration_0006_goes_up_and_down(store: ExperimentStore, anchors: AnchorStore) -> None:
     anchors.start("v3.1", "v3.2", "*", 0.01, {}, 0)
-    assert SCHEMA_VERSION == "0008" and "comparison_anchors" in _tables(store.engine)
-    assert _alembic(store.engine, "downgrade", "0005") == "0005"
-    assert "comparison_anchors" not in _tables(store.engine) and "promotion_policy" in _tables(store.engine)
-    assert _alembic(store.engine, "upgrade", "head") == "0008"
+    assert SCHEMA_VERSION == "0008" and "comparison_anchors" in tables(store.engine)
+    assert alembic(store.engine, "downgrade", "0005") == "0005"
+    assert "comparison_anchors" not in tables(store.engine) and "promotion_policy" in tables(store.engine)
+    assert alembic(store.engine, "upgrade", "head") == "0008"
     assert anchors.anchors() == []
     anchors.start("v3.1", "v3.2", "*", 0.01, {}, 0)
     assert len(anchors.anchors()) == 1

@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select, text, update
+from sqlalchemy import select, text, update
 
 from experiments import (
     BarLog,
@@ -25,10 +23,9 @@ from experiments import (
     Invalid,
     Resolution,
 )
-from experiments.db import WRITE_OPTION
-from experiments.migrate import SCRIPTS, current
 from experiments.records import as_utc, utcnow
 from experiments.schema import SCHEMA_VERSION, eval_bars, eval_decisions, market_candles, metadata
+from tests.alembic_steps import alembic, tables
 
 pytest_plugins = ["tests.conftest_pg"]
 
@@ -454,30 +451,15 @@ def test_the_store_opens_no_connection_until_used() -> None:
 # -- migration 0003 ------------------------------------------------------------------------------
 
 
-def _alembic(engine: Engine, verb: str, revision: str) -> str | None:
-    """Run an Alembic command in one transaction, as experiments.migrate does; returns the revision."""
-    with engine.connect() as conn, conn.execution_options(**{WRITE_OPTION: True}).begin():
-        config = Config()
-        config.set_main_option("script_location", str(SCRIPTS))
-        config.attributes["connection"] = conn
-        getattr(command, verb)(config, revision)
-        return current(conn)
-
-
-def _tables(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(inspect(conn).get_table_names())
-
-
 def test_migration_0003_goes_up_and_down(store: ExperimentStore, ev: EvaluationStore) -> None:
     store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
     ev.log([bar(0, dec())])
-    assert SCHEMA_VERSION == "0008" and EVAL_TABLES <= _tables(store.engine)
-    assert _alembic(store.engine, "downgrade", "0002") == "0002"
-    assert not EVAL_TABLES & _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and EVAL_TABLES <= tables(store.engine)
+    assert alembic(store.engine, "downgrade", "0002") == "0002"
+    assert not EVAL_TABLES & tables(store.engine)
     assert store.get_experiment("kept")["name"] == "n"  # the experiment tables are untouched
-    assert _alembic(store.engine, "upgrade", "head") == "0008"
-    assert EVAL_TABLES <= _tables(store.engine) and ev.pending_backlog() == (0, None)
+    assert alembic(store.engine, "upgrade", "head") == "0008"
+    assert EVAL_TABLES <= tables(store.engine) and ev.pending_backlog() == (0, None)
     ev.log([bar(0, dec())])
     assert ev.pending_backlog()[0] == 1
 
@@ -544,9 +526,9 @@ def test_downgrading_0003_and_0002_keeps_every_outcome(store: ExperimentStore) -
     before = outcomes()
     assert len(before) == 5
     for revision in ("0002", "0001"):
-        assert _alembic(store.engine, "downgrade", revision) == revision
+        assert alembic(store.engine, "downgrade", revision) == revision
         assert outcomes() == before, revision
-    assert _alembic(store.engine, "upgrade", "head") == SCHEMA_VERSION
+    assert alembic(store.engine, "upgrade", "head") == SCHEMA_VERSION
     assert outcomes() == before
 
 

@@ -11,16 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, insert, inspect, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from experiments import Conflict, ExperimentStore, Invalid, NotFound, PromotionStore
-from experiments.db import WRITE_OPTION
-from experiments.migrate import SCRIPTS, current
 from experiments.records import utcnow
 from experiments.schema import SCHEMA_VERSION, promotion_decisions, promotion_lease, promotion_policy
+from tests.alembic_steps import alembic, tables
 
 pytest_plugins = ["tests.conftest_pg"]
 MakeStore = Callable[[], ExperimentStore]
@@ -323,31 +320,16 @@ def test_the_store_opens_no_connection_until_used() -> None:
 # -- migration 0004 -------------------------------------------------------------------------------
 
 
-def _alembic(engine: Engine, verb: str, revision: str) -> str | None:
-    """Run an Alembic command in one transaction, as experiments.migrate does; returns the revision."""
-    with engine.connect() as conn, conn.execution_options(**{WRITE_OPTION: True}).begin():
-        config = Config()
-        config.set_main_option("script_location", str(SCRIPTS))
-        config.attributes["connection"] = conn
-        getattr(command, verb)(config, revision)
-        return current(conn)
-
-
-def _tables(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(inspect(conn).get_table_names())
-
-
 def test_migration_0004_goes_up_and_down(store: ExperimentStore, ps: PromotionStore) -> None:
     store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
     policy(ps)
     decide(ps)
-    assert SCHEMA_VERSION == "0008" and PROMOTION_TABLES <= _tables(store.engine)
-    assert _alembic(store.engine, "downgrade", "0003") == "0003"
-    assert not PROMOTION_TABLES & _tables(store.engine) and "eval_bars" in _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and PROMOTION_TABLES <= tables(store.engine)
+    assert alembic(store.engine, "downgrade", "0003") == "0003"
+    assert not PROMOTION_TABLES & tables(store.engine) and "eval_bars" in tables(store.engine)
     assert store.get_experiment("kept")["name"] == "n"  # the other tables are untouched
-    assert _alembic(store.engine, "upgrade", "head") == "0008"
-    assert PROMOTION_TABLES <= _tables(store.engine) and ps.policies() == [] and ps.decisions() == []
+    assert alembic(store.engine, "upgrade", "head") == "0008"
+    assert PROMOTION_TABLES <= tables(store.engine) and ps.policies() == [] and ps.decisions() == []
     policy(ps)
     with ps.try_act() as acting:
         assert acting and decide(ps, "switch")["id"] >= 1

@@ -9,7 +9,7 @@ import pytest
 from aifx import srm
 from experiments import ExperimentStore, Invalid, NotFound, SrmStore
 from experiments.schema import SCHEMA_VERSION
-from tests.unit.test_store_anchors import _alembic, _tables  # the migration helpers every store test uses
+from tests.alembic_steps import alembic, tables
 
 pytest_plugins = ["tests.conftest_pg"]
 SHARES = {"A": 0.5, "B": 0.5}
@@ -70,10 +70,10 @@ def test_migration_0008_goes_up_and_down(store: ExperimentStore, flags: SrmStore
     store.activate_experiment("e1")
     pid = store.record_prediction("e1", "user-1", "A", "v3.0", "long", 0.7)
     flags.flag("e1", {"p_value": 1e-4})
-    assert SCHEMA_VERSION == "0008" and "srm_flags" in _tables(store.engine)
-    assert _alembic(store.engine, "downgrade", "0007") == "0007"
-    assert "srm_flags" not in _tables(store.engine)
+    assert SCHEMA_VERSION == "0008" and "srm_flags" in tables(store.engine)
+    assert alembic(store.engine, "downgrade", "0007") == "0007"
+    assert "srm_flags" not in tables(store.engine)
     assert store.get_experiment("e1")["name"] == "n" and store.get_prediction(pid)["experiment_id"] == "e1"
-    assert _alembic(store.engine, "upgrade", "head") == "0008"
+    assert alembic(store.engine, "upgrade", "head") == "0008"
     assert flags.get("e1") is None
     assert flags.flag("e1", {"p_value": 1e-4})["flag"] == {"p_value": 1e-4}
