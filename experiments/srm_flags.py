@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from experiments import validation as v
 from experiments.db import is_sqlite
+from experiments.definitions import experiment_row
 from experiments.errors import Invalid
 from experiments.records import iso, utcnow
 from experiments.schema import srm_flags
@@ -56,7 +57,7 @@ class SrmStore:
             where=srm_flags.c.flagged_at.is_(None),  # concurrent readers: the first commit wins
         )
         with self._store._write() as conn:
-            self._store._row(conn, eid)
+            experiment_row(conn, eid)  # 404 for an unknown experiment
             conn.execute(stmt)
             return _dict(_existing(conn, eid))
 
@@ -71,7 +72,7 @@ class SrmStore:
         ins = self._insert().values(experiment_id=eid, updated_at=now, **values)
         stmt = ins.on_conflict_do_update(index_elements=[srm_flags.c.experiment_id], set_={**values, "updated_at": now})
         with self._store._write() as conn:
-            self._store._row(conn, eid)
+            experiment_row(conn, eid)  # 404 for an unknown experiment
             conn.execute(stmt)
             return _dict(_existing(conn, eid))
 

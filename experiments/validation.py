@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
+import sys
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from experiments.errors import Invalid
-from experiments.schema import ID_LEN, IDEMPOTENCY_KEY_LEN, MAX_ABS_PIPS, SIGNALS, USER_ID_LEN
+from experiments.records import as_utc
+from experiments.schema import (
+    ID_LEN,
+    IDEMPOTENCY_KEY_LEN,
+    MAX_ABS_PIPS,
+    PAIR_LEN,
+    SIGNALS,
+    SOURCE_LEN,
+    TIMEFRAME_LEN,
+    TIMEFRAME_PATTERN,
+    USER_ID_LEN,
+)
 
 ID_RE = re.compile(rf"^[A-Za-z0-9_.-]{{1,{ID_LEN}}}$")
 VERSION_RE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{ID_LEN}}}$")
@@ -111,3 +125,62 @@ def json_object(value: Any, field: str, max_chars: int) -> str:
     if len(text) > max_chars:
         raise Invalid(f"{field} must be at most {max_chars} characters of JSON (got {len(text)})")
     return text
+
+
+# -- the evaluation log's values (numpy scalars accepted: the scoring path hands them over) -----------
+
+PAIR_RE = re.compile(rf"^[A-Za-z0-9/_.-]{{1,{PAIR_LEN}}}$")
+TIMEFRAME_RE = re.compile(TIMEFRAME_PATTERN)
+SOURCE_RE = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{SOURCE_LEN}}}$")
+
+
+def check_pair(value: Any) -> str:
+    """A currency pair: 1-PAIR_LEN characters of [A-Za-z0-9/_.-]."""
+    if not isinstance(value, str) or not PAIR_RE.match(value):
+        raise Invalid(f"pair must be 1-{PAIR_LEN} characters of A-Z a-z 0-9 / _ . - (got {value!r:.40})")
+    return value
+
+
+def check_timeframe(value: Any) -> str:
+    """A timeframe such as 1h: 1-TIMEFRAME_LEN characters of [A-Za-z0-9]."""
+    if not isinstance(value, str) or not TIMEFRAME_RE.match(value):
+        raise Invalid(f"timeframe must be 1-{TIMEFRAME_LEN} characters of A-Z a-z 0-9 (got {value!r:.40})")
+    return value
+
+
+def check_source(value: Any) -> str:
+    """Where trusted candles came from: 1-SOURCE_LEN characters of [A-Za-z0-9_.:-]."""
+    if not isinstance(value, str) or not SOURCE_RE.match(value):
+        raise Invalid(f"source must be 1-{SOURCE_LEN} characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def check_time(value: Any, field: str) -> datetime:
+    """A datetime in UTC (naive values are taken as UTC)."""
+    if not isinstance(value, datetime):
+        raise Invalid(f"{field} must be a datetime")
+    return as_utc(value)
+
+
+def real(value: Any) -> float | None:
+    """The value as a finite float (numpy scalars too), else None."""
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def check_positive(value: Any, field: str) -> float:
+    """A finite number at least the smallest normal double (a subnormal price or ATR overflows every ratio)."""
+    x = real(value)
+    if x is None or x < sys.float_info.min:
+        raise Invalid(f"{field} must be a finite number > 0, not subnormal (got {value!r:.40})")
+    return x
+
+
+def check_unit(value: Any, field: str) -> float:
+    """A number in [0, 1], numpy scalars too (a model's probability)."""
+    x = real(value)
+    if x is None or not 0.0 <= x <= 1.0:
+        raise Invalid(f"{field} must be a number between 0 and 1 (got {value!r:.40})")
+    return x

@@ -475,20 +475,20 @@ def test_sqlite_plain_statements_store_exactly_what_sqlalchemys_statements_store
     """The SQLite write path skips SQLAlchemy's per-row work; the stored text is the same, row for row."""
     import sqlite3
 
-    from experiments import evaluation
+    from experiments import eval_log
 
-    monkeypatch.setattr(evaluation, "utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
+    monkeypatch.setattr(eval_log, "utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
     batches = [
         [bar(i, dec("v3.1", "long", served=1), dec("v3.0", "hold", 0.2)) for i in range(700)],  # two chunks
         [bar(i, dec("v3.1", "short", served=2), dec("v3.2", "long", served=0)) for i in range(650, 760)],
     ]
 
     def sqlalchemy_bars(conn, rows):
-        done = conn.execute(evaluation._insert_bars(True), rows)
+        done = conn.execute(eval_log._insert_bars(True), rows)
         return {(p, tf, as_utc(t)): (int(i), "pending") for i, p, tf, t in done}
 
     def sqlalchemy_decisions(conn, rows):
-        conn.execute(evaluation._upsert_decisions(True), rows)
+        conn.execute(eval_log._upsert_decisions(True), rows)
 
     def dump(path) -> list[list[tuple]]:
         with sqlite3.connect(path) as db:
@@ -497,8 +497,8 @@ def test_sqlite_plain_statements_store_exactly_what_sqlalchemys_statements_store
     plain = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/plain.db"))
     for b in batches:
         plain.log(b)
-    monkeypatch.setattr(evaluation, "_sqlite_insert_bars", sqlalchemy_bars)
-    monkeypatch.setattr(evaluation, "_sqlite_upsert_decisions", sqlalchemy_decisions)
+    monkeypatch.setattr(eval_log, "_sqlite_insert_bars", sqlalchemy_bars)
+    monkeypatch.setattr(eval_log, "_sqlite_upsert_decisions", sqlalchemy_decisions)
     reference = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/reference.db"))
     for b in batches:
         reference.log(b)
