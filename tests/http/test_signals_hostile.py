@@ -1,5 +1,5 @@
 """Hostile input for the signal routes in-process: names no event can be about, ids that are no ids, thousands
-of subscriptions, and readers that stop reading (tests/integration/test_signals_hostile.py: served)."""
+of subscriptions, and readers that stop reading (tests/integration/test_signals_hostile_served.py: served)."""
 
 from __future__ import annotations
 

@@ -231,9 +231,16 @@ def selects(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> boo
 
 
 def test_rules_and_dashboard_read_only_live_series(aifx_url: str, candle_json) -> None:
-    """Dashboards and rules may use only series a live /metrics has (after a prediction)."""
+    """Dashboards and rules may use only series a live /metrics has (after a prediction, trusted candles and a
+    signal subscriber: the per-series signal metrics exist once a pair and timeframe has had them)."""
     with AIFXClient(aifx_url, enabled=True, timeout=30) as client:
         client.predict("EUR/USD", "1h", data=candle_json(4200, 80))
+    stream = {"pair": "EUR/USD", "timeframe": "1h"}
+    with httpx.stream("GET", f"{aifx_url}/reversal/signals/stream", params=stream, timeout=10) as r:
+        assert r.status_code == 200, r.read()
+        posted = httpx.post(f"{aifx_url}/reversal/candles", json={**stream, "data": candle_json(4300, 80)}, timeout=30)
+        assert posted.status_code == 200, posted.text
+        next(r.iter_lines())  # the first event (or keep-alive): the subscriber was counted
     text = httpx.get(f"{aifx_url}/metrics", timeout=10).text
     live = exposition_names(text)
     assert ALWAYS_LIVE <= live, f"not exposed: {sorted(ALWAYS_LIVE - live)}"
