@@ -1,4 +1,6 @@
-"""Route dependencies: the parts and settings attached at start-up, and the guards that run before a body is read."""
+"""Route dependencies: the parts and settings attached at start-up, and the guards that run before a body is read.
+
+All `async def`: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request and dependency."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ PredictionId = Annotated[str, Path(max_length=36, description="the prediction_id
 Version = Annotated[str, Path(max_length=ID_LEN, description="a configured model version, e.g. v3.1")]
 
 
-def app_parts(request: Request) -> Parts:
+async def app_parts(request: Request) -> Parts:
     """The registry, predictor, A/B tests and the rest, attached when the service started."""
     attached = getattr(request.app.state, "parts", None)
     if attached is None:
@@ -26,7 +28,7 @@ def app_parts(request: Request) -> Parts:
     return attached
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     """The settings the app was made with."""
     return request.app.state.settings
 
@@ -35,17 +37,17 @@ PartsDep = Annotated[Parts, Depends(app_parts)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
-def trusted(settings: SettingsDep, authorization: AdminAuth = None) -> bool:
+async def trusted(settings: SettingsDep, authorization: AdminAuth = None) -> bool:
     """Whether the request carries the outcome or admin token (its bar may enter the evaluation log)."""
     return is_trusted(settings, authorization)
 
 
-def admin_view(request: Request, settings: SettingsDep, authorization: AdminAuth = None) -> bool:
+async def admin_view(request: Request, settings: SettingsDep, authorization: AdminAuth = None) -> bool:
     """Whether the caller may see details: the admin token, or a local caller while no token is set."""
     return is_admin(settings, authorization) or is_local_operator(settings, request.scope)
 
 
-def admin_token(settings: SettingsDep, authorization: AdminAuth = None) -> bool:
+async def admin_token(settings: SettingsDep, authorization: AdminAuth = None) -> bool:
     """Whether the request carries the admin token."""
     return is_admin(settings, authorization)
 
