@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from aifx.http import native
 from aifx.http.bootstrap import NATIVE_GUARDS, app, attach, build, detach
+from aifx.http.hot_routes import HotRoutes
 from aifx.http.responses import (
     BatchData,
     CompareData,
@@ -103,3 +104,5 @@ class ReversalEngine:
 
 
 cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(native.NativeGuards, **NATIVE_GUARDS)
+# Predict and batch below the REST app's router, through its own middlewares and handlers (aifx/http/hot_routes.py).
+cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(HotRoutes, rest=app)

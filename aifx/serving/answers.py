@@ -33,7 +33,7 @@ def prediction_data(
 def prediction(pair: str, timeframe: str, job: Job, decision: sig.Decision, outcomes: OutcomeLog | None) -> dict:
     """prediction_data with `trade` levels (entry, take profit, stop) for a long or short on a known bar."""
     data = prediction_data(pair, timeframe, job.served.version, decision, job.served.in_domain)
-    if job.bar is None or outcomes is None:
+    if decision.signal == sig.HOLD or outcomes is None or job.bar is None:  # a hold has no levels: no bar needed
         return data
     levels = outcomes.trade(job.bar, decision.signal)
     return data | {"trade": levels} if levels is not None else data

@@ -43,7 +43,7 @@ def log_bar(
     outcomes: OutcomeLog | None, job: Job, decision: sig.Decision, shadows: Sequence[sig.Decision | ApiError]
 ) -> None:
     """A trusted request's bar in the evaluation log: the served decision and every shadow decision made."""
-    if outcomes is None or job.bar is None or not job.logs:
+    if not job.logs or outcomes is None or job.bar is None:  # job.logs first: an anonymous bar stays unfound
         return
     logged = [(job.served.version, decision, 1)]
     for p, d in zip(job.shadows, shadows, strict=True):
