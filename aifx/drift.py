@@ -15,8 +15,9 @@ features are autocorrelated, so a window of the training period itself often rea
 the maximum over 17 columns of 500-row windows passes 0.25 in 22 % of them, in 76 % at 200 rows).
 
 Alert thresholds are therefore calibrated (aifx/drift_calibration.py, at import) per column on contiguous windows of the
-training rows of the sizes a serving window has (MIN_ROWS to WINDOW_ROWS rows), so that a window of the
-training period breaches on any column in at most ALERT_RATE of windows, and stored with the reference. The
+training rows of the sizes a serving window has (MIN_ROWS to WINDOW_ROWS rows), each against bins of the training
+rows outside its fold (cross-fitted: a served window is new to the bins), so that a zero-drift window breaches
+on any column in at most ALERT_RATE of windows, and stored with the reference. The
 service compares each window's PSI with the threshold of its size (`Reference.limits`) and exports the largest
 ratio (`DriftWindows.ratios`); a reference without thresholds (imported before them) falls back to one fixed
 PSI for every column, with a warning at start. docs/statistics.md, "Input drift alerts", has the rule and its
