@@ -8,6 +8,7 @@ are normal floats in the instrument's band. An unknown pair is served but never 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -69,7 +70,12 @@ def instrument(pair: str, extra: Mapping[str, float] | None = None) -> Instrumen
 
 def canonical_timeframe(timeframe: str) -> str | None:
     """'1h', '1H', 'H1', '60m' -> '1h'; None for anything that is not a timeframe of at most a week."""
-    text = timeframe.strip().lower() if isinstance(timeframe, str) else ""
+    return _canonical(timeframe) if isinstance(timeframe, str) else None
+
+
+@functools.lru_cache(maxsize=1024)  # a request asks for it three or four times; bounded whatever clients send
+def _canonical(timeframe: str) -> str | None:
+    text = timeframe.strip().lower()
     m = _PLAIN.fullmatch(text)
     count, unit = (int(m[1]), m[2]) if m else (0, "")
     if m is None and (m := _MT4.fullmatch(text)):
