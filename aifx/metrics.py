@@ -262,7 +262,12 @@ def _prediction_series(version: str, signal: str) -> tuple[Any, Any, Any]:
 
 def count_out_of_domain(labels: MetricLabels, version: str) -> None:
     """Count one served prediction outside its version's training domain."""
-    OUT_OF_DOMAIN.labels(version=labels.version(version)).inc()
+    _out_of_domain_series(labels.version(version)).inc()
+
+
+@functools.lru_cache(maxsize=64)  # configured versions and unknown
+def _out_of_domain_series(version: str) -> Any:
+    return OUT_OF_DOMAIN.labels(version=version)
 
 
 def start_out_of_domain(labels: MetricLabels) -> None:

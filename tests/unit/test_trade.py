@@ -391,3 +391,13 @@ def test_resolve_properties(side, atr, cost, spec):
     series = [np.concatenate([[ENTRY], a]) for a in (high, low, close)]
     codes, pips = side_outcomes(side, *series, np.full(13, atr), PIP, rule)
     assert codes[0] == RESULT_CODES[r.result] and pips[0] == r.pips and np.isnan(codes[1:]).all()
+
+
+def test_trade_levels_to_dict_holds_every_field():
+    """to_dict is spelled out for speed: it must still name every field (a new field cannot go missing)."""
+    import dataclasses
+
+    from aifx.trade import TradeLevels
+
+    got = TradeLevels(1.1, 1.102, 1.099, 12)
+    assert got.to_dict() == dataclasses.asdict(got)
