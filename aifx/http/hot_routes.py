@@ -29,11 +29,11 @@ Scope = dict[str, Any]
 ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-async def _predict(request: Request, parts: Parts, trusted: bool, body: PredictRequest) -> Response:
+async def _predict(parts: Parts, trusted: bool, body: PredictRequest) -> Response:
     return ok(await parts.predictor.predict(body, trusted))
 
 
-async def _batch(request: Request, parts: Parts, trusted: bool, body: BatchRequest) -> Response:
+async def _batch(parts: Parts, trusted: bool, body: BatchRequest) -> Response:
     return ok(await parts.predictor.predict_many(body.items, trusted))
 
 
@@ -66,7 +66,7 @@ class HotRoutes:
             body = await read_model(request, model)
             parts = await app_parts(request)
             trusted = is_trusted(self.rest.state.settings, request.headers.get("authorization"))
-            response = await endpoint(request, parts, trusted, body)
+            response = await endpoint(parts, trusted, body)
         except Exception as exc:  # noqa: BLE001 - the app's own handler answers it, as its router would
             response = await self._handled(request, exc)
         await response(scope, receive, send)
