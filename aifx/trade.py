@@ -8,6 +8,7 @@ closed at the close of bar t+12. Pips are after a cost. numpy only: the serving 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ class UnknownPair(ValueError):
     """A pair without a known pip size; the message says how to configure one."""
 
 
+@functools.lru_cache(maxsize=1024)  # three or four calls per request; bounded whatever pairs clients send
 def normalise_pair(pair: str) -> str:
     """'EURUSD', 'eur_usd', 'EUR-USD' -> 'EUR/USD'."""
     name = pair.strip().upper().replace("_", "/").replace("-", "/")

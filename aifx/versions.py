@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,7 @@ class VersionSpec:
     architecture: str = "conv1d"  # the training network (training/model.py); serving runs any as TFLite
     model_size: dict[str, int] = field(default_factory=dict)  # the architecture's size; empty: its defaults
 
-    @property
+    @cached_property  # read several times per request; the spec is frozen
     def min_candles(self) -> int:
         # Imported here: the stage runners read specs but never compute features, so they load
         # neither TA-Lib nor pandas (~60 MB per stage worker).

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from aifx import metrics
+from aifx.http.lean_app import LeanAppFactory
 from aifx.serving import context
 from aifx.serving.errors import envelope
 from aifx.serving.schemas import inline_schema
@@ -139,7 +140,8 @@ class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]
     def to_asgi(self, is_main: bool = True) -> Any:
         if not any(cls is RestorePath for cls, _ in self.middlewares):
             self.add_asgi_middleware(RestorePath)
-        app = super().to_asgi(is_main=is_main)
+        self.inject_config()  # as bentoml.Service.to_asgi, with the factory that leaves out what is off
+        app = LeanAppFactory(self, is_main=is_main)()
         return TemplatedPaths(app, route_templates(app))
 
     def schema(self) -> dict[str, Any]:

@@ -31,8 +31,9 @@ def to_candles(data: list[CandleIn]) -> Candles:
     n = len(data)
     prices = np.fromiter(chain.from_iterable(map(_PRICES, data)), np.float64, 4 * n).reshape(n, 4).T.copy()
     stamps = in_range(epoch_micros(list(map(_TIMESTAMP, data)))).astype("datetime64[us]").astype("datetime64[ns]")
-    vols = [c.get("volume") for c in data]
-    volume = None if any(v is None for v in vols) else np.asarray(vols, dtype=np.float64)
+    # Without a volume a candle has exactly the five other keys (the schema drops unknown ones).
+    vols = None if sum(map(len, data)) == 5 * n else [c.get("volume") for c in data]
+    volume = None if vols is None or any(v is None for v in vols) else np.asarray(vols, dtype=np.float64)
     try:
         return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume, max_ratio=PRICE_RATIO)
     except CandleDataError as exc:
@@ -60,7 +61,8 @@ def to_candles_many(datas: Sequence[list[CandleIn]]) -> list[Candles | BadCandle
 def _stacked(n: int, datas: list[list[CandleIn]]) -> list[Candles | None] | None:
     """Sets of n candles parsed as one array; None for a set that failed a check (None: all go alone)."""
     flat = list(chain.from_iterable(datas))
-    if any(c.get("volume") is not None for c in flat):
+    # A candle sent without a volume has exactly the five other keys (the schema drops unknown ones).
+    if sum(map(len, flat)) != 5 * len(flat) and any(c.get("volume") is not None for c in flat):
         return None
     b = len(datas)
     prices = np.fromiter(chain.from_iterable(map(_PRICES, flat)), np.float64, 4 * b * n)
@@ -103,12 +105,32 @@ def in_range(micros: np.ndarray) -> np.ndarray:
 
 def epoch_micros(stamps: list[str | float]) -> np.ndarray:
     """UTC microseconds since the epoch; `YYYY-MM-DDTHH:MM:SSZ` text in one vectorised parse."""
-    if all(type(s) is str and len(s) == 20 and s[10] == "T" and s[19] == "Z" for s in stamps):
+    fixed = _fixed_width(stamps)
+    if fixed is not None:
         try:
-            return np.array([s[:19] for s in cast(list[str], stamps)], dtype="datetime64[us]").astype(np.int64)
+            return fixed.astype("datetime64[us]").astype(np.int64)
         except ValueError:
             pass  # not a valid date: the per-value path says which one and why
     return np.fromiter((_micros(i, s) for i, s in enumerate(stamps)), np.int64, len(stamps))
+
+
+def _fixed_width(stamps: list[str | float]) -> np.ndarray | None:
+    """`YYYY-MM-DDTHH:MM:SS` of each value as one bytes array when every value is ASCII text of the form
+    `....-..-..T..:..:..Z` (20 characters), else None; C-level steps only (a third of a per-value loop's time)."""
+    try:
+        joined = "".join(cast(list[str], stamps))  # TypeError: a value that is not text
+    except TypeError:
+        return None
+    n = len(stamps)
+    if len(joined) != 20 * n or joined[10::20] != "T" * n or joined[19::20] != "Z" * n:
+        return None
+    if set(map(len, cast(list[str], stamps))) != {20}:  # equal lengths, so the stride checks hold per value
+        return None
+    try:
+        raw = joined.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    return np.frombuffer(raw, dtype="S1").reshape(n, 20)[:, :19].copy().view("S19").ravel()
 
 
 def _micros(row: int, value: str | float) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from aifx import instruments, metrics, outcomes, trade
 from aifx import signal as sig
 from aifx.candles import Candles
@@ -59,8 +61,19 @@ def bar_at(
     facts = outcomes.bar_facts(inst.name, candles.high, candles.low, candles.close, {inst.name: inst.pip})
     if facts is None or instruments.atr_problem(facts.atr, inst) is not None:
         return None
-    stamp = candles.timestamp[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+    stamp = last_time(candles.timestamp)
     return Bar(inst.name, tf, stamp, facts, instruments.bar_problem(stamp, tf, now, expiry))
+
+
+def last_time(stamps: np.ndarray) -> datetime:
+    """The last of the candle times as an aware UTC datetime (to the microsecond)."""
+    if stamps.dtype == _NS:  # as the request's candles hold them: integer arithmetic, no numpy casts (~3 us less)
+        return _EPOCH + timedelta(microseconds=int(stamps.view(np.int64)[-1]) // 1000)
+    return stamps[-1].astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
+
+
+_NS = np.dtype("datetime64[ns]")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def queued_bytes(row: records.BarLog | CandleRows) -> int:

@@ -1,0 +1,88 @@
+"""The lean service app: no tracer that traces nothing, and BentoML's request metrics with cached series."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bentoml._internal.container import BentoMLContainer
+from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+from aifx.http.lean_app import CachedTrafficMetrics, traces_nothing
+
+# (path, status): repeated series, a skipped path, several statuses, a streamed answer.
+REQUESTS = [("/a", 200), ("/a", 200), ("/a", 404), ("/b", 500), ("/health", 200), ("/b", 200), ("/a", 200)]
+
+
+def _user_middleware(client: Any) -> list[Any]:
+    app = client.app
+    while not hasattr(app, "user_middleware"):  # TemplatedPaths wraps BentoML's Starlette app
+        app = app.app
+    return [m.cls for m in app.user_middleware]
+
+
+def test_the_served_app_has_no_tracer_and_caches_metric_series(client):
+    classes = _user_middleware(client)
+    assert traces_nothing()  # service.py's NO_TRACING
+    assert OpenTelemetryMiddleware not in classes
+    assert CachedTrafficMetrics in classes and RunnerTrafficMetricsMiddleware not in classes
+    # The series still count what was served: a predict moves the request total of its route template.
+    before = _samples("bentoml_service")
+    body = {"pair": "EUR/USD", "timeframe": "1h", "features": [[0.0] * 12] * 64}
+    client.post("/reversal/predict", json=body)
+    after = _samples("bentoml_service")
+    moved = {k for k in after if after[k] != before.get(k) and k[0].endswith("request_total")}
+    assert any(dict(k[1])["endpoint"] == "/reversal/predict" for k in moved), moved
+
+
+def test_cached_series_equal_bentomls_own(client):
+    """The same requests through BentoML's middleware and the cached one give the same series and counts."""
+    del client  # the service's server context and metrics client are set up
+    results = {}
+    for name, cls in (("aifx_test_orig", RunnerTrafficMetricsMiddleware), ("aifx_test_cached", CachedTrafficMetrics)):
+        middleware = cls(_answer, namespace=name, skip_paths=["/health"])
+        for path, status in REQUESTS:
+            asyncio.run(_call(middleware, path, status))
+        results[name] = {(k[0].removeprefix(name), k[1]): _timeless(k, v) for k, v in _samples(name).items()}
+    orig, cached = results["aifx_test_orig"], results["aifx_test_cached"]
+    assert orig == cached
+    totals = {(dict(k[1])["endpoint"], dict(k[1])["http_response_code"]): v
+              for k, v in orig.items() if k[0] == "_request_total" and v}  # fmt: skip
+    assert totals == {("/a", "200"): 3.0, ("/a", "404"): 1.0, ("/b", "500"): 1.0, ("/b", "200"): 1.0,
+                      ("/health", "200"): 1.0}, totals  # fmt: skip
+
+
+def _timeless(key: tuple[str, tuple[tuple[str, str], ...]], value: float) -> float | None:
+    """A sample's value where it does not depend on timing (durations' sums and buckets below +Inf, timestamps)."""
+    name, labels = key
+    if name.endswith(("_sum", "timestamp_seconds")) or (name.endswith("_bucket") and dict(labels)["le"] != "+Inf"):
+        return None
+    return value
+
+
+async def _answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    status = int(scope["path_status"])
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b"x", "more_body": True})
+    await send({"type": "http.response.body", "body": b"y"})
+
+
+async def _call(app: Any, path: str, status: int) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: dict[str, Any]) -> None:
+        return None
+
+    await app({"type": "http", "path": path, "method": "GET", "headers": [], "path_status": status}, receive, send)
+
+
+def _samples(prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    client = BentoMLContainer.metrics_client.get()
+    out = {}
+    for family in client.text_string_to_metric_families():
+        for s in family.samples:
+            if s.name.startswith(prefix):
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
