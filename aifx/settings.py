@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from experiments.defaults import DEFAULT_DATABASE_URL
+
 
 class SettingsError(ValueError):
     """Settings that must stop the service from starting."""
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the client; from
     # anyone else the header is ignored (rate-limit key, loopback check). Empty: honoured from nobody.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    database_url: str = "sqlite:///var/aifx.db"  # same default as experiments.DEFAULT_DATABASE_URL
+    database_url: str = DEFAULT_DATABASE_URL  # the experiment store's own default
     # SQLite is one file per machine: in production every pod would have its own state. Allow it explicitly.
     allow_sqlite_in_production: bool = False
     # Run the schema migrations at first use (development/test default); production runs `make migrate`
