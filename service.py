@@ -9,7 +9,7 @@ import bentoml
 from starlette.responses import Response
 
 from aifx.http import native
-from aifx.http.bootstrap import NATIVE_GUARDS, app, attach, build, detach
+from aifx.http.bootstrap import app, at_import, attach, build, detach, start_serving, start_worker
 from aifx.http.hot_routes import HotRoutes
 from aifx.http.responses import (
     BatchData,
@@ -20,14 +20,13 @@ from aifx.http.responses import (
     PredictionData,
     SwitchData,
 )
-from aifx.http.route_labels import BoundedLabelsService
+from aifx.http.route_labels import BoundedLabelsService, on_worker_start
 from aifx.serving.schemas import BatchRequest, CompareRequest, PredictRequest
-from aifx.settings import get_settings
 from runners.models import declare_models
 from runners.stage import DirectionClassifier, ReversalDetector
 
 ROUTES = native.ROUTES
-VERSIONS = get_settings().versions
+VERSIONS = at_import()  # the only settings read at import: the logs, and the versions of the models declared below
 # BentoML samples no traces by default, yet its OpenTelemetry middleware still costs ~18 % of the service's CPU
 # building span attributes. Excluded URLs skip it; configure tracing in BENTOML_CONFIG to turn it back on.
 NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
@@ -49,6 +48,16 @@ class ReversalEngine:
     """The AIFX Reversal Engine: seed routes and native APIs over Stage 1 and Stage 2 (run where Stage 1 fires)."""
 
     model_refs: ClassVar[dict[int, dict[str, Any]]] = {}  # stage -> version -> BentoModel, set by declare_models
+
+    @bentoml.on_deployment
+    def check_settings() -> None:
+        """`bentoml serve`, before it starts the workers: refuse invalid settings, set up fast respawn."""
+        start_serving()
+
+    @on_worker_start
+    def assemble_app() -> None:
+        """Each worker, as it builds its ASGI app: settings, trusted proxies, the REST app's guards."""
+        start_worker()
 
     def __init__(self) -> None:
         self.detector = ReversalDetector(VERSIONS, self.model_refs[1])
@@ -103,6 +112,6 @@ class ReversalEngine:
         return await native.answer(ctx, lambda: native.switch_model(self.parts, ctx.request, version))
 
 
-cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(native.NativeGuards, **NATIVE_GUARDS)
+cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(native.NativeGuards, rest=app)
 # Predict and batch below the REST app's router, through its own middlewares and handlers (aifx/http/hot_routes.py).
 cast("bentoml.Service[Any]", ReversalEngine).add_asgi_middleware(HotRoutes, rest=app)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from ipaddress import ip_network
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from experiments.defaults import DEFAULT_DATABASE_URL
 
 
 class SettingsError(ValueError):
@@ -19,12 +21,53 @@ class SettingsError(ValueError):
 OPEN_ENVIRONMENTS = ("development", "test")
 MIN_TOKEN_CHARS = 32
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+S = TypeVar("S", bound=BaseSettings)
 
 
-class Settings(BaseSettings):
-    """Everything the service reads from the environment."""
+class ImportSettings(BaseSettings):
+    """The settings read when service.py is imported (`import_settings`); none is a secret."""
 
     model_config = SettingsConfigDict(env_prefix="AIFX_", extra="ignore", populate_by_name=True)
+
+    # Configured versions in fallback order; the first is the default.
+    versions: Annotated[tuple[str, ...], NoDecode] = ("v3.1", "v3.0")
+    # Logs (aifx/http/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
+    # INFO); AIFX_LOG_FORMAT=json writes one JSON object per line for log shippers.
+    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
+        default=None, validation_alias=AliasChoices("LOG_LEVEL", "AIFX_LOG_LEVEL")
+    )
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _split_versions(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("versions")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("AIFX_VERSIONS must name at least one version, e.g. 'v3.1,v3.0'")
+        if len(set(value)) != len(value):
+            raise ValueError(f"AIFX_VERSIONS lists a version twice: {','.join(value)}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower() or None  # LOG_LEVEL= (empty) means unset
+            return "warning" if value == "warn" else value
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return (value.strip().lower() or "text") if isinstance(value, str) else value
+
+
+class Settings(ImportSettings):
+    """Everything the service reads from the environment."""
 
     environment: str = Field(default="development", validation_alias=AliasChoices("ENVIRONMENT", "AIFX_ENVIRONMENT"))
     # Bearer tokens (docs: README "Authentication"). Outside development/test the admin token is required;
@@ -38,7 +81,7 @@ class Settings(BaseSettings):
     # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the client; from
     # anyone else the header is ignored (rate-limit key, loopback check). Empty: honoured from nobody.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    database_url: str = "sqlite:///var/aifx.db"  # same default as experiments.DEFAULT_DATABASE_URL
+    database_url: str = DEFAULT_DATABASE_URL  # the experiment store's own default
     # SQLite is one file per machine: in production every pod would have its own state. Allow it explicitly.
     allow_sqlite_in_production: bool = False
     # Run the schema migrations at first use (development/test default); production runs `make migrate`
@@ -54,8 +97,6 @@ class Settings(BaseSettings):
     # Requests per second per client (bearer token, else address) and worker; 0 turns the limit off.
     rate_limit_per_second: float = Field(default=2000.0, ge=0)
     rate_limit_burst: int = Field(default=4000, ge=1)
-    # Configured versions in fallback order; the first is the default.
-    versions: Annotated[tuple[str, ...], NoDecode] = ("v3.1", "v3.0")
     state_ttl_seconds: float = Field(default=0.5, ge=0.0, le=1.0)
     # A state read (active version, active experiment) that takes longer is abandoned; the last known value serves.
     state_timeout_seconds: float = Field(default=1.0, gt=0)
@@ -122,41 +163,11 @@ class Settings(BaseSettings):
     # The alert threshold of every column of a reference imported without calibrated thresholds (drift.json
     # written before issue 26; a warning at start says which). Calibrated references ignore it.
     drift_fallback_psi: float = Field(default=0.25, gt=0)
-    # Logs (aifx/http/logs.py): the seed's LOG_LEVEL sets our loggers' and BentoML's level (unset: BentoML's
-    # INFO); AIFX_LOG_FORMAT=json writes one JSON object per line for log shippers.
-    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
-        default=None, validation_alias=AliasChoices("LOG_LEVEL", "AIFX_LOG_LEVEL")
-    )
-    log_format: Literal["text", "json"] = "text"
 
-    @field_validator("versions", "shadow_versions", "allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("shadow_versions", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
-    def _split_versions(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return value
-
-    @field_validator("versions")
-    @classmethod
-    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("AIFX_VERSIONS must name at least one version, e.g. 'v3.1,v3.0'")
-        if len(set(value)) != len(value):
-            raise ValueError(f"AIFX_VERSIONS lists a version twice: {','.join(value)}")
-        return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _lower_level(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.strip().lower() or None  # LOG_LEVEL= (empty) means unset
-            return "warning" if value == "warn" else value
-        return value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower_format(cls, value: object) -> object:
-        return (value.strip().lower() or "text") if isinstance(value, str) else value
+    def _split_lists(cls, value: object) -> object:
+        return _comma_list(value)
 
     @field_validator("environment")
     @classmethod
@@ -221,6 +232,13 @@ class Settings(BaseSettings):
         return self.versions[0]
 
 
+def _comma_list(value: object) -> object:
+    """A comma-separated variable as its non-blank items (other values as given)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
 def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
     """AIFX_TRUSTED_PROXIES: every item an IP address or network."""
     for item in value:
@@ -269,9 +287,24 @@ def _check_shared_database(s: Settings) -> None:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once); SettingsError with a one-line reason when they are invalid."""
+    """The process-wide settings, read once when the service starts; SettingsError with a one-line reason."""
+    return _read(Settings)
+
+
+def import_settings() -> ImportSettings:
+    """The versions and log settings, validated as Settings validates them, without reading any other setting.
+
+    The only settings read when service.py is imported: `bentoml build` packs the models the service class
+    declares at class scope, one per stored (version, stage), and BentoML logs as it loads the service, before
+    any start hook runs. Everything else (tokens, database) is read when the service starts, so importing the
+    service needs no runtime secrets.
+    """
+    return _read(ImportSettings)
+
+
+def _read(cls: type[S]) -> S:
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise SettingsError(f"AIFX Reversal Engine refuses to start: {reasons}") from None

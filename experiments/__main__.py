@@ -11,7 +11,8 @@ import sys
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from experiments.db import DatabaseOptions, default_database_url, make_engine
+from experiments.db import DatabaseOptions, make_engine
+from experiments.defaults import DEFAULT_DATABASE_URL, default_database_url
 from experiments.errors import SchemaMismatch
 from experiments.migrate import first_line, upgrade, wait
 
@@ -19,15 +20,16 @@ from experiments.migrate import first_line, upgrade, wait
 MIGRATION_OPTIONS = DatabaseOptions(statement_timeout_ms=0, pool_size=1, max_overflow=0)
 # The wait reads one row: the serving timeouts, one connection.
 WAIT_OPTIONS = DatabaseOptions(pool_size=1, max_overflow=0)
+URL_HELP = f"database URL (default: $AIFX_DATABASE_URL or {DEFAULT_DATABASE_URL})"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments")
     sub = ap.add_subparsers(dest="command", required=True)
     mig = sub.add_parser("migrate", help="run the missing Alembic migrations")
-    mig.add_argument("--url", default=None, help="database URL (default: $AIFX_DATABASE_URL or sqlite:///var/aifx.db)")
+    mig.add_argument("--url", default=None, help=URL_HELP)
     wt = sub.add_parser("wait", help="wait until the database is at this code's schema (another process migrates)")
-    wt.add_argument("--url", default=None, help="database URL (default: $AIFX_DATABASE_URL or sqlite:///var/aifx.db)")
+    wt.add_argument("--url", default=None, help=URL_HELP)
     wt.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most (default 600)")
     args = ap.parse_args(argv)
     options = MIGRATION_OPTIONS if args.command == "migrate" else WAIT_OPTIONS

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from experiments.db import WRITE_OPTION, DatabaseOptions, default_database_url, is_sqlite, make_engine
+from experiments.db import WRITE_OPTION, DatabaseOptions, is_sqlite, make_engine
+from experiments.defaults import default_database_url
 
 
 class Database:

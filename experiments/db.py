@@ -7,7 +7,6 @@ answering costs a bounded wait, never a hang; pool sizes are set against max_con
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-DEFAULT_DATABASE_URL = "sqlite:///var/aifx.db"
-ENV_DATABASE_URL = "AIFX_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "aifx_write"
 
@@ -32,11 +29,6 @@ class DatabaseOptions:
     pool_size: int = 5
     max_overflow: int = 5
     pool_timeout_s: float = 5.0
-
-
-def default_database_url() -> str:
-    """$AIFX_DATABASE_URL, else the SQLite file var/aifx.db relative to the current directory."""
-    return os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

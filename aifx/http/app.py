@@ -24,13 +24,13 @@ logger = get_logger("bentoml.aifx.api")
 
 
 def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: ByteBudget | None = None) -> FastAPI:
-    """The FastAPI app with the seed's routes; its parts are attached later as app.state.parts.
+    """The FastAPI app with the seed's routes and its guards; its parts are attached later as app.state.parts."""
+    return assemble(rest_app(), settings, buckets, budget)
 
-    buckets and budget: the rate limit and body budget shared with the native APIs (made here when absent).
-    """
-    limits = BodyLimits.of(settings)
-    if buckets is None:
-        buckets = buckets_of(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+def rest_app() -> FastAPI:
+    """The app without settings: routes and error handlers, all the OpenAPI document needs (`bentoml build`
+    imports the service without runtime secrets); `assemble` adds what the settings decide."""
     app = FastAPI(
         title="AIFX Reversal Engine",
         description="Two-stage forex reversal model (seed-compatible routes and envelope).",
@@ -39,10 +39,6 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
         openapi_url=None,
         responses=ERROR_RESPONSES,
     )
-    app.state.settings = settings
-    app.add_middleware(BodySizeLimit, limits=limits, budget=budget or ByteBudget(limits.budget))
-    app.add_middleware(RateLimit, buckets=buckets, settings=settings)
-    app.add_middleware(RequestId)  # outermost: a 413 names its request too
     _add_error_handlers(app)
     # The routers' routes themselves, in the seed's order: this FastAPI's include_router() adds one opaque
     # route object, which neither the route templates of BentoML's metrics (route_labels.py) nor the 404
@@ -51,6 +47,27 @@ def create_app(settings: Settings, buckets: TokenBuckets | None = None, budget: 
     for module in routers:
         app.router.routes.extend(module.router.routes)
     app.router.routes.extend(predict_routes.legacy.routes)
+    return app
+
+
+def assemble(
+    app: FastAPI, settings: Settings, buckets: TokenBuckets | None = None, budget: ByteBudget | None = None
+) -> FastAPI:
+    """Give the app its settings and guards (request id, rate limit, body limits), once: a later call keeps them.
+
+    buckets and budget: the rate limit and body budget to share with the native APIs (made here when absent);
+    app.state.buckets and app.state.budget hold them. Starlette stacks middleware at the first request.
+    """
+    if getattr(app.state, "settings", None) is not None:
+        return app
+    limits = BodyLimits.of(settings)
+    if buckets is None:
+        buckets = buckets_of(settings.rate_limit_per_second, settings.rate_limit_burst)
+    budget = budget or ByteBudget(limits.budget)
+    app.state.settings, app.state.buckets, app.state.budget = settings, buckets, budget
+    app.add_middleware(BodySizeLimit, limits=limits, budget=budget)
+    app.add_middleware(RateLimit, buckets=buckets, settings=settings)
+    app.add_middleware(RequestId)  # outermost: a 413 names its request too
     return app
 
 

@@ -18,10 +18,8 @@ from sqlalchemy.engine import make_url
 from aifx import metrics
 from aifx.cache import SharedState
 from aifx.drift import DriftWindows, Reference
-from aifx.http.app import create_app
-from aifx.http.asgi import ByteBudget
+from aifx.http.app import assemble, rest_app
 from aifx.http.logs import configure as configure_logs
-from aifx.http.ratelimit import buckets_of
 from aifx.http.supervision import quicken_respawn
 from aifx.serving.ab_tests import ABTests
 from aifx.serving.catalog import Catalog
@@ -34,7 +32,7 @@ from aifx.serving.promoter import Promoter
 from aifx.serving.registry import MODELS_GENERATION_KEY, VersionRegistry
 from aifx.serving.signal_hub import SignalHub
 from aifx.serving.window_cache import WindowCache
-from aifx.settings import Settings, get_settings
+from aifx.settings import Settings, get_settings, import_settings
 from aifx.versions import DRIFT_FILE, recorded_checksums, sha256_hex
 from experiments import EvaluationStore, ExperimentStore
 from experiments.anchors import AnchorStore
@@ -45,20 +43,37 @@ from experiments.spool import Spool
 from runners.stage import DirectionClassifier, ReversalDetector
 
 logger = get_logger("bentoml.aifx")
-# At import: every process that loads service.py (the arbiter and each worker, after BentoML set up its logging).
-configure_logs(get_settings().log_level, get_settings().log_format)
-quicken_respawn()  # in the `bentoml serve` process, before it creates the arbiter that watches the workers
 STARTUP_WAIT_SECONDS = 120.0
+# The REST app the service mounts: its routes at import (BentoML documents them at build), its settings and
+# guards when a worker starts (start_worker).
+app = rest_app()
 
-_settings = get_settings()
-# uvicorn (under `bentoml serve`) replaces the peer address by X-Forwarded-For from 127.0.0.1 and ::1 unless
-# told otherwise, so any local client could choose its rate-limit key: only AIFX_TRUSTED_PROXIES may.
-os.environ["FORWARDED_ALLOW_IPS"] = ",".join(_settings.trusted_proxies)
-# One rate limit and one body budget per worker, whichever face (REST or native API) a request uses.
-_buckets = buckets_of(_settings.rate_limit_per_second, _settings.rate_limit_burst)
-_budget = ByteBudget(_settings.body_budget_bytes)
-app = create_app(_settings, _buckets, _budget)
-NATIVE_GUARDS = {"settings": _settings, "buckets": _buckets, "budget": _budget}  # NativeGuards' options
+
+def at_import() -> tuple[str, ...]:
+    """What service.py reads at import: the logs set up now (BentoML logs as it loads the service, before any
+    start hook), the configured versions returned (the models the class declares)."""
+    imported = import_settings()
+    configure_logs(imported.log_level, imported.log_format)  # the arbiter and each worker, after BentoML's set-up
+    return imported.versions
+
+
+def start_serving() -> None:
+    """The `bentoml serve` process, before it starts any worker: invalid settings stop it here with their one-line
+    reason, and the arbiter it is about to create respawns workers fast."""
+    get_settings()
+    quicken_respawn()
+
+
+def start_worker() -> None:
+    """Each worker, before uvicorn starts: settings, trusted proxies and the REST app's guards (idempotent)."""
+    settings = get_settings()
+    # uvicorn (under `bentoml serve`) replaces the peer address by X-Forwarded-For from 127.0.0.1 and ::1 unless
+    # told otherwise, so any local client could choose its rate-limit key: only AIFX_TRUSTED_PROXIES may.
+    # The worker's uvicorn.Config reads this after the service built its ASGI app.
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join(settings.trusted_proxies)
+    # One rate limit and one body budget per worker, whichever face (REST or native API) a request uses: the
+    # app's (app.state.buckets and budget), which NativeGuards and HotRoutes take at the first request.
+    assemble(app, settings)
 
 
 def build(detector: ReversalDetector, direction: DirectionClassifier, settings: Settings | None = None) -> Parts:

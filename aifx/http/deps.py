@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from starlette.applications import Starlette
+from starlette.datastructures import State
 
 from aifx.http.access import check_admin, check_outcome, check_same_site, is_admin, is_local_operator, is_trusted
 from aifx.serving.errors import ApiError, UnsupportedMediaType
@@ -31,6 +33,17 @@ async def app_parts(request: Request) -> Parts:
 async def app_settings(request: Request) -> Settings:
     """The settings the app was made with."""
     return request.app.state.settings
+
+
+def assembled(rest: Starlette) -> State:
+    """The REST app's state with its settings, rate-limit buckets and body budget (aifx/http/app.py `assemble`).
+
+    The service middlewares that share them read it when Starlette builds them, at the first request, after the
+    worker's start assembled the app (aifx/http/bootstrap.py `start_worker`); before that it is a wiring error.
+    """
+    if getattr(rest.state, "settings", None) is None:
+        raise RuntimeError("the REST app has no settings yet: assemble it before it serves (aifx/http/app.py)")
+    return rest.state
 
 
 PartsDep = Annotated[Parts, Depends(app_parts)]

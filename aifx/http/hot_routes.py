@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from aifx.http.access import is_trusted
 from aifx.http.body import read_model
-from aifx.http.deps import app_parts, check_json_content_type
+from aifx.http.deps import app_parts, assembled, check_json_content_type
 from aifx.http.envelope import ok
 from aifx.serving.parts import Parts
 from aifx.serving.schemas import BatchRequest, PredictRequest
@@ -49,6 +49,7 @@ class HotRoutes:
     def __init__(self, app: Any, rest: FastAPI) -> None:
         self.app = app
         self.rest = rest
+        assembled(rest)  # built at the first request: the app has its guards by then, or this refuses to start
         self.guarded = _guards(rest, self._serve)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -15,13 +15,14 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aifx import metrics
 from aifx.http.access import check_admin, check_same_site, is_trusted
 from aifx.http.asgi import BodyLimits, BodySizeLimit, ByteBudget
-from aifx.http.deps import check_json_content_type
+from aifx.http.deps import assembled, check_json_content_type
 from aifx.http.ratelimit import RateLimit, TokenBuckets
 from aifx.http.responses import (
     BatchData,
@@ -156,11 +157,15 @@ def _error(ctx: Any, status: int, message: str, headers: dict[str, str] | None =
 class NativeGuards:
     """Service middleware: on the native routes, the REST routes' request id, rate limit, body limit and JSON check.
 
-    The rate-limit buckets and the body budget are the REST app's own objects, so a client
-    gets one budget whichever face it calls.
+    The settings, rate-limit buckets and body budget are the REST app's own objects (`rest.state`, read when
+    Starlette builds this at the first request), so a client gets one budget whichever face it calls.
     """
 
-    def __init__(self, app: Any, settings: Settings, buckets: TokenBuckets | None, budget: ByteBudget) -> None:
+    def __init__(self, app: Any, rest: Starlette) -> None:
+        state = assembled(rest)
+        settings: Settings = state.settings
+        buckets: TokenBuckets | None = state.buckets
+        budget: ByteBudget = state.budget
         self.app = app
         self.paths = frozenset(ROUTES.values())
         limited = BodySizeLimit(app, limits=BodyLimits.of(settings), budget=budget)

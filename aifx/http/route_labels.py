@@ -134,10 +134,26 @@ async def _not_found(path: str, scope: Scope, send: Any) -> None:
         await send({"type": "http.response.body", "body": body})
 
 
+WORKER_START = "__aifx_worker_start_hook__"
+
+
+def on_worker_start(func: Callable[[], None]) -> staticmethod[[], None]:
+    """Mark a hook of the service class (no self) that each worker runs when it builds its ASGI app, as BentoML's
+    `on_deployment` marks one for the `bentoml serve` process: settings are read there, not at import."""
+    setattr(func, WORKER_START, True)
+    return staticmethod(func)
+
+
 class BoundedLabelsService(bentoml.Service):  # type: ignore[type-arg]
-    """A bentoml.Service whose ASGI app labels request metrics by route template."""
+    """A bentoml.Service whose ASGI app labels request metrics by route template, and runs its worker-start hooks."""
 
     def to_asgi(self, is_main: bool = True) -> Any:
+        # BentoML's worker calls this before it builds uvicorn's Config: the hooks' environment (the trusted
+        # proxies) is in place when uvicorn reads it.
+        for name in dir(self.inner):
+            member = getattr(self.inner, name)
+            if callable(member) and getattr(member, WORKER_START, False):
+                member()
         if not any(cls is RestorePath for cls, _ in self.middlewares):
             self.add_asgi_middleware(RestorePath)
         self.inject_config()  # as bentoml.Service.to_asgi, with the factory that leaves out what is off

@@ -2,8 +2,8 @@
 
 BentoML creates its circus arbiter with a 10 s check delay (it works around runner health checks
 that no longer exist here), and circus spawns replacements only on those checks: a killed worker
-stayed dead for up to 10 s, and the survivor carried all traffic meanwhile. `bentoml serve` imports
-this service before it creates the arbiter, so the arbiter class it uses is replaced at import
+stayed dead for up to 10 s, and the survivor carried all traffic meanwhile. `bentoml serve` runs the
+service's `on_deployment` hook before it creates the arbiter, so the hook replaces the arbiter class
 (BentoML is pinned in requirements.lock; tests/integration/test_faults.py measures the respawn).
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
@@ -222,7 +223,7 @@ def test_one_rate_limit_whichever_face_a_client_calls(client):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    guarded = NativeGuards(native_app, settings, buckets, budget)
+    guarded = NativeGuards(native_app, rest_app)  # the REST app's settings, buckets and budget
     native_client = TestClient(guarded)  # no lifespan: a bare ASGI app
     with TestClient(rest_app) as rest_client:
         assert rest_client.get("/reversal/models").status_code == 200
@@ -231,3 +232,21 @@ def test_one_rate_limit_whichever_face_a_client_calls(client):
         refused = native_client.post(ROUTES["list_models"], json={})
         assert refused.status_code == 429 and "retry after" in refused.json()["error"]
         assert rest_client.get("/reversal/models").status_code == 429
+
+
+def test_a_second_worker_start_keeps_the_app_its_guards_and_their_shared_objects(client):
+    """Start is idempotent (to_asgi() again: no guard twice); both faces' middlewares take the REST app's objects,
+    and uvicorn's FORWARDED_ALLOW_IPS is the trusted proxies'."""
+    from aifx.http.bootstrap import app
+    from aifx.http.hot_routes import HotRoutes
+    from aifx.http.native import NativeGuards
+    from service import ReversalEngine
+
+    shared = (app.state.settings, app.state.buckets, app.state.budget)
+    stack = list(app.user_middleware)
+    ReversalEngine.to_asgi()
+    assert app.state.settings is shared[0] and app.state.buckets is shared[1] and app.state.budget is shared[2]
+    assert app.user_middleware == stack and len(stack) == 3
+    assert os.environ["FORWARDED_ALLOW_IPS"] == ",".join(app.state.settings.trusted_proxies)
+    options = {cls: kwargs for cls, kwargs in ReversalEngine.middlewares}
+    assert options[NativeGuards] == {"rest": app} and options[HotRoutes] == {"rest": app}

@@ -10,7 +10,6 @@ import pytest
 
 from aifx.http import app as app_module
 from aifx.http.native import NativeGuards
-from aifx.http.ratelimit import buckets_of
 from aifx.settings import Settings
 
 TOKEN = "rate-keys-admin-token-0123456789abcdefgh"
@@ -71,7 +70,6 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_escape(client):
 def test_bentoml_own_routes_are_limited(path):
     """NativeGuards, the service middleware in front of BentoML's app, limits its routes too (not probes)."""
     settings = Settings(**LIMITED)  # type: ignore[arg-type]
-    budget = app_module.ByteBudget(settings.body_budget_bytes)
     statuses: list[int] = []
 
     async def bento(scope, receive, send):
@@ -86,7 +84,7 @@ def test_bentoml_own_routes_are_limited(path):
         scope = {"type": "http", "path": p, "method": "GET", "headers": [], "client": ("192.0.2.1", 1)}
         await guards(scope, lambda: None, send)
 
-    guards = NativeGuards(bento, settings, buckets_of(1.0, 2), budget)
+    guards = NativeGuards(bento, app_module.create_app(settings))  # that REST app's rate limit
     for _ in range(5):
         asyncio.run(call(guards, path))
     assert statuses == [200, 200, 429, 429, 429]

@@ -27,8 +27,10 @@ def _offline(cmd: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bento_tag(model_store) -> str:
-    env = {**os.environ, **model_store.env, "PYTHONPATH": str(ROOT)}
+    # Production without AIFX_ADMIN_TOKEN: a build imports the service, which reads no runtime secrets.
+    env = {**os.environ, **model_store.env, "PYTHONPATH": str(ROOT), "ENVIRONMENT": "production"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("AIFX_ADMIN_TOKEN", None)
     out = subprocess.run(
         _offline([BENTOML, "build", "."]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

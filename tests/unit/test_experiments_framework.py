@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 from pathlib import Path
 
 import pytest
 
+import experiments
+from aifx.settings import Settings
 from experiments import (
     DEFAULT_DATABASE_URL,
     ABTestingFramework,
@@ -86,6 +90,7 @@ def test_seed_snippets_run_as_written(in_tmp_cwd: Path) -> None:
 @pytest.mark.unit
 def test_default_url_and_env_override(in_tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_database_url() == DEFAULT_DATABASE_URL == "sqlite:///var/aifx.db"
+    assert Settings.model_fields["database_url"].default is DEFAULT_DATABASE_URL  # the service's, the same one
     url = f"sqlite:///{in_tmp_cwd / 'other' / 'x.db'}"
     monkeypatch.setenv("AIFX_DATABASE_URL", url)
     framework = ABTestingFramework()
@@ -162,3 +167,19 @@ def test_full_flow(framework: ABTestingFramework) -> None:
     assert framework.get_experiment("e")["status"] == "stopped"
     outcomes = [v["metrics"]["outcomes"]["count"] for v in framework.get_metrics("e")["variants"].values()]
     assert sum(outcomes) == 1
+
+
+@pytest.mark.unit
+def test_the_package_names_load_lazily_from_the_modules_type_checkers_see() -> None:
+    """experiments/__init__.py: its TYPE_CHECKING imports and its lazy names are the same names, from the same
+    modules, and every one resolves."""
+    tree = ast.parse(Path(experiments.__file__).read_text())
+    checked = {
+        alias.name: node.module.removeprefix("experiments.")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments.")
+        for alias in node.names
+    }
+    assert checked == experiments._HOME
+    for name, module in checked.items():
+        assert getattr(experiments, name) is getattr(importlib.import_module(f"experiments.{module}"), name)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -10,6 +15,7 @@ from aifx.settings import Settings, SettingsError
 pytestmark = pytest.mark.unit
 TOKEN = "t" * 32
 PG = "postgresql+psycopg://aifx@db:5432/aifx"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +123,12 @@ def test_the_migrate_command_runs_without_the_serving_statement_timeout(monkeypa
     monkeypatch.setattr(db, "create_engine", lambda url, **kwargs: made.append(kwargs))
     _postgres_engine(PG, cli.MIGRATION_OPTIONS)
     assert made[0]["connect_args"]["options"] == "-c statement_timeout=0"
+
+
+def test_the_settings_module_imports_no_sqlalchemy():
+    """aifx.settings takes the database default from experiments.defaults, which the lazy package leaves alone."""
+    code = "import sys, aifx.settings; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
