@@ -27,8 +27,8 @@ from runners.stage import DirectionClassifier, ReversalDetector
 
 ROUTES = native.ROUTES
 VERSIONS = at_import()  # the only settings read at import: the logs, and the versions of the models declared below
-# BentoML samples no traces by default, yet its OpenTelemetry middleware still costs ~18 % of the service's CPU
-# building span attributes. Excluded URLs skip it; configure tracing in BENTOML_CONFIG to turn it back on.
+# BentoML samples no traces by default, yet its OpenTelemetry middleware still costs CPU on every request. With
+# every URL excluded, aifx/http/lean_app.py leaves it out; configure tracing in BENTOML_CONFIG to turn it back on.
 NO_TRACING: dict[str, Any] = {"excluded_urls": [".*"]}
 
 
