@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import datetime
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from aifx.cache import SharedState
@@ -219,6 +222,40 @@ def test_a_bad_timestamp_names_its_row(bad):
     stamps = ["2017-01-02T00:00:00Z", "2017-01-02T01:00:00Z", bad]
     with pytest.raises(BadCandles, match=r"data\[2\]\.timestamp: .*ISO-8601"):
         inputs.epoch_micros(stamps)
+
+
+_STAMP_CHARS = "0123456789-:TZ +/.\x00t"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2099, 12, 31)),
+    edits=st.lists(st.tuples(st.integers(0, 19), st.sampled_from(_STAMP_CHARS)), max_size=3),
+)
+def test_the_vectorised_timestamp_path_accepts_only_what_the_per_value_path_accepts(base, edits):
+    """Fixed-width text, mutated: the fast path gives the per-value reading or leaves the value to it
+    (numpy alone would read `2017-10-03T17:00   Z` or NUL padding as a time that pydantic refuses)."""
+    chars = list(f"{base:%Y-%m-%dT%H:%M:%S}Z")
+    for i, c in edits:
+        chars[i] = c
+    stamp = "".join(chars)
+    try:
+        want: int | None = inputs._micros(0, stamp)
+    except BadCandles:
+        want = None
+    fixed = inputs._fixed_width([stamp, stamp])
+    if fixed is not None:
+        try:
+            got = fixed.astype("datetime64[us]").astype(np.int64).tolist()
+        except ValueError:
+            got = None  # numpy refuses it too: the per-value path answers
+        if got is not None:
+            assert got == [want, want], stamp
+    try:
+        served: int | None = int(inputs.epoch_micros([stamp])[0])
+    except BadCandles:
+        served = None
+    assert served == want, stamp
 
 
 def test_batched_rows_equal_single_rows_and_a_bad_window_fails_alone():
