@@ -32,7 +32,7 @@ PARTS = (
     ("stage model call (LiteRT, calibration)", ("runners/", "ai_edge_litert", "tflite_runtime", "aifx/calibration.py")),
     ("features (TA-Lib, ratios)", ("aifx/features.py", "talib")),
     ("candles (arrays, OHLC checks)", ("aifx/candles.py", "aifx/serving/inputs.py")),
-    ("body decoding and validation", ("aifx/http/body.py", "pydantic")),
+    ("body decoding and validation", ("aifx/http/body.py", "aifx/serving/fast_body.py", "pydantic", "msgspec")),
     ("BentoML SDK (service wrapper, client, serialization)", ("_bentoml_sdk/", "_bentoml_impl/", "bentoml/")),
     ("metrics (prometheus-client)", ("prometheus_client", "aifx/metrics.py")),
     ("drift windows", ("aifx/drift.py",)),
