@@ -7,9 +7,10 @@ from typing import Any
 
 from bentoml._internal.container import BentoMLContainer
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-from aifx.http.lean_app import CachedTrafficMetrics, traces_nothing
+from aifx.http.lean_app import CachedTrafficMetrics, InlineTimeout, traces_nothing
 
 # (path, status): repeated series, a skipped path, several statuses, a streamed answer.
 REQUESTS = [("/a", 200), ("/a", 200), ("/a", 404), ("/b", 500), ("/health", 200), ("/b", 200), ("/a", 200)]
@@ -27,6 +28,7 @@ def test_the_served_app_has_no_tracer_and_caches_metric_series(client):
     assert traces_nothing()  # service.py's NO_TRACING
     assert OpenTelemetryMiddleware not in classes
     assert CachedTrafficMetrics in classes and RunnerTrafficMetricsMiddleware not in classes
+    assert InlineTimeout in classes and TimeoutMiddleware not in classes
     # The series still count what was served: a predict moves the request total of its route template.
     before = _samples("bentoml_service")
     body = {"pair": "EUR/USD", "timeframe": "1h", "features": [[0.0] * 12] * 64}
@@ -86,3 +88,61 @@ def _samples(prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
             if s.name.startswith(prefix):
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+# Apps that answer at once, answer too late, start in time and finish late, or raise TimeoutError themselves.
+async def _fast(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _late(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await asyncio.sleep(0.3)
+    await _fast(scope, receive, send)
+
+
+async def _started_then_slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(0.3)  # past the timeout, after the answer started: no 504
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def _own_timeout(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    raise TimeoutError("the app's own")
+
+
+async def _through(cls: type, app: Any) -> tuple[list[dict[str, Any]], str | None, int]:
+    """The messages sent, the exception raised and the timers left on the loop by one request."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    loop = asyncio.get_running_loop()
+    try:
+        await cls(app, timeout=0.05)({"type": "http", "path": "/x", "method": "GET", "headers": []}, receive, send)
+        raised = None
+    except TimeoutError as exc:
+        raised = str(exc)
+    timers = sum(not h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+    return sent, raised, timers
+
+
+def test_inline_timeout_answers_as_bentomls_timeout_without_a_lasting_timer():
+    for app in (_fast, _late, _started_then_slow):
+        theirs = asyncio.run(_through(TimeoutMiddleware, app))
+        ours = asyncio.run(_through(InlineTimeout, app))
+        assert ours[:2] == theirs[:2], (app.__name__, ours, theirs)
+        assert ours[2] == 0, app.__name__  # BentoML's leaves its timer for the whole timeout, every request
+    late = asyncio.run(_through(InlineTimeout, _late))[0]
+    assert late[0]["status"] == 504 and b"0.05 seconds" in late[1]["body"]
+
+
+def test_an_apps_own_error_reaches_the_error_middleware_at_once():
+    """BentoML's middleware held an exception raised before the answer until its timeout, then returned with
+    nothing sent (the task's exception was never retrieved); this one lets it through as it happens."""
+    assert asyncio.run(_through(TimeoutMiddleware, _own_timeout))[:2] == ([], None)
+    assert asyncio.run(_through(InlineTimeout, _own_timeout))[:2] == ([], "the app's own")
