@@ -19,9 +19,18 @@ def bundled_candles():
 
 
 def predict_bodies(
-    count: int, candles_per_request: int = 64, seed: int = 0, pair: str = "EUR/USD", distinct: bool = False
+    count: int,
+    candles_per_request: int = 64,
+    seed: int = 0,
+    pair: str = "EUR/USD",
+    distinct: bool = False,
+    price_scale: float = 1.0,
 ) -> list[dict[str, object]]:
-    """`count` requests, each the 64 candles ending at a random bar (with distinct, every bar at most once)."""
+    """`count` requests, each the 64 candles ending at a random bar (with distinct, every bar at most once).
+
+    price_scale multiplies every price (rounded to 5 decimals, as quotes are): windows of other contents, so a
+    window cache that saw the same bars at another scale cannot answer them.
+    """
     c = bundled_candles()
     rng = np.random.default_rng(seed)
     if distinct:
@@ -33,13 +42,12 @@ def predict_bodies(
     bodies: list[dict[str, object]] = []
     for end in ends.tolist():
         s = c.slice(end - candles_per_request, end)
+        prices = [(col * price_scale).round(5).tolist() if price_scale != 1.0 else col.tolist()
+                  for col in (s.open, s.high, s.low, s.close)]  # fmt: skip
         data = [
             {"timestamp": f"{t}Z"[:19] + "Z", "open": o, "high": h, "low": lo, "close": cl}
-            for t, o, h, lo, cl in zip(
-                s.timestamp.astype("datetime64[s]").astype(str), s.open.tolist(), s.high.tolist(),
-                s.low.tolist(), s.close.tolist(), strict=True,
-            )
-        ]  # fmt: skip
+            for t, o, h, lo, cl in zip(s.timestamp.astype("datetime64[s]").astype(str), *prices, strict=True)
+        ]
         bodies.append({"pair": pair, "timeframe": "1h", "data": data})
     return bodies
 

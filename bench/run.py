@@ -123,11 +123,18 @@ PAIRS = ("EUR/USD", "GBP/USD", "AUD/USD", "NZD/USD", "USD/CAD", "EUR/GBP", "EUR/
 
 
 def distinct_bodies(count: int, run: int) -> list[dict[str, object]]:
-    """Every request about a different bar: distinct bars within a run, a pair of its own per run.
+    """Every request about a different bar: distinct bars within a run, a pair and prices of its own per run.
 
-    So the outcome loop scores every loaded version on every request (no bar is scored twice).
+    So the outcome loop scores every loaded version on every request (no bar is scored twice), and the window
+    cache, keyed by the candles' content (not the pair), holds no window of an earlier run: the bundled data
+    is one series, so each run's prices are scaled by its own factor (1.0001, 1.0002, ...).
     """
-    return predict_bodies(count, seed=run, pair=PAIRS[run % len(PAIRS)], distinct=True)
+    return predict_bodies(count, seed=run, pair=PAIRS[run % len(PAIRS)], distinct=True, price_scale=run_scale(run))
+
+
+def run_scale(run: int) -> float:
+    """A run's price factor: no two runs (and no warm-up, at 1.0) send a window of the same content."""
+    return 1.0 + (run + 1) * 1e-4
 
 
 def repeated_bodies(count: int, run: int, bars: int) -> list[dict[str, object]]:
@@ -160,7 +167,11 @@ def first_prediction_s(url: str, t0: float, timeout: float = 120.0) -> float:
 
 def bench_batch(url: str, scale: float, items: int = 100) -> dict[str, object]:
     """Predictions per second through the batch route (requests of `items` predict items, the limit)."""
-    bodies = [{"items": predict_bodies(items, seed=100 + i)} for i in range(max(int(100 * scale), 4))]
+    count = max(int(100 * scale), 4)
+    # Distinct windows, none of them seen by the other runs: two runs' scales of at most 5,000 bars each.
+    half = count * items // 2
+    pool = [*distinct_bodies(half, 20), *distinct_bodies(count * items - half, 21)]
+    bodies = [{"items": pool[i : i + items]} for i in range(0, len(pool), items)]
     result = run_load("batch", url, bodies, 4, timeout=120)
     preds = result.requests * items
     return {"requests": result.requests, "items_per_request": items, "errors": result.errors,
