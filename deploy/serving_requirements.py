@@ -27,6 +27,7 @@ ROOTS = (
     "TA-Lib",
     "pydantic",
     "pydantic-settings",
+    "msgspec",
     "prometheus-client",
     "SQLAlchemy",
     "psycopg[binary]",
