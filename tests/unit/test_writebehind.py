@@ -195,7 +195,7 @@ def test_sigkill_loses_what_is_pending_and_no_more() -> None:
     """What a SIGKILL would lose at any instant is pending(): with a database that keeps up, about the rows of
     the last flush interval (0.25 s) and the batch being written; with a slow one, far more (up to the bound)."""
 
-    def worst_and_window(sink: Sink) -> tuple[int, int]:
+    def worst_and_windows(sink: Sink) -> tuple[int, int, int]:
         writer = WriteBehind(sink.write, capacity=100_000, flush_every_s=0.25, max_batch=100_000)
         worst, times = 0, []
         started = time.monotonic()
@@ -205,11 +205,13 @@ def test_sigkill_loses_what_is_pending_and_no_more() -> None:
             worst = max(worst, writer.pending())
             time.sleep(0.0005)
         writer.close()
-        # the most rows put within any 0.3 s: one flush interval plus a fast write
-        window = max(bisect.bisect_right(times, times[i] + 0.3) - i for i in range(0, len(times), 25))
-        return worst, window
+        # rows put within 0.3 s (one flush interval plus a fast write): the most, and the typical (median)
+        # number; the put rate varies with the machine's load, so a bound above uses the first, one below the second
+        starts = [i for i in range(0, len(times), 25) if times[i] + 0.3 <= times[-1]]  # whole windows only
+        windows = sorted(bisect.bisect_right(times, times[i] + 0.3) - i for i in starts)
+        return worst, windows[-1], windows[len(windows) // 2]
 
-    fast_worst, fast_window = worst_and_window(Sink())
-    slow_worst, slow_window = worst_and_window(Sink(delay_s=1.0))
-    assert fast_worst <= 2 * fast_window, (fast_worst, fast_window)
-    assert slow_worst > 3 * slow_window, (slow_worst, slow_window)  # a slow database: far more than 0.25 s
+    fast_worst, fast_most, _ = worst_and_windows(Sink())
+    slow_worst, _, slow_typical = worst_and_windows(Sink(delay_s=1.0))
+    assert fast_worst <= 2 * fast_most, (fast_worst, fast_most)
+    assert slow_worst > 3 * slow_typical, (slow_worst, slow_typical)  # a slow database: far more than 0.25 s
