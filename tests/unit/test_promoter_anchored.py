@@ -198,6 +198,9 @@ def test_alpha_is_split_across_the_challengers_armed_when_the_anchor_starts(setu
     assert alphas["v2"]["alpha"] == alphas["v3"]["alpha"] == pytest.approx(0.05 / 2 * 6 / np.pi**2)  # type: ignore[index]
 
 
+MAX_LAG_S = 0.4  # below one slow statement (0.5 s): a statement on the loop's thread would exceed it
+
+
 def test_a_pass_never_blocks_the_event_loop_on_the_database(setup) -> None:
     """Issue 29: with the lease and switch writes taking 0.5 s each, a ticking coroutine is never held up."""
     # The promoter shares worker 1's event loop with requests: a switch pass and a rollback pass run while a
@@ -242,8 +245,10 @@ def test_a_pass_never_blocks_the_event_loop_on_the_database(setup) -> None:
 
     lag, took = asyncio.run(pass_beside_a_ticker())
     assert registry.active == "v2" and actions(pro) == ["switch"]
-    assert took >= 1.0 and lag < 0.15, (lag, took)  # two 0.5 s statements: the lease and the switch
+    # Two 0.5 s statements (the lease and the switch) off the loop's thread (checked above): no tick waits one
+    # out. The bound leaves room for this shared machine's pauses (a CI run read a 0.21 s tick once).
+    assert took >= 1.0 and lag < MAX_LAG_S, (lag, took)
     log.add({"v1": rng.normal(0.5, 0.5, n), "v2": rng.normal(0, 0.5, n)})
     lag, took = asyncio.run(pass_beside_a_ticker())
     assert registry.active == "v1" and actions(pro) == ["switch", "rollback"]
-    assert took >= 1.0 and lag < 0.15, (lag, took)
+    assert took >= 1.0 and lag < MAX_LAG_S, (lag, took)
