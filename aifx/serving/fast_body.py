@@ -17,7 +17,14 @@ from typing import Annotated, Any, NotRequired, TypedDict
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from aifx.serving.schemas import MAX_BATCH_ITEMS, MAX_CANDLES, USER_ID_LEN, BatchRequest, PredictRequest
+from aifx.serving.schemas import (
+    MAX_BATCH_ITEMS,
+    MAX_CANDLES,
+    USER_ID_LEN,
+    BatchRequest,
+    PredictRequest,
+    _printable_user_id,
+)
 
 _Price = Annotated[float, Meta(gt=0)]  # JSON has no NaN or infinity; msgspec refuses 1e400 (out of range)
 
@@ -50,9 +57,11 @@ _OPTIONAL = ("version", "user_id")
 
 def _request(item: _Item) -> PredictRequest | None:
     """The PredictRequest pydantic would build from the item (None: a user id that its validator refuses)."""
-    user = item.user_id
-    if isinstance(user, str) and (not user.isprintable() or not user.strip()):
-        return None  # schemas._printable_user_id: pydantic words the message
+    if isinstance(item.user_id, str):
+        try:
+            _printable_user_id(item.user_id)  # the schema's own check
+        except ValueError:
+            return None  # pydantic words the message
     fields: dict[str, Any] = {"pair": item.pair, "timeframe": item.timeframe, "data": item.data}
     for name in _OPTIONAL:
         value = getattr(item, name)
