@@ -53,8 +53,13 @@ def _ta(fn: Callable[..., Any], *columns: np.ndarray, **params: Any) -> Any:
         return fn(*columns, **params)
     rows = [fn(*(c[i] for c in columns), **params) for i in range(columns[0].shape[0])]
     if isinstance(rows[0], tuple):
-        return tuple(np.stack(out) for out in zip(*rows, strict=True))
-    return np.stack(rows)
+        return tuple(_stack(out) for out in zip(*rows, strict=True))
+    return _stack(rows)
+
+
+def _stack(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """np.stack of equally long 1-D rows, without its per-row Python steps (~0.6 us a row)."""
+    return np.concatenate(rows).reshape(len(rows), -1)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -244,7 +249,7 @@ def windows_features(tails: Sequence[Candles], names: Sequence[str], window: int
     if any(len(c) != need for c in tails):
         raise ValueError(f"every candle set must hold exactly {need} candles")
     columns = ("timestamp", "open", "high", "low", "close")
-    stacked = Candles(*(np.stack([getattr(c, f) for c in tails]) for f in columns))
+    stacked = Candles(*(_stack([getattr(c, f) for c in tails]) for f in columns))
     return compute_features(stacked, names)[:, -window:]
 
 

@@ -14,9 +14,10 @@ from aifx.serving.windows import Prepared
 
 
 def prediction_data(
-    pair: str, timeframe: str, version: str, d: sig.Decision, in_domain: bool | None = None
+    pair: str, timeframe: str, version: str, d: sig.Decision, in_domain: bool | None = None, stamp: str | None = None
 ) -> dict[str, Any]:
-    """The seed's prediction object; `factors.in_domain`: was the version trained on its pair and timeframe."""
+    """The seed's prediction object; `factors.in_domain`: was the version trained on its pair and timeframe;
+    stamp: the answer's time (now_iso() when None)."""
     return {
         "pair": pair,
         "timeframe": timeframe,
@@ -26,13 +27,15 @@ def prediction_data(
         "stage2_prob": d.stage2_prob,
         "model_version": version,
         "factors": sig.factors(d) | {"in_domain": in_domain},
-        "timestamp": now_iso(),
+        "timestamp": stamp or now_iso(),
     }
 
 
-def prediction(pair: str, timeframe: str, job: Job, decision: sig.Decision, outcomes: OutcomeLog | None) -> dict:
+def prediction(
+    pair: str, timeframe: str, job: Job, decision: sig.Decision, outcomes: OutcomeLog | None, stamp: str | None = None
+) -> dict:
     """prediction_data with `trade` levels (entry, take profit, stop) for a long or short on a known bar."""
-    data = prediction_data(pair, timeframe, job.served.version, decision, job.served.in_domain)
+    data = prediction_data(pair, timeframe, job.served.version, decision, job.served.in_domain, stamp)
     if decision.signal == sig.HOLD or outcomes is None or job.bar is None:  # a hold has no levels: no bar needed
         return data
     levels = outcomes.trade(job.bar, decision.signal)

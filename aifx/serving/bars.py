@@ -3,7 +3,7 @@ a trusted request about a bar the log may hold, the shadow windows of the other 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ class Job:
     # An anonymous request's bar is found only when asked for (a long or short's `trade`, an experiment's
     # bar key): a hold answered outside an experiment never needs it (~6 % of a predict's CPU).
     finder: Callable[[], Bar | None] | None = None
+    asked: tuple[str, str, Candles] | None = None  # what the finder looks at: (pair, timeframe, candles)
 
     @property
     def bar(self) -> Bar | None:
@@ -55,7 +56,8 @@ async def plan(
     if outcomes is None or candles is None:
         return Job(served)
     if not trusted:
-        return Job(served, finder=lambda: outcomes.bar(req.pair, req.timeframe, candles))
+        asked = (req.pair, req.timeframe, candles)
+        return Job(served, finder=lambda: outcomes.bar(*asked), asked=asked)
     bar = outcomes.bar(req.pair, req.timeframe, candles)
     if bar is None or bar.problem is not None:
         if bar is not None:
@@ -73,6 +75,15 @@ async def plan(
         except ApiError:  # e.g. too few candles for that version: the shadow is dropped, never the request
             metrics.count_evaluation_drop("shadow")
     return Job(served, bar, shadows, logs=True)
+
+
+def find_bars(outcomes: OutcomeLog | None, jobs: Sequence[Job]) -> None:
+    """The bars of many anonymous jobs found together (OutcomeLog.bars), before their answers ask for them."""
+    todo = [job for job in jobs if job.finder is not None and job.asked is not None]
+    if outcomes is None or not todo:
+        return
+    for job, bar in zip(todo, outcomes.bars([job.asked for job in todo if job.asked is not None]), strict=True):
+        job.found, job.finder = bar, None
 
 
 def bar_key(job: Job) -> tuple[str, str, datetime] | None:

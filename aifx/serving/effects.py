@@ -21,13 +21,18 @@ def observe(
     served: Sequence[tuple[Prepared, sig.Decision | ApiError]],
 ) -> None:
     """Metrics of the served decisions and their rows in the input-drift windows (compares and shadows: none)."""
+    keys: dict[tuple[str, str], tuple[str, str] | None] = {}  # a batch's items mostly share a pair and timeframe
     for p, d in served:
         if not isinstance(d, sig.Decision):
             continue
         metrics.observe_prediction(labels, p.version, d.signal, d.stage1_prob, d.confidence)
         if p.in_domain is False:
             metrics.count_out_of_domain(labels, p.version)
-        if drift is not None and (key := drift_key(pip_sizes, p)) is not None:
+        if drift is None:
+            continue
+        asked = (p.pair, p.timeframe)
+        key = keys[asked] if asked in keys else keys.setdefault(asked, drift_key(pip_sizes, p))
+        if key is not None:
             drift.add(*key, p.version, p.rows[-1], d.stage1_prob)  # one row copy into its ring buffer
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import cast
 
 import numpy as np
@@ -14,11 +14,13 @@ from pydantic import TypeAdapter, ValidationError
 from aifx.candles import PRICE_RATIO, CandleDataError, Candles, plausible_rows, validate_ohlc
 from aifx.features import NOT_FINITE, lookback, window_features, windows_features
 from aifx.serving.errors import BadCandles, format_errors
-from aifx.serving.schemas import END_TIME, FIRST_TIME, CandleIn
+from aifx.serving.schemas import END_TIME, FIRST_TIME, CandleIn, FastCandle
 from aifx.versions import VersionSpec
 
 _PRICES = itemgetter("open", "high", "low", "close")
 _TIMESTAMP = itemgetter("timestamp")
+_PRICE_ATTRS = tuple(attrgetter(k) for k in ("open", "high", "low", "close"))
+_TIMESTAMP_ATTR, _VOLUME_ATTR = attrgetter("timestamp"), attrgetter("volume")
 _DATETIME = TypeAdapter(datetime)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -26,13 +28,12 @@ _US = timedelta(microseconds=1)
 _FIRST_US, _END_US = (int(np.datetime64(t, "us").astype(np.int64)) for t in (FIRST_TIME, END_TIME))
 
 
-def to_candles(data: list[CandleIn]) -> Candles:
+def to_candles(data: Sequence[CandleIn | FastCandle]) -> Candles:
     """Validated candle arrays (UTC timestamps); BadCandles names the first bad row."""
     n = len(data)
-    prices = np.fromiter(chain.from_iterable(map(_PRICES, data)), np.float64, 4 * n).reshape(n, 4).T.copy()
-    stamps = in_range(epoch_micros(list(map(_TIMESTAMP, data)))).astype("datetime64[us]").astype("datetime64[ns]")
-    # Without a volume a candle has exactly the five other keys (the schema drops unknown ones).
-    vols = None if sum(map(len, data)) == 5 * n else [c.get("volume") for c in data]
+    prices = _prices(data).reshape(4, n)
+    stamps = in_range(epoch_micros(_stamps(data))).astype("datetime64[us]").astype("datetime64[ns]")
+    vols = _volumes(data)
     volume = None if vols is None or any(v is None for v in vols) else np.asarray(vols, dtype=np.float64)
     try:
         return validate_ohlc(stamps, prices[0], prices[1], prices[2], prices[3], volume, max_ratio=PRICE_RATIO)
@@ -40,7 +41,36 @@ def to_candles(data: list[CandleIn]) -> Candles:
         raise BadCandles(f"data: {exc}") from None
 
 
-def to_candles_many(datas: Sequence[list[CandleIn]]) -> list[Candles | BadCandles]:
+def _structs(data: Sequence[CandleIn | FastCandle]) -> bool:
+    """Whether the candles are FastCandle structs (the fast path's; a request's candles are all of one kind)."""
+    return bool(data) and type(data[0]) is FastCandle
+
+
+def _prices(flat: Sequence[CandleIn | FastCandle]) -> np.ndarray:
+    """The open, high, low and close columns one after another (4 x len(flat) values)."""
+    n = len(flat)
+    if _structs(flat):
+        return np.concatenate([np.fromiter(map(get, flat), np.float64, n) for get in _PRICE_ATTRS])
+    dicts = cast(Sequence[CandleIn], flat)
+    return np.fromiter(chain.from_iterable(map(_PRICES, dicts)), np.float64, 4 * n).reshape(n, 4).T.ravel()
+
+
+def _stamps(flat: Sequence[CandleIn | FastCandle]) -> list[str | float]:
+    get = cast(Callable[[object], str | float], _TIMESTAMP_ATTR if _structs(flat) else _TIMESTAMP)
+    return list(map(get, flat))
+
+
+def _volumes(flat: Sequence[CandleIn | FastCandle]) -> list[float | None] | None:
+    """Each candle's volume (None where absent), or None when no candle has one."""
+    if _structs(flat):
+        vols = list(map(_VOLUME_ATTR, flat))
+        return None if vols.count(None) == len(vols) else vols
+    # Without a volume a candle has exactly the five other keys (the schema drops unknown ones).
+    dicts = cast(Sequence[CandleIn], flat)
+    return None if sum(map(len, dicts)) == 5 * len(dicts) else [c.get("volume") for c in dicts]
+
+
+def to_candles_many(datas: Sequence[Sequence[CandleIn | FastCandle]]) -> list[Candles | BadCandles]:
     """to_candles of many requests' candles: equally long sets are parsed and checked together.
 
     A set that fails a check (or a group with volumes or unusual timestamps) goes through to_candles
@@ -58,17 +88,18 @@ def to_candles_many(datas: Sequence[list[CandleIn]]) -> list[Candles | BadCandle
     return [out[i] for i in range(len(datas))]
 
 
-def _stacked(n: int, datas: list[list[CandleIn]]) -> list[Candles | None] | None:
+def _stacked(n: int, datas: list[Sequence[CandleIn | FastCandle]]) -> list[Candles | None] | None:
     """Sets of n candles parsed as one array; None for a set that failed a check (None: all go alone)."""
     flat = list(chain.from_iterable(datas))
-    # A candle sent without a volume has exactly the five other keys (the schema drops unknown ones).
-    if sum(map(len, flat)) != 5 * len(flat) and any(c.get("volume") is not None for c in flat):
+    if any(_structs(d) != _structs(flat) for d in datas):
+        return None  # candles of both kinds: each set alone
+    vols = _volumes(flat)
+    if vols is not None and any(v is not None for v in vols):
         return None
     b = len(datas)
-    prices = np.fromiter(chain.from_iterable(map(_PRICES, flat)), np.float64, 4 * b * n)
-    prices = prices.reshape(b, n, 4).transpose(2, 0, 1).copy()
+    prices = _prices(flat).reshape(4, b, n)
     try:
-        micros = epoch_micros(list(map(_TIMESTAMP, flat))).reshape(b, n)
+        micros = epoch_micros(_stamps(flat)).reshape(b, n)
     except BadCandles:
         return None
     stamps = micros.astype("datetime64[us]").astype("datetime64[ns]")
@@ -80,7 +111,7 @@ def _stacked(n: int, datas: list[list[CandleIn]]) -> list[Candles | None] | None
     ]
 
 
-def _one(data: list[CandleIn]) -> Candles | BadCandles:
+def _one(data: Sequence[CandleIn | FastCandle]) -> Candles | BadCandles:
     try:
         return to_candles(data)
     except BadCandles as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,72 @@ def bar_at(
     return Bar(inst.name, tf, stamp, facts, instruments.bar_problem(stamp, tf, now, expiry))
 
 
+def bars_at(
+    asked: Sequence[tuple[str, str, Candles]], pip_sizes: Mapping[str, float], expiry: timedelta, now: datetime
+) -> list[Bar | None]:
+    """bar_at of many requests (pair, timeframe, candles): the instrument and timeframe once per pair and
+    timeframe, the price band, entry, ATR14 checks and bar times as arrays; the same bars as bar_at one by one."""
+    out: list[Bar | None] = [None] * len(asked)
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    for i, (pair, timeframe, candles) in enumerate(asked):
+        groups.setdefault((pair, timeframe, len(candles.close)), []).append(i)
+    for (pair, timeframe, n), members in groups.items():
+        sets = [asked[i][2] for i in members]
+        if n <= outcomes.ATR_PERIOD or any(c.timestamp.dtype != _NS for c in sets):
+            # too few candles for ATR14 (no bar), or times not as requests hold them: one by one
+            for i in members:
+                out[i] = bar_at(*asked[i], pip_sizes, expiry, now)
+            continue
+        for i, bar in zip(members, _group_bars(pair, timeframe, sets, pip_sizes, expiry, now), strict=True):
+            out[i] = bar
+    return out
+
+
+def _group_bars(
+    pair: str, timeframe: str, sets: list[Candles], pip_sizes: Mapping[str, float], expiry: timedelta, now: datetime
+) -> list[Bar | None]:
+    """bars_at of candle sets of one pair, timeframe and length (more than ATR_PERIOD candles, times in ns)."""
+    inst = instruments.instrument(pair, pip_sizes)
+    tf = instruments.canonical_timeframe(timeframe)
+    if inst is None or tf is None:
+        return [None] * len(sets)
+    try:
+        pip = trade.pip_size(inst.name, {inst.name: inst.pip})  # as bar_facts asks it
+    except trade.UnknownPair:
+        return [None] * len(sets)
+    high, low, close = (np.concatenate([getattr(c, f) for c in sets]).reshape(len(sets), -1) for f in PRICES)
+    keep = _in_band(low.min(axis=1), inst) & _in_band(high.max(axis=1), inst)
+    atr = np.full(len(sets), np.nan)
+    for j in np.flatnonzero(keep).tolist():
+        atr[j] = outcomes.request_atr(high[j], low[j], close[j])
+    entry = close[:, -1]
+    with np.errstate(invalid="ignore"):  # NaN ATR (a set out of the band) compares False: no bar
+        keep &= np.isfinite(atr) & (atr > 0) & np.isfinite(entry) & (entry > 0)
+        keep &= (np.abs(atr) >= sys.float_info.min) & (atr / inst.pip >= instruments.MIN_ATR_PIPS)  # atr_problem
+    micros = np.fromiter((c.timestamp.view(np.int64)[-1] for c in sets), np.int64, len(sets)) // 1000
+    seconds = instruments.timeframe_seconds(tf) or 0
+    now_us = (now - _EPOCH) // _US
+    # bar_problem's checks in whole microseconds; a set that fails one gets bar_problem's own message
+    fine = (micros % (instruments.grid_seconds(seconds) * 1_000_000) == 0) & (micros <= now_us + seconds * 1_000_000)
+    fine &= micros >= now_us - expiry // _US
+    out: list[Bar | None] = []
+    for j, (ok, us, good) in enumerate(zip(keep.tolist(), micros.tolist(), fine.tolist(), strict=True)):
+        if not ok:
+            out.append(None)
+            continue
+        stamp = _EPOCH + timedelta(microseconds=us)
+        problem = None if good else instruments.bar_problem(stamp, tf, now, expiry)
+        out.append(Bar(inst.name, tf, stamp, outcomes.BarFacts(float(entry[j]), float(atr[j]), pip), problem))
+    return out
+
+
+def _in_band(prices: np.ndarray, inst: instruments.Instrument) -> np.ndarray:
+    """Instrument.plausible of each price: a normal, finite float inside the instrument's band."""
+    with np.errstate(invalid="ignore"):
+        normal = np.isfinite(prices) & (np.abs(prices) >= sys.float_info.min)
+        return normal & (prices >= inst.low) & (prices <= inst.high)
+
+
 def last_time(stamps: np.ndarray) -> datetime:
     """The last of the candle times as an aware UTC datetime (to the microsecond)."""
     if stamps.dtype == _NS:  # as the request's candles hold them: integer arithmetic, no numpy casts (~3 us less)
@@ -74,6 +141,8 @@ def last_time(stamps: np.ndarray) -> datetime:
 
 _NS = np.dtype("datetime64[ns]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+PRICES = ("high", "low", "close")
 
 
 def queued_bytes(row: records.BarLog | CandleRows) -> int:

@@ -34,6 +34,7 @@ from aifx.serving.log_rows import (
     CandleRows,
     bar_at,
     bar_log,
+    bars_at,
     candle_groups,
     count_conflicts,
     live_block,
@@ -85,6 +86,10 @@ class OutcomeLog:
         """The request's bar with its entry, ATR14 and pip (None when it has no trade levels); `problem` says why
         a bar with levels may still not be logged (off the grid, future, too old)."""
         return bar_at(pair, timeframe, candles, self.settings.pip_sizes, self.expiry, now or datetime.now(UTC))
+
+    def bars(self, asked: Sequence[tuple[str, str, Candles]], now: datetime | None = None) -> list[Bar | None]:
+        """bar() of many requests' (pair, timeframe, candles) in one pass (log_rows.bars_at)."""
+        return bars_at(asked, self.settings.pip_sizes, self.expiry, now or datetime.now(UTC))
 
     @property
     def expiry(self) -> timedelta:

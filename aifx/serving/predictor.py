@@ -17,7 +17,7 @@ from aifx.serving import answers, bars, effects, stored_inputs, windows
 from aifx.serving.ab_tests import ABTests
 from aifx.serving.bars import Job
 from aifx.serving.catalog import VersionEntry
-from aifx.serving.errors import ApiError, VersionUnavailable
+from aifx.serving.errors import ApiError, VersionUnavailable, now_iso
 from aifx.serving.outcome_log import OutcomeLog
 from aifx.serving.registry import VersionRegistry
 from aifx.serving.schemas import CompareRequest, InvalidItem, PredictRequest, _Inputs
@@ -104,6 +104,7 @@ class Predictor:
         ready: list[tuple[int, PredictRequest, Job]] = []
         assigned: dict[int, Assignment] = {}
         parsed = windows.batch_candles(items)
+        need = await self._need()
         for i, req in enumerate(items):
             try:
                 if isinstance(req, InvalidItem):  # validated with the body; only its message was kept
@@ -112,7 +113,7 @@ class Predictor:
                 sent = parsed.get(i)
                 if isinstance(sent, ApiError):
                     raise sent
-                candles = await self.candles(req, sent)
+                candles = await self.candles(req, sent, need)
                 served = await self._prepare(req, variant, candles, defer=True)
                 ready.append((i, req, await self._plan(req, served, candles, trusted, defer=True)))
                 if variant is not None:
@@ -133,7 +134,11 @@ class Predictor:
                 continue
             made.append(((i, req, job), d))
             effects.log_bar(self.outcomes, job, d, own_shadows)
-            job.answer = answers.prediction(req.pair, req.timeframe, job, d, self.outcomes)
+        # the bars that answers (a long or short's levels) and experiments ask for, found together
+        bars.find_bars(self.outcomes, [job for (i, _, job), d in made if d.signal != sig.HOLD or i in assigned])
+        stamp = now_iso()  # one answer time for the whole batch
+        for (_, req, job), d in made:
+            job.answer = answers.prediction(req.pair, req.timeframe, job, d, self.outcomes, stamp)
         recorded = await self.ab.record_many(
             {i: (assigned[i], req.user_id or "", d, bars.bar_key(job)) for (i, req, job), d in made if i in assigned}
         )
@@ -164,15 +169,24 @@ class Predictor:
         (d,) = _all_or_first_error(await self.score_each([prepared]))
         return answers.legacy(prepared, d)
 
-    async def candles(self, req: _Inputs, sent: Candles | None) -> Candles | None:
-        """The request's candles, topped up from the trusted store when short; the store's when none were sent."""
+    async def candles(self, req: _Inputs, sent: Candles | None, need: int | None = None) -> Candles | None:
+        """The request's candles, topped up from the trusted store when short; the store's when none were sent.
+
+        need: the most candles a loaded version takes (_need(); a batch asks once for all its items).
+        """
         if req.features:
             return None
-        try:
-            need = max(e.spec.min_candles for _, e in await self.registry.loaded_entries() if e.spec is not None)
-        except (ApiError, ValueError):
+        need = need if need is not None else await self._need()
+        if need is None:
             return sent
         return await stored_inputs.request_candles(self.outcomes, req.pair, req.timeframe, sent, req.bar_time, need)
+
+    async def _need(self) -> int | None:
+        """The most candles a loaded version's window is computed from (None: no version is loaded)."""
+        try:
+            return max(e.spec.min_candles for _, e in await self.registry.loaded_entries() if e.spec is not None)
+        except (ApiError, ValueError):
+            return None
 
     async def _prepare(
         self, req: PredictRequest, assigned: Assignment | None = None, candles: Any = None, defer: bool = False

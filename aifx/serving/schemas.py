@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired, cast
 
+import msgspec
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -116,6 +117,19 @@ class CandleIn(TypedDict):
     low: Price
     close: Price
     volume: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False)]]
+
+
+class FastCandle(msgspec.Struct, gc=False):
+    """CandleIn as the hot routes' fast path reads it (aifx/serving/fast_body.py): the same fields and
+    constraints in a struct (a third cheaper to decode than a dict); an absent volume reads as None, as
+    inputs.to_candles reads a CandleIn without one."""
+
+    timestamp: str | int | float  # CandleIn's Timestamp: text, or a number that is not a bool
+    open: Annotated[float, msgspec.Meta(gt=0)]  # JSON has no NaN or infinity; msgspec refuses 1e400
+    high: Annotated[float, msgspec.Meta(gt=0)]
+    low: Annotated[float, msgspec.Meta(gt=0)]
+    close: Annotated[float, msgspec.Meta(gt=0)]
+    volume: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def _printable_user_id(value: str) -> str:

@@ -40,10 +40,18 @@ class Prepared:
         return self.entry.spec
 
 
-def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None, defer: bool = False) -> Prepared:
+def window(
+    req: _Inputs,
+    version: str,
+    entry: VersionEntry,
+    candles: Any = None,
+    defer: bool = False,
+    tail: Candles | None = None,
+) -> Prepared:
     """Rows for a version from `features` (when present) or from the request's candles.
 
-    defer: only check the candles and keep the tail; `fill_rows` computes the rows with the batch's others.
+    defer: only check the candles and keep the tail (candle_tail's, when the caller has it); `fill_rows`
+    computes the rows with the batch's others.
     """
     spec = entry.spec
     assert spec is not None
@@ -54,7 +62,7 @@ def window(req: _Inputs, version: str, entry: VersionEntry, candles: Any = None,
     if candles is None:
         candles = inputs.to_candles(req.data or [])
     if defer:
-        tail = inputs.candle_tail(candles, spec)
+        tail = tail if tail is not None else inputs.candle_tail(candles, spec)
         return Prepared(version, entry, _NO_ROWS, candles.close, req.pair, req.timeframe, in_domain, tail)
     rows = inputs.candle_rows(candles, spec)
     return Prepared(version, entry, rows, candles.close, req.pair, req.timeframe, in_domain)
@@ -67,10 +75,11 @@ def cached_window(
     spec = entry.spec
     if candles is None or req.features or cache.size <= 0 or spec is None:
         return window(req, version, entry, candles, defer)
-    key = content_key(models_of(entry), inputs.candle_tail(candles, spec))
+    tail = inputs.candle_tail(candles, spec)
+    key = content_key(models_of(entry), tail)
     hit = cache.get(key)
     if hit is None:
-        prepared = window(req, version, entry, candles, defer)
+        prepared = window(req, version, entry, candles, defer, tail)
     else:
         in_domain = entry.in_domain(req.pair, req.timeframe)
         prepared = Prepared(version, entry, hit.rows, candles.close, req.pair, req.timeframe, in_domain, scored=hit)
@@ -105,4 +114,15 @@ def batch_candles(items: Sequence[PredictRequest | InvalidItem]) -> dict[int, Ca
 
 def models_of(entry: VersionEntry) -> str:
     """The version and its stage models' store tags: a window's stage outputs depend on nothing else."""
-    return ",".join([entry.version, *(entry.stages[k].tag for k in sorted(entry.stages))])
+    known = _MODELS.get(id(entry))
+    if known is not None and known[0] is entry:
+        return known[1]
+    models = ",".join([entry.version, *(entry.stages[k].tag for k in sorted(entry.stages))])
+    if len(_MODELS) >= 64:  # entries are rebuilt on reload: keep the latest few
+        _MODELS.clear()
+    _MODELS[id(entry)] = (entry, models)
+    return models
+
+
+# id(entry) -> (the entry, its models_of), the entry kept so that its id is not reused while it is here
+_MODELS: dict[int, tuple[VersionEntry, str]] = {}

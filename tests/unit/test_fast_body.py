@@ -11,12 +11,15 @@ import json
 import math
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from aifx.serving.errors import BadCandles
 from aifx.serving.fast_body import batch_request, predict_request
-from aifx.serving.schemas import BatchRequest, PredictRequest
+from aifx.serving.inputs import to_candles, to_candles_many
+from aifx.serving.schemas import BatchRequest, FastCandle, PredictRequest
 from bench.payloads import predict_bodies
 
 NUMBERS = st.one_of(
@@ -98,7 +101,40 @@ def same(a: Any, b: Any) -> bool:
 
 
 def agrees(fast: PredictRequest, reference: PredictRequest) -> bool:
-    return same(fast.model_dump(), reference.model_dump()) and fast.model_fields_set == reference.model_fields_set
+    """The same fields, values and set fields; the same candles (FastCandle structs against CandleIn dicts, a
+    volume that is absent or null alike, as to_candles reads both), and the same arrays from to_candles."""
+    fields = same(fast.model_dump(exclude={"data"}), reference.model_dump(exclude={"data"}))
+    mine, theirs = [_candle(c) for c in fast.data or []], [_candle(c) for c in reference.data or []]
+    return (
+        fields
+        and same(mine, theirs)
+        and fast.model_fields_set == reference.model_fields_set
+        and _read(fast) == _read(reference)
+    )
+
+
+def _candle(candle: Any) -> dict[str, Any]:
+    """A candle as a dict without a null or absent volume."""
+    found = msgspec.structs.asdict(candle) if isinstance(candle, FastCandle) else dict(candle)
+    return {k: v for k, v in found.items() if not (k == "volume" and v is None)}
+
+
+def _read_many(batch: BatchRequest) -> list[Any]:
+    """What to_candles_many makes of a batch's candles, item by item."""
+    found = to_candles_many([item.data or [] for item in batch.items if isinstance(item, PredictRequest)])
+    return [
+        str(c) if isinstance(c, BadCandles) else [a.tolist() for a in (c.timestamp, c.open, c.close)] for c in found
+    ]
+
+
+def _read(req: PredictRequest) -> Any:
+    """What to_candles makes of the request's candles: its arrays as lists, or its error message."""
+    try:
+        c = to_candles(req.data or [])
+    except BadCandles as exc:
+        return str(exc)
+    return [c.timestamp.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+            None if c.volume is None else c.volume.tolist()]  # fmt: skip
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -127,6 +163,7 @@ def test_a_batch_body_msgspec_reads_is_one_pydantic_reads_the_same(items: list[s
     for mine, theirs in zip(fast.items, reference.items, strict=True):
         assert isinstance(mine, PredictRequest) and isinstance(theirs, PredictRequest)
         assert agrees(mine, theirs), (raw, mine, theirs)
+    assert _read_many(fast) == _read_many(reference)  # the stacked parse of both kinds of candles
 
 
 def test_the_common_form_is_read_by_msgspec() -> None:
