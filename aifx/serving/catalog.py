@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from aifx.domain import Domain
@@ -33,6 +34,11 @@ class VersionEntry:
     def in_domain(self, pair: str, timeframe: str) -> bool | None:
         """Whether a request is inside the pairs and timeframes the version was trained on (None: unknown)."""
         return None if self.domain is None else self.domain.contains(pair, timeframe)
+
+    @cached_property
+    def models(self) -> str:
+        """The version and its stage models' store tags: a window's stage outputs depend on nothing else."""
+        return ",".join([self.version, *(self.stages[k].tag for k in sorted(self.stages))])
 
     @property
     def has_stage2(self) -> bool:

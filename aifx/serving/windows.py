@@ -113,16 +113,5 @@ def batch_candles(items: Sequence[PredictRequest | InvalidItem]) -> dict[int, Ca
 
 
 def models_of(entry: VersionEntry) -> str:
-    """The version and its stage models' store tags: a window's stage outputs depend on nothing else."""
-    known = _MODELS.get(id(entry))
-    if known is not None and known[0] is entry:
-        return known[1]
-    models = ",".join([entry.version, *(entry.stages[k].tag for k in sorted(entry.stages))])
-    if len(_MODELS) >= 64:  # entries are rebuilt on reload: keep the latest few
-        _MODELS.clear()
-    _MODELS[id(entry)] = (entry, models)
-    return models
-
-
-# id(entry) -> (the entry, its models_of), the entry kept so that its id is not reused while it is here
-_MODELS: dict[int, tuple[VersionEntry, str]] = {}
+    """The version and its stage models' store tags (the window cache key's model part)."""
+    return entry.models
