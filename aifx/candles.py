@@ -104,12 +104,29 @@ def _plausible(
     timestamp: np.ndarray,
     max_ratio: float | None = None,
 ) -> bool:
-    """Every check of validate_ohlc in a few vectorised steps (NaN fails every comparison)."""
-    ok = bool(plausible_rows(timestamp[None], open_[None], high[None], low[None], close[None], max_ratio)[0])
-    if ok and volume is not None:
+    """Every check of validate_ohlc for one set, in a few vectorised steps (NaN fails every comparison).
+
+    plausible_rows does the same for stacked sets; this one-set form takes half the numpy calls (a predict's).
+    """
+    n = close.shape[-1]
+    if n:
         with np.errstate(invalid="ignore"):
-            ok = bool(((volume >= 0) & (volume < np.inf)).all())
-    return ok
+            lowest, highest = low.min(), high.max()  # NaN anywhere makes these NaN, and NaN fails below
+            if not (lowest > 0 and highest < np.inf):
+                return False
+            if not ((np.minimum(open_, close) >= low).all() and (np.maximum(open_, close) <= high).all()):
+                return False
+            if max_ratio is not None:
+                s, k = np.sort(close), n // 2
+                mid = s[k] if n % 2 else (s[k - 1] + s[k]) / 2.0  # np.median, bit for bit
+                if not (highest <= mid * max_ratio and lowest >= mid / max_ratio):
+                    return False
+            if volume is not None and not ((volume >= 0) & (volume < np.inf)).all():
+                return False
+    if n > 1:
+        t = timestamp.astype("datetime64[ns]", copy=False).view(np.int64)
+        return bool((t[1:] > t[:-1]).all())
+    return True
 
 
 def plausible_rows(
