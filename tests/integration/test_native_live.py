@@ -1,5 +1,5 @@
 """Issue 16 against real `bentoml serve`: BentoML's own clients call every native API, and another
-Bento composes the engine with `bentoml.depends(ReversalEngine)`."""
+Bento composes the engine with `bentoml.depends(ReversalEngine)` or reaches it by `bentoml.depends(url=...)`."""
 
 from __future__ import annotations
 
@@ -127,3 +127,18 @@ def test_another_bento_composes_the_engine_with_bentoml_depends(server_factory, 
             raise AssertionError(f"no answer through bentoml.depends: {last}\n{desk.log_tail()}")
     assert out["signal"] in ("long", "short", "hold") and 0.0 <= out["stage1_prob"] <= 1.0
     assert out["model_version"] == out["active_version"] == "v3.1"
+
+
+def test_another_bento_reaches_a_running_engine_by_url(engine, server_factory, candle_json):
+    """bentoml.depends(url=...): the other Bento imports nothing of the engine's and starts no engine of its own."""
+    desk = server_factory("tests.integration.remote_desk:RemoteDesk", from_source=True, wait=False,
+                          AIFX_ENGINE_URL=engine.url)  # fmt: skip
+    body = {**PAIR, "data": candle_json(2_300, 64)}
+    direct = httpx.post(f"{engine.url}{ROUTES['predict']}", json=body).json()
+    with bentoml.SyncHTTPClient(desk.url, server_ready_timeout=120, timeout=30) as client:
+        out = client.desk_signal(**body)
+    assert (out["signal"], out["stage1_prob"], out["model_version"]) == (
+        direct["signal"], direct["stage1_prob"], direct["model_version"],
+    )  # fmt: skip
+    assert out["active_version"] == out["model_version"] == "v3.1"
+    assert "ReversalEngine" not in desk.log_tail()  # the desk serves no engine of its own
