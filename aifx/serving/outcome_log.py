@@ -132,14 +132,8 @@ class OutcomeLog:
 
         pair and timeframe are canonical (the route checked them against the instrument table).
         """
-        counts = await asyncio.to_thread(
-            self.store.add_candles,
-            pair,
-            timeframe,
-            to_records(candles),
-            "candles_route",
-            self.settings.candle_tolerance,
-        )
+        rows, tolerance = to_records(candles), self.settings.candle_tolerance
+        counts = await asyncio.to_thread(self.store.add_candles, pair, timeframe, rows, "candles_route", tolerance)
         count_conflicts(pair, timeframe, counts)
         self._kick.set()
         return counts

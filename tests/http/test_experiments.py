@@ -6,31 +6,19 @@ import json
 import uuid
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
 
 import pytest
 
 from aifx.serving.registry import Availability
+from tests.http.route_checks import PAIR, assert_envelope
 
 pytestmark = pytest.mark.http
 
-PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
 EXPERIMENT_FIELDS = {
     "experiment_id", "name", "description", "variant_a", "variant_b", "traffic_split", "salt", "status", "active",
     "created_at", "activated_at", "stopped_at",
 }  # fmt: skip
 TOKEN = "s3cret-s3cret-s3cret-s3cret-s3cret"  # at least 32 characters
-
-
-def assert_envelope(body: dict, success: bool = True) -> None:
-    seed = {"success", "data", "error", "timestamp"}  # the seed's envelope; an error also names its request
-    assert set(body) == (seed if success else seed | {"request_id"})
-    assert body["success"] is success
-    datetime.fromisoformat(body["timestamp"])
-    if success:
-        assert body["error"] is None
-    else:
-        assert body["data"] is None and isinstance(body["error"], str) and body["error"]
 
 
 def new_id() -> str:

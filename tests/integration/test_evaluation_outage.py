@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from experiments.schema import eval_bars, eval_decisions
-from tests.integration.test_faults import fault_db, wait_healthy  # noqa: F401 - fixtures
+from tests.integration.fault_tools import fault_db, wait_healthy  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 pytest_plugins = ["tests.conftest_pg"]

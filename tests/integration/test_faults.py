@@ -1,139 +1,42 @@
-"""Fault tests against a real `bentoml serve`: a killed service worker, an unavailable state database
-and the production start-up refusal. (A corrupt model in the store: tests/integration/test_versions.py.)
+"""Fault tests against a real `bentoml serve`: a killed service worker and the production start-up refusal.
+(An unavailable state database: test_faults_database.py; a corrupt model in the store: test_versions.py.)
 
-Issue 6, acceptance 1, 3 and 4. Load comes from a background thread with a 10 s client timeout, so a
+Issue 6, acceptance 1 and 3. Load comes from a background thread with a 10 s client timeout, so a
 hang shows up as a timeout instead of stalling the test.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import psutil
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from tests.integration.conftest import BENTOML, ROOT, free_port
+from tests.integration.fault_tools import (
+    CLIENT_TIMEOUT,
+    CONCURRENCY,
+    PAIR,
+    TOKEN,
+    Call,
+    Load,
+    assert_clean_failures,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.conftest_pg"]
 
-TOKEN = "fault-admin-token-0123456789abcdef"  # at least 32 characters
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-PAIR = {"pair": "EUR/USD", "timeframe": "1h"}
-CLIENT_TIMEOUT = 10.0
-CONCURRENCY = 8
 MAX_OUTAGE = 10.0
 MAX_FAILED_SHARE = 0.01  # issue 27: a dead worker costs at most 1 % of requests (those in flight on it) ...
 MAX_LATENCY = 3.0  # ... and no request waits longer than this
 MAX_TREE_RSS_MB = 2048.0
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request of the load: when it ran, what it was and how it ended."""
-
-    kind: str
-    start: float
-    end: float
-    status: int | None  # None: transport error or client timeout
-    body: dict[str, Any] | None
-    failure: str | None = None
-
-
-class Load:
-    """Closed-loop load from a background thread until stop(); every call is recorded."""
-
-    def __init__(self, url: str, requests: Callable[[int], tuple[str, bytes]], keep_alive: bool = True) -> None:
-        self.url = url
-        self.requests = requests
-        self.keep_alive = keep_alive  # False: a new connection per request, so every live worker takes some
-        self.calls: list[Call] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=CLIENT_TIMEOUT + 5)
-
-    async def _run(self) -> None:
-        limits = httpx.Limits(
-            max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY if self.keep_alive else 0
-        )
-        headers = {"content-type": "application/json"}
-        async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT, limits=limits, headers=headers) as client:
-            await asyncio.gather(*(self._worker(client, w) for w in range(CONCURRENCY)))
-
-    async def _worker(self, client: httpx.AsyncClient, worker: int) -> None:
-        i = worker
-        while not self._stop.is_set():
-            kind, body = self.requests(i)
-            self.calls.append(await self._one(client, kind, body))
-            i += CONCURRENCY
-
-    async def _one(self, client: httpx.AsyncClient, kind: str, body: bytes) -> Call:
-        start = time.monotonic()
-        try:
-            r = await client.post(f"{self.url}/reversal/predict", content=body)
-        except httpx.HTTPError as exc:
-            return Call(kind, start, time.monotonic(), None, None, f"{type(exc).__name__}: {exc}")
-        try:
-            payload = r.json()
-        except ValueError:
-            payload = None
-        return Call(kind, start, time.monotonic(), r.status_code, payload)
-
-    def wait_until(self, done: Callable[[list[Call]], bool], timeout: float) -> None:
-        """Let the load run until done(calls) or timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done(self.calls):
-            time.sleep(0.25)
-
-
-def wait_healthy(url: str, in_a_row: int = 10, timeout: float = 60.0) -> None:
-    """Until /health says healthy in_a_row times on new connections (so from every API worker)."""
-    deadline = time.monotonic() + timeout
-    streak = 0
-    while streak < in_a_row:
-        assert time.monotonic() < deadline, f"{url} not healthy after {timeout}s"
-        r = httpx.get(f"{url}/health", headers={"Connection": "close"}, timeout=10)
-        streak = streak + 1 if r.status_code == 200 and r.json()["status"] == "healthy" else 0
-        time.sleep(0 if streak else 0.5)
-
-
-def predict_bodies(candle_json, n: int = 16) -> list[bytes]:
-    """n different predict bodies (64 candles each), encoded once."""
-    return [json.dumps({**PAIR, "data": candle_json(3000 + 41 * i, 64)}).encode() for i in range(n)]
-
-
-def assert_clean_failures(calls: list[Call]) -> None:
-    """Never a hang or a dropped connection; every failure a 503 with a message in the seed envelope."""
-    lost = [c.failure for c in calls if c.status is None]
-    assert not lost, f"{len(lost)} requests hung or lost their connection, e.g. {lost[:3]}"
-    for c in calls:
-        if c.status != 200:
-            assert c.status == 503, (c.status, c.body)
-            assert c.body and c.body["success"] is False and c.body["error"], c.body
 
 
 def service_workers(server, service: str = "ReversalEngine") -> list[int]:
@@ -298,104 +201,6 @@ def test_sigkill_of_a_service_worker_costs_only_its_requests_in_flight(productio
     calls, kill_at, serving = kill_under_load(production_server, bodies)
     check_no_cost(production_server, calls, kill_at, serving)
     assert httpx.get(f"{production_server.url}/health", timeout=10).json()["status"] == "healthy"
-
-
-# ---- acceptance 4: the state database becomes unavailable ---------------------------------------
-
-
-@pytest.fixture
-def fault_db(pg_server_url) -> Iterator[tuple[str, Callable[[bool], None]]]:
-    """A fresh PostgreSQL database and a switch that refuses (False) or allows (True) connections to it."""
-    name = f"aifx_fault_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def available(allowed: bool) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'))
-            if not allowed:
-                conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url, available
-    finally:
-        available(True)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def start_experiment(url: str) -> str:
-    eid = f"fault-{uuid.uuid4().hex[:8]}"
-    body = {"experiment_id": eid, "name": "db outage", "variant_a": "v3.0", "variant_b": "v3.1"}
-    assert httpx.post(f"{url}/reversal/experiments", json=body, headers=ADMIN, timeout=30).status_code == 201
-    assert httpx.post(f"{url}/reversal/experiments/{eid}/activate", headers=ADMIN, timeout=30).status_code == 200
-    return eid
-
-
-def mixed(bodies: list[bytes]) -> Callable[[int], tuple[str, bytes]]:
-    """Even calls without a user, odd calls with one of 500 users (so under the experiment)."""
-
-    def request(i: int) -> tuple[str, bytes]:
-        body = bodies[i % len(bodies)]
-        if i % 2 == 0:
-            return "plain", body
-        return "user", body[:-1] + f', "user_id": "user-{i % 500}"}}'.encode()
-
-    return request
-
-
-def stored_prediction_ids(db_url: str, experiment_id: str) -> set[str]:
-    engine = create_engine(db_url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT prediction_id FROM predictions WHERE experiment_id = :e"), {"e": experiment_id}
-            )
-            return {str(r[0]) for r in rows}
-    finally:
-        engine.dispose()
-
-
-def test_state_database_outage(launch, tmp_path, candle_json, fault_db):
-    db_url, available = fault_db
-    server = launch(tmp_path, AIFX_ADMIN_TOKEN=TOKEN, AIFX_DATABASE_URL=db_url)
-    try:
-        wait_healthy(server.url)
-        eid = start_experiment(server.url)
-        with Load(server.url, mixed(predict_bodies(candle_json))) as load:
-            load.wait_until(lambda calls: sum(c.status == 200 for c in calls) >= 40, timeout=30)
-            down_at = time.monotonic()
-            available(False)
-            load.wait_until(lambda calls: sum(c.status == 503 for c in calls) >= 10, timeout=15)
-            time.sleep(3.0)
-            up_at = time.monotonic()
-            available(True)
-            load.wait_until(lambda calls: sum(c.start > up_at + 2 for c in calls) >= 40, timeout=30)
-        check_outage(load.calls, down_at, up_at)
-        acked = {c.body["data"]["prediction_id"] for c in load.calls if c.kind == "user" and c.status == 200}
-        assert stored_prediction_ids(db_url, eid) == acked  # nothing acknowledged lost, no failure counted
-        metrics = httpx.get(f"{server.url}/reversal/experiments/{eid}/metrics", timeout=30).json()["data"]
-        assert sum(v["metrics"]["count"] for v in metrics["variants"].values()) == len(acked)
-    finally:
-        server.stop()
-
-
-def check_outage(calls: list[Call], down_at: float, up_at: float) -> None:
-    """Plain predictions never fail; experiment predictions fail with a 503 only around the outage."""
-    assert_clean_failures(calls)
-    plain = [c for c in calls if c.kind == "plain"]
-    during = [c for c in plain if down_at < c.start < up_at]
-    assert during and all(c.status == 200 for c in plain), "predictions without an experiment must be served"
-    failed = [c for c in calls if c.status != 200]
-    assert failed and all(c.kind == "user" for c in failed)
-    assert all("experiment database is unavailable" in c.body["error"] for c in failed if c.body)
-    assert all(c.end > down_at and c.start < up_at + 2 for c in failed)
-    user_ok = [c for c in calls if c.kind == "user" and c.status == 200]
-    assert any(c.end < down_at for c in user_ok) and any(c.start > up_at + 2 for c in user_ok)
-    assert all(c.body["data"].get("prediction_id") for c in user_ok)
 
 
 # ---- acceptance 1: production without a token refuses to start ---------------------------------

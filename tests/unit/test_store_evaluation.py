@@ -1,18 +1,14 @@
-"""The evaluation log (issue 12) on SQLite and PostgreSQL: bars, decisions, trusted candles, resolution,
-live figures, paired series, retention, and migration 0003 up and down."""
+"""The evaluation log (issue 12) on SQLite and PostgreSQL: bars, decisions, trusted candles and resolution."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from experiments import (
     BarLog,
@@ -24,38 +20,15 @@ from experiments import (
     Resolution,
 )
 from experiments.records import as_utc, utcnow
-from experiments.schema import SCHEMA_VERSION, eval_bars, eval_decisions, market_candles, metadata
-from tests.alembic_steps import alembic, tables
+from experiments.schema import eval_bars, market_candles
+from tests.unit.evaluation_rows import T0, H, bar, candle, dec, decisions_of
 
 pytest_plugins = ["tests.conftest_pg"]
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
-H = timedelta(hours=1)
-EVAL_TABLES = {"eval_bars", "eval_decisions", "market_candles"}
 
 
 @pytest.fixture
 def ev(store: ExperimentStore) -> EvaluationStore:
     return EvaluationStore(store)
-
-
-def bar(i: int, *decisions: Decision, pair: str = "EURUSD", tf: str = "1h", entry: float = 1.1) -> BarLog:
-    return BarLog(pair, tf, T0 + i * H, entry, 0.001, 0.0001, decisions)
-
-
-def dec(version: str = "v3.1", signal: str = "long", p: float = 0.7, served: int = 0) -> Decision:
-    return Decision(version, signal, p, 0.6 if signal != "hold" else None, served)
-
-
-def candle(ts: datetime, close: float = 1.1) -> Candle:
-    return Candle(ts, close, close + 0.001, close - 0.001, close)
-
-
-def decisions_of(store: ExperimentStore) -> dict[tuple[datetime, str], Any]:
-    """{(bar_time, version): row} of every stored decision, joined with its bar."""
-    stmt = select(eval_bars, eval_decisions).join(eval_decisions, eval_decisions.c.bar_id == eval_bars.c.id)
-    with store.engine.connect() as conn:
-        return {(as_utc(r.bar_time), r.version): r for r in conn.execute(stmt)}
 
 
 # -- log ------------------------------------------------------------------------------------------
@@ -315,246 +288,3 @@ def test_expire_and_the_pending_backlog(ev: EvaluationStore, store: ExperimentSt
     states = {t: r.state for (t, _), r in decisions_of(store).items()}
     assert states == {T0: "resolved", T0 + H: "expired", T0 + 2 * H: "pending", T0 + 3 * H: "pending"}
     assert ev.pending_backlog()[0] == 2
-
-
-# -- live figures and paired series ----------------------------------------------------------------
-
-
-def _random_history(ev: EvaluationStore, store: ExperimentStore, seed: int) -> list[dict[str, Any]]:
-    """Log, resolve and expire random bars of versions a and b; returns what was stored, per decision."""
-    rng = random.Random(seed)
-    rows, truth = [], []
-    for i in range(240):
-        pair, tf = rng.choice(["EURUSD", "USDJPY"]), rng.choice(["1h", "4h"])
-        decisions = [Decision(v, rng.choice(["long", "short", "hold"]), rng.random(), None, rng.randint(0, 2))
-                     for v in ("a", "b") if v == "a" or rng.random() < 0.7]  # fmt: skip
-        rows.append(BarLog(pair, tf, T0 + i * H, 1.1, 0.001, 0.0001, tuple(decisions)))
-    ev.log(rows)
-    with store.engine.connect() as conn:
-        ids = {(r.pair, r.timeframe, as_utc(r.bar_time)): r.id for r in conn.execute(select(eval_bars))}
-    results, expired = [], []
-    for row in rows:
-        bar_id, fate = ids[(row.pair, row.timeframe, row.bar_time)], rng.random()
-        for d in row.decisions:
-            traded = d.signal != "hold"
-            result = rng.choice(["hit", "stop", "timeout"]) if traded else None
-            pips = round(rng.gauss(2, 15), 3) if traded else None
-            held = rng.choice([True, False, None])
-            state = "resolved" if fate < 0.7 else "expired" if fate < 0.85 else "pending"
-            if state == "resolved":
-                results.append(Resolution(bar_id, d.version, result, pips, held))
-            truth.append({"version": d.version, "pair": row.pair, "timeframe": row.timeframe,
-                          "bar_time": row.bar_time, "state": state, "signal": d.signal, "p": d.p_reversal,
-                          "result": result, "pips": pips, "held": held, "bar_id": bar_id})  # fmt: skip
-        if 0.7 <= fate < 0.85:
-            expired.append(bar_id)
-    ev.write_results(results)
-    with store.engine.begin() as conn:
-        conn.execute(update(eval_bars).where(eval_bars.c.id.in_(expired)).values(created_at=T0))
-    ev.expire(T0 + H)
-    return truth
-
-
-def _expected_live(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The live block computed in Python, as a reference for the SQL aggregates."""
-    done = [r for r in rows if r["state"] == "resolved"]
-    signals = [r for r in done if r["signal"] != "hold"]
-    labelled = [r for r in done if r["held"] is not None]
-    tp = sum(r["signal"] != "hold" and r["held"] for r in labelled)
-    fp = sum(r["signal"] != "hold" and not r["held"] for r in labelled)
-    fn = sum(r["signal"] == "hold" and r["held"] for r in labelled)
-    sse = sum((r["p"] - float(r["held"])) ** 2 for r in labelled)
-    hits = sum(r["result"] == "hit" for r in signals)
-    total = sum(r["pips"] for r in signals)
-    return {
-        "resolved": len(done), "pending": sum(r["state"] == "pending" for r in rows),
-        "expired": sum(r["state"] == "expired" for r in rows), "void": 0, "signals": len(signals), "hits": hits,
-        "labelled": len(labelled), "tp": tp, "fp": fp, "fn": fn, "total_pips": total, "squared_error": sse,
-        "hit_rate": hits / len(signals) if signals else None,
-        "mean_pips": total / len(signals) if signals else None,
-        "brier": sse / len(labelled) if labelled else None,
-        "stage1_precision": tp / (tp + fp) if tp + fp else None,
-        "stage1_recall": tp / (tp + fn) if tp + fn else None,
-    }  # fmt: skip
-
-
-def test_live_aggregates_equal_a_python_computation(ev: EvaluationStore, store: ExperimentStore) -> None:
-    truth = _random_history(ev, store, seed=11)
-    since = T0 + 100 * H
-    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
-        ({}, lambda r: True),
-        ({"pair": "USDJPY"}, lambda r: r["pair"] == "USDJPY"),
-        ({"timeframe": "4h", "since": since}, lambda r: r["timeframe"] == "4h" and r["bar_time"] >= since),
-    ]
-    for version in ("a", "b"):
-        for filters, keep in cases:
-            want = _expected_live([r for r in truth if r["version"] == version and keep(r)])
-            got = ev.live(version, **filters)
-            assert set(got) == set(want)
-            for key, value in want.items():
-                assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-9), (version, filters, key)
-    assert ev.live("a")["signals"] > 20 and ev.live("a")["expired"] > 0 and ev.live("a")["pending"] > 0
-    assert ev.live("nobody") == _expected_live([])
-
-
-def test_paired_lists_bars_both_versions_decided_in_bar_order(ev: EvaluationStore, store: ExperimentStore) -> None:
-    truth = _random_history(ev, store, seed=5)
-    by_bar: dict[int, dict[str, dict[str, Any]]] = {}
-    for r in truth:
-        if r["state"] == "resolved":
-            by_bar.setdefault(r["bar_id"], {})[r["version"]] = r
-    both = sorted((v for v in by_bar.values() if len(v) == 2), key=lambda v: v["a"]["bar_time"])
-    got = ev.paired("a", "b")
-    assert [p["bar_id"] for p in got] == [v["a"]["bar_id"] for v in both] and len(got) > 50
-    for p, v in zip(got, both, strict=True):
-        assert p["bar_time"] == v["a"]["bar_time"] and (p["atr"], p["pip"]) == (0.001, 0.0001)
-        for side in ("a", "b"):
-            want = v[side]
-            assert p[side] == {"signal": want["signal"], "result": want["result"], "pips": want["pips"],
-                               "p_reversal": want["p"], "label_held": want["held"]}  # fmt: skip
-    assert ev.paired("a", "b", limit=5) == got[-5:]  # the newest bars: old ones cannot crowd them out
-    since = T0 + 120 * H
-    assert ev.paired("a", "b", pair="EURUSD", since=since) == [
-        p for p in got if p["pair"] == "EURUSD" and p["bar_time"] >= since
-    ]
-    assert [p["bar_id"] for p in ev.paired("b", "a")] == [p["bar_id"] for p in got]
-
-
-# -- retention -------------------------------------------------------------------------------------
-
-
-def test_purge_deletes_old_bars_with_their_decisions_and_old_candles(
-    ev: EvaluationStore, store: ExperimentStore
-) -> None:
-    now = utcnow().replace(microsecond=0)
-    ev.log([BarLog("EURUSD", "1h", now - timedelta(days=d), 1.1, 0.001, 0.0001, (dec("a"), dec("b")))
-            for d in (100, 95, 1)])  # fmt: skip
-    ev.add_candles("EURUSD", "1h", [candle(now - timedelta(days=d)) for d in (100, 95, 1)], "predict")
-    with store.engine.begin() as conn:
-        conn.execute(update(eval_bars).values(created_at=eval_bars.c.bar_time))
-        # candles go by arrival (a replay of old market data is recent): these arrived when they are timed
-        conn.execute(update(market_candles).values(received_at=market_candles.c.ts))
-    assert ev.purge(timedelta(days=90)) == {"bars": 2, "candles": 2}
-    assert [t for t, _ in decisions_of(store)] == [now - timedelta(days=1)] * 2
-    with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM eval_decisions")).scalar_one() == 2
-        assert conn.execute(text("SELECT count(*) FROM market_candles")).scalar_one() == 1
-    assert ev.purge(timedelta(days=90)) == {"bars": 0, "candles": 0}
-
-
-def test_the_store_opens_no_connection_until_used() -> None:
-    store = ExperimentStore("postgresql+psycopg://postgres@127.0.0.1:1/none", auto_migrate=False)
-    EvaluationStore(store)
-    store.close()
-
-
-# -- migration 0003 ------------------------------------------------------------------------------
-
-
-def test_migration_0003_goes_up_and_down(store: ExperimentStore, ev: EvaluationStore) -> None:
-    store.create_experiment("kept", "n", "d", "v3.0", "v3.1")
-    ev.log([bar(0, dec())])
-    assert SCHEMA_VERSION == "0008" and EVAL_TABLES <= tables(store.engine)
-    assert alembic(store.engine, "downgrade", "0002") == "0002"
-    assert not EVAL_TABLES & tables(store.engine)
-    assert store.get_experiment("kept")["name"] == "n"  # the experiment tables are untouched
-    assert alembic(store.engine, "upgrade", "head") == "0008"
-    assert EVAL_TABLES <= tables(store.engine) and ev.pending_backlog() == (0, None)
-    ev.log([bar(0, dec())])
-    assert ev.pending_backlog()[0] == 1
-
-
-def test_the_migrations_build_exactly_the_tables_of_schema_py(store: ExperimentStore) -> None:
-    store.ensure_schema()
-    with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, metadata) == []
-
-
-def test_sqlite_plain_statements_store_exactly_what_sqlalchemys_statements_store(tmp_path, monkeypatch):
-    """The SQLite write path skips SQLAlchemy's per-row work; the stored text is the same, row for row."""
-    import sqlite3
-
-    from experiments import eval_log
-
-    monkeypatch.setattr(eval_log, "utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
-    batches = [
-        [bar(i, dec("v3.1", "long", served=1), dec("v3.0", "hold", 0.2)) for i in range(700)],  # two chunks
-        [bar(i, dec("v3.1", "short", served=2), dec("v3.2", "long", served=0)) for i in range(650, 760)],
-    ]
-
-    def sqlalchemy_bars(conn, rows):
-        done = conn.execute(eval_log._insert_bars(True), rows)
-        return {(p, tf, as_utc(t)): (int(i), "pending") for i, p, tf, t in done}
-
-    def sqlalchemy_decisions(conn, rows):
-        conn.execute(eval_log._upsert_decisions(True), rows)
-
-    def dump(path) -> list[list[tuple]]:
-        with sqlite3.connect(path) as db:
-            return [db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in ("eval_bars", "eval_decisions")]
-
-    plain = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/plain.db"))
-    for b in batches:
-        plain.log(b)
-    monkeypatch.setattr(eval_log, "_sqlite_insert_bars", sqlalchemy_bars)
-    monkeypatch.setattr(eval_log, "_sqlite_upsert_decisions", sqlalchemy_decisions)
-    reference = EvaluationStore(ExperimentStore(f"sqlite:///{tmp_path}/reference.db"))
-    for b in batches:
-        reference.log(b)
-    bars, decisions = dump(tmp_path / "plain.db")
-    assert len(bars) == 760 and len(decisions) == 700 * 2 + 60 * 2 + 50  # the 50 shared bars gain v3.2
-    assert [bars, decisions] == dump(tmp_path / "reference.db")
-    assert bars[0][3] == "2024-01-01 00:00:00.000000"
-    assert next(d for d in decisions if d[:2] == (651, "v3.1"))[5] == 3  # served 1 + 2 on a shared bar
-
-
-def test_downgrading_0003_and_0002_keeps_every_outcome(store: ExperimentStore) -> None:
-    """Issue 29: SQLite rebuilds `predictions` to drop a column; its ON DELETE CASCADE used to empty `outcomes`."""
-    from sqlalchemy import text
-
-    store.create_experiment("down", "n", "d", "v3.0", "v3.1")
-    store.activate_experiment("down")
-    ids = [store.record_prediction("down", f"u{i}", "A", "v3.0", "long", 0.6) for i in range(5)]
-    for i, pid in enumerate(ids):
-        store.record_outcome(pid, float(i))
-
-    def outcomes() -> list[tuple[str, float]]:
-        with store.engine.connect() as conn:
-            return sorted((r[0], r[1]) for r in conn.execute(text("SELECT prediction_id, pips FROM outcomes")))
-
-    before = outcomes()
-    assert len(before) == 5
-    for revision in ("0002", "0001"):
-        assert alembic(store.engine, "downgrade", revision) == revision
-        assert outcomes() == before, revision
-    assert alembic(store.engine, "upgrade", "head") == SCHEMA_VERSION
-    assert outcomes() == before
-
-
-def test_the_retention_purge_deletes_in_bounded_batches(store: ExperimentStore, monkeypatch) -> None:
-    """Issue 29, item 9: each batch is its own short transaction; every old row goes, with its outcome."""
-    from datetime import timedelta
-
-    from sqlalchemy import text
-
-    from experiments import purge
-
-    store.create_experiment("old", "n", "d", "v3.0", "v3.1")
-    store.activate_experiment("old")
-    ids = [store.record_prediction("old", f"p{i}", "A", "v3.0", "long", 0.6) for i in range(7)]
-    store.record_outcome(ids[0], 1.0)
-    transactions: list[int] = []
-    real = store._write
-
-    def counted():
-        transactions.append(1)
-        return real()
-
-    monkeypatch.setattr(store, "_write", counted)
-    monkeypatch.setattr(purge, "BATCH_ROWS", 3)
-    monkeypatch.setattr(purge.delete_in_batches, "__defaults__", (3, 10_000))
-    assert store.purge_predictions(timedelta(seconds=-1)) == 7
-    assert len(transactions) == 3  # 3 + 3 + 1
-    with real() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM outcomes")).scalar() == 0
