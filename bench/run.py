@@ -95,7 +95,8 @@ def bench_service(
         first = first_prediction_s(url, t0)
         run_load("warm-up", url, predict_bodies(int(300 * scale), seed=9), 8)
         runs: list[RunResult] = []
-        for conc, n in ((1, 1000), (8, 2000), (32, 4000), (64, 4000), (1, 1000)):
+        # c=64 is the ratio line: 12,000 requests (~3 s on the ceiling), not 4,000 (~0.7 s, too short to be steady)
+        for conc, n in ((1, 1000), (8, 2000), (32, 4000), (64, C64_REQUESTS), (1, 1000)):
             label = "service" if not runs or conc != 1 else "service (after burst)"
             runs.append(run_load(label, url, distinct_bodies(int(n * scale), len(runs)), conc))
             print(runs[-1].row(), flush=True)
@@ -119,6 +120,8 @@ def bench_service(
 
 
 REPEATED_BARS = 100  # the repeated-bar line: 4,000 requests about 100 bars, 40 users per bar
+C64_REQUESTS = 12_000  # the service's and the ceiling's c=64 runs (distinct bars, the same bodies)
+DISTINCT_BARS = 6_000  # windows of 64 candles the bundled series holds (6,097), rounded down
 PAIRS = ("EUR/USD", "GBP/USD", "AUD/USD", "NZD/USD", "USD/CAD", "EUR/GBP", "EUR/CHF", "AUD/NZD", "GBP/CHF")
 
 
@@ -129,7 +132,13 @@ def distinct_bodies(count: int, run: int) -> list[dict[str, object]]:
     cache, keyed by the candles' content (not the pair), holds no window of an earlier run: the bundled data
     is one series, so each run's prices are scaled by its own factor (1.0001, 1.0002, ...).
     """
-    return predict_bodies(count, seed=run, pair=PAIRS[run % len(PAIRS)], distinct=True, price_scale=run_scale(run))
+    bodies: list[dict[str, object]] = []
+    for part in range(-(-count // DISTINCT_BARS)):  # beyond the series' bars: more parts, each at a scale of its own
+        take, tag = min(DISTINCT_BARS, count - len(bodies)), run + 100 * part
+        bodies += predict_bodies(
+            take, seed=tag, pair=PAIRS[run % len(PAIRS)], distinct=True, price_scale=run_scale(tag)
+        )
+    return bodies
 
 
 def run_scale(run: int) -> float:
@@ -187,7 +196,7 @@ def bench_ceiling(scale: float, version: str = "v3.1") -> tuple[list[RunResult],
         url = f"http://127.0.0.1:{port}/reversal/predict"
         run_load("warm-up", url, predict_bodies(int(300 * scale), seed=9), 8)
         runs = []
-        for conc, n, run in ((64, 4000, 3), (1, 1000, 0)):  # `run`: the service run whose bodies it gets
+        for conc, n, run in ((64, C64_REQUESTS, 3), (1, 1000, 0)):  # `run`: the service run whose bodies it gets
             runs.append(run_load("ceiling (1 process per worker)", url, distinct_bodies(int(n * scale), run), conc))
             print(runs[-1].row(), flush=True)
         rss = tree_rss_mb(proc.pid)
