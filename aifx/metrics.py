@@ -17,7 +17,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from aifx import instruments
-from aifx.metrics_buffer import BUFFER
 from aifx.promotion import state_gauge
 
 UNKNOWN = "unknown"
@@ -245,9 +244,9 @@ class MetricLabels:
 def observe_prediction(labels: MetricLabels, version: str, signal: str, stage1_prob: float, confidence: float) -> None:
     """Count one served prediction."""
     count, stage1, confident = _prediction_series(labels.version(version), signal)
-    BUFFER.inc(count)  # written with the request's other series (aifx/metrics_buffer.py)
-    BUFFER.observe(stage1, stage1_prob)
-    BUFFER.observe(confident, confidence)
+    count.inc()
+    stage1.observe(stage1_prob)
+    confident.observe(confidence)
 
 
 @functools.lru_cache(maxsize=256)  # bounded label values: configured versions (else unknown) x three signals

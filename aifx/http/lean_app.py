@@ -14,7 +14,6 @@ cancelled (a task, an event loop pass and a timer callback per request, ~4 % of 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import MutableMapping
 from timeit import default_timer
 from typing import Any
@@ -27,8 +26,6 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
-
-from aifx.metrics_buffer import BUFFER
 
 MAX_SERIES = 4_096  # endpoints are route templates (route_labels.py) and statuses few: a bound, not a limit
 
@@ -90,49 +87,32 @@ class CachedTrafficMetrics(RunnerTrafficMetricsMiddleware):
         super().__init__(app, *args, **kwargs)
         self._done: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._running: dict[str, Any] = {}
-        self._inflight: dict[str, int] = {}  # this worker's requests in flight per endpoint (the in-progress gauge)
         self._last: Any = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] == "/metrics":  # websockets and the rest: BentoML's own code
-            BUFFER.flush()  # a scrape reads this worker's updates too
             await super().__call__(scope, receive, send)
             return
         if not self._is_setup:
             self._setup()
         endpoint = scope["path"]
-        BUFFER.begin()  # from here the series below wait in the worker's buffer (aifx/metrics_buffer.py)
         if not endpoint.startswith(tuple(self.skip_paths)):
-            BUFFER.set(self._last_request(), time.time())
+            self._last_request().set_to_current_time()
         start = default_timer()
         status = 0
-        running, inflight = self._in_progress(endpoint), self._inflight
-        inflight[endpoint] = inflight.get(endpoint, 0) + 1
-        BUFFER.set(running, inflight[endpoint])
-        released = False
 
         async def wrapped_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal status, released
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if _streams(message) and not released:  # a stream may stay open for hours: not a request in flight
-                    released = True
-                    BUFFER.end()
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 total, duration = self._finished(endpoint, status)
-                BUFFER.inc(total)
-                BUFFER.observe(duration, max(default_timer() - start, 0))
-                if BUFFER.busy <= 1:  # the worker's last request: its updates are written before its answer leaves
-                    BUFFER.flush()
+                total.inc()
+                duration.observe(max(default_timer() - start, 0))
             await send(message)
 
-        try:
+        with self._in_progress(endpoint).track_inprogress():
             await self.app(scope, receive, wrapped_send)
-        finally:
-            inflight[endpoint] -= 1
-            BUFFER.set(running, inflight[endpoint])
-            if not released:
-                BUFFER.end()
 
     def _names(self) -> dict[str, str | None]:
         return {
@@ -162,8 +142,3 @@ class CachedTrafficMetrics(RunnerTrafficMetricsMiddleware):
             if len(self._done) < MAX_SERIES:
                 self._done[(endpoint, status)] = found
         return found
-
-
-def _streams(start: MutableMapping[str, Any]) -> bool:
-    """Whether a response start opens a Server-Sent Events stream."""
-    return any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", ()))
