@@ -2,9 +2,10 @@
 
 Usage: python -m bench.asgi_cpu [--predicts 3000] [--batches 30]. Builds `ReversalEngine.to_asgi()` as a
 worker does (BentoML's middlewares, ours, the hot routes) over a fresh SQLite database, sends distinct-bar
-predicts and 100-item batches with no token, and prints the event loop thread's CPU time per predict and per
-batch item. Steadier than `make bench` on a shared machine (thread CPU time, not wall time), so it compares
-two commits' request paths (run it in each worktree, interleaved); `make bench` stays the measure of record.
+predicts and 100-item batches with no token under BentoML's server logging (access lines to /dev/null), and
+prints the event loop thread's CPU time per predict and per batch item. Steadier than `make bench` on a shared
+machine (thread CPU time, not wall time), so it compares two commits' request paths (run it in each worktree,
+interleaved); `make bench` stays the measure of record.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging.config
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -74,6 +77,12 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # starlette's TestClient prefers httpx2, which we do not ship
         from starlette.testclient import TestClient
+    # BentoML's server logging as a worker has it (its lines to /dev/null): the access line is part of a request.
+    from bentoml._internal.log import SERVER_LOGGING_CONFIG
+
+    stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 - the handler binds it now, for good
+    logging.config.dictConfig(SERVER_LOGGING_CONFIG)
+    sys.stdout = stdout
     # The service first, as a worker imports it: without pandas, so TA-Lib loads without its pandas wrappers
     # (bench.payloads reads the candles with pandas; imported first, every TA-Lib call paid ~1 us more).
     from service import ReversalEngine  # noqa: I001 - before bench.payloads, on purpose

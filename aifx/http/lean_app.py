@@ -9,6 +9,7 @@ series, names and values (tests/http/test_lean_app.py). Tracing configured in BE
 middleware. Its request timeout runs each request in a task of its own with a 30 s timer that is never
 cancelled (a task, an event loop pass and a timer callback per request, ~4 % of a predict's CPU);
 `InlineTimeout` keeps its rule (504 when no answer has started in time) with one timer stopped at the answer.
+Its access log becomes `access_line.LeanAccessLog`: the same lines with a third less work.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from typing import Any
 from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.container import BentoMLContainer
 from bentoml._internal.context import server_context
+from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
+
+from aifx.http.access_line import LeanAccessLog
 
 MAX_SERIES = 4_096  # endpoints are route templates (route_labels.py) and statuses few: a bound, not a limit
 
@@ -50,6 +54,8 @@ class LeanAppFactory(ServiceAppFactory):
                 middleware = Middleware(CachedTrafficMetrics, *middleware.args, **middleware.kwargs)
             if middleware.cls is TimeoutMiddleware:
                 middleware = Middleware(InlineTimeout, *middleware.args, **middleware.kwargs)
+            if middleware.cls is AccessLogMiddleware:
+                middleware = Middleware(LeanAccessLog, *middleware.args, **middleware.kwargs)
             out.append(middleware)
         return out
 

@@ -71,8 +71,35 @@ def configure(level: str | None, fmt: str) -> None:
         root = logging.getLogger()
         if number > root.level:  # above WARNING (error, critical): the libraries' lines too
             root.setLevel(number)
-    if fmt == "json":
-        formatter = JsonLines()
-        for name in ("", "bentoml", "uvicorn.error", "circus"):
-            for handler in logging.getLogger(name).handlers:
-                handler.setFormatter(formatter)
+    json_lines = JsonLines() if fmt == "json" else None
+    for name in ("", "bentoml", "uvicorn.error", "circus"):
+        for handler in logging.getLogger(name).handlers:
+            if json_lines is not None:
+                handler.setFormatter(json_lines)
+            elif type(handler.formatter) is logging.Formatter:  # BentoML's text lines, a date once a second
+                handler.setFormatter(SecondDates.like(handler.formatter))
+
+
+class SecondDates(logging.Formatter):
+    """A logging.Formatter that formats a date format (whole seconds, as strftime) once a second, not per line."""
+
+    _last: tuple[int, str, str] = (-1, "", "")
+
+    @classmethod
+    def like(cls, formatter: logging.Formatter) -> SecondDates:
+        """This formatter with another's format, date format and style."""
+        twin = cls.__new__(cls)
+        twin.__dict__.update(formatter.__dict__)
+        return twin
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As logging.Formatter's; with a date format, the text of the record's second is reused within it."""
+        if datefmt is None:  # the default format adds milliseconds
+            return super().formatTime(record, datefmt)
+        second = int(record.created)  # what the converter (localtime or gmtime) reads of it
+        last = self._last
+        if last[0] == second and last[1] == datefmt:
+            return last[2]
+        text = super().formatTime(record, datefmt)
+        self._last = (second, datefmt, text)
+        return text

@@ -6,10 +6,12 @@ import asyncio
 from typing import Any
 
 from bentoml._internal.container import BentoMLContainer
+from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+from aifx.http.access_line import LeanAccessLog
 from aifx.http.lean_app import CachedTrafficMetrics, InlineTimeout, traces_nothing
 
 # (path, status): repeated series, a skipped path, several statuses, a streamed answer.
@@ -29,6 +31,7 @@ def test_the_served_app_has_no_tracer_and_caches_metric_series(client):
     assert OpenTelemetryMiddleware not in classes
     assert CachedTrafficMetrics in classes and RunnerTrafficMetricsMiddleware not in classes
     assert InlineTimeout in classes and TimeoutMiddleware not in classes
+    assert LeanAccessLog in classes and AccessLogMiddleware not in classes
     # The series still count what was served: a predict moves the request total of its route template.
     before = _samples("bentoml_service")
     body = {"pair": "EUR/USD", "timeframe": "1h", "features": [[0.0] * 12] * 64}

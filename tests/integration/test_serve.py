@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
+import time
 import uuid
 
 import bentoml
@@ -145,3 +147,26 @@ def test_metrics_clean_and_bounded(server, candle_json):
     assert 'aifx_errors_total{reason="unknown_version"}' in text
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+
+
+def test_text_access_lines_keep_bentomls_format(server, candle_json):
+    """The served access lines (aifx.http.access_line.LeanAccessLog) read as BentoML's own, date and all."""
+    body = {**PAIR, "data": candle_json(4100, 80)}
+    marker = f"/no/such/route/{uuid.uuid4().hex}"
+    assert httpx.post(f"{server.url}/reversal/predict", json=body, timeout=30).status_code == 200
+    assert httpx.get(f"{server.url}{marker}", timeout=10).status_code == 404
+    date = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+    head = rf"^{date} \[INFO\] \[entry_service:ReversalEngine:\d+\] 127\.0\.0\.1:\d+ "
+    predict = re.compile(
+        head + r"\(scheme=http,method=POST,path=/reversal/predict,type=application/json,length=\d+\) "
+        r"\(status=200,type=application/json,length=\d+\) \d+\.\d{3}ms$"
+    )
+    missing = re.compile(head + r"\(scheme=http,method=GET,path=/\{unmatched\},type=,length=\) \(status=404,")
+    lines: list[str] = []
+    for _ in range(50):  # the line is written after the answer
+        lines = server.log.read_text(errors="replace").splitlines()
+        if any(predict.match(line) for line in lines) and any(missing.match(line) for line in lines):
+            break
+        time.sleep(0.1)
+    assert any(predict.match(line) for line in lines), "\n".join(lines[-20:])
+    assert any(missing.match(line) for line in lines), "\n".join(lines[-20:])
