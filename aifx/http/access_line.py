@@ -89,25 +89,25 @@ class Records:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self._thread = -1
-        self._constant: dict[str, Any] = {}
-        self._start = 0.0
+        self._local = threading.local()  # one thread in a server worker (the event loop's); any number here
 
     def make(self, args: tuple[Any, ...]) -> logging.LogRecord:
         """A record of BentoML's access line with these arguments, now (LogRecord.__init__'s time fields)."""
-        if threading.get_ident() != self._thread:  # the event loop's thread, always, in a server worker
+        try:
+            constant, start = self._local.state
+        except AttributeError:  # this thread's first line: makeRecord's own, kept as the thread's pattern
             first = self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, FORMAT, args, None, "make")
-            self._thread, self._constant = threading.get_ident(), dict(first.__dict__)
-            self._start = first.created - first.relativeCreated / 1000  # logging's start time, without its private
+            # logging's start time from the record, not from logging's private _startTime
+            self._local.state = (dict(first.__dict__), first.created - first.relativeCreated / 1000)
             return first
         record = logging.LogRecord.__new__(logging.LogRecord)
         now = time.time()
         fields = record.__dict__
-        fields.update(self._constant)
+        fields.update(constant)
         fields["args"] = args
         fields["created"] = now
         fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord.__init__ (Python 3.11)
-        fields["relativeCreated"] = (now - self._start) * 1000
+        fields["relativeCreated"] = (now - start) * 1000
         return record
 
 

@@ -144,6 +144,27 @@ def test_lean_records_are_makerecords_with_the_time_of_their_line():
     assert [r.threadName for r in handler.records] == [threading.current_thread().name] * 3 + ["other-one"]
 
 
+def test_threads_logging_at_once_each_name_their_own():
+    with _captured("aifx_test_threads") as (logger, handler):
+        middleware = _lean(_app(200, JSON, False), logger)
+        start = threading.Barrier(4)
+
+        def serve() -> None:
+            start.wait()
+            for _ in range(50):
+                asyncio.run(_serve(middleware, f"/{threading.current_thread().name}", None, []))
+
+        threads = [threading.Thread(target=serve, name=f"t{i}") for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(handler.records) == 200
+    for record in handler.records:
+        assert f"path=/{record.threadName}" in record.args[1], (record.threadName, record.args)
+        assert record.thread == next(t.ident for t in threads if t.name == record.threadName)
+
+
 def test_no_line_below_the_loggers_level():
     with _captured("aifx_test_quiet", logging.WARNING) as (logger, handler):
         middleware = _lean(_app(200, JSON, False), logger)
